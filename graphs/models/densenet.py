@@ -1,0 +1,130 @@
+"""DenseNet-BC, the CondenseNet papers' baseline.
+
+"Densely Connected Convolutional Networks" (Huang et al., CVPR 2017), in the form of the official
+CondenseNet repository's ``models/densenet.py``: pre-activation layers (BN-ReLU-conv), bottleneck 1x1
+to ``bottleneck * k`` channels, 3x3 to ``k``; transitions BN-ReLU-1x1 conv to half the width (rounded
+up to a multiple of ``group_1x1``) then 2x2 average pooling. Published DenseNet-BC-100 (k=12) on CIFAR:
+0.8M params, 292M FLOPs, 4.51% CIFAR-10 error.
+"""
+import math
+
+import torch
+from torch import nn
+
+from graphs.layers.conv import Conv
+from graphs.models.registry import register_model
+from utils.errors import check
+
+CIFAR_CFG = dict(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear", mean=None, std=None)
+IMAGENET_CFG = dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bilinear",
+                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def _make_divisible(x, divisor):
+    return int(math.ceil(x / divisor) * divisor)
+
+
+class _DenseLayer(nn.Module):
+    def __init__(self, in_channels, growth, bottleneck, group_1x1, group_3x3):
+        super().__init__()
+        self.conv_1 = Conv(in_channels, bottleneck * growth, 1, groups=group_1x1)
+        self.conv_2 = Conv(bottleneck * growth, growth, 3, padding=1, groups=group_3x3)
+
+    def forward(self, x):
+        return torch.cat([x, self.conv_2(self.conv_1(x))], 1)
+
+
+class _DenseBlock(nn.Sequential):
+    def __init__(self, num_layers, in_channels, growth, bottleneck, group_1x1, group_3x3):
+        super().__init__()
+        for i in range(num_layers):
+            self.add_module(f"denselayer_{i + 1}",
+                            _DenseLayer(in_channels + i * growth, growth, bottleneck, group_1x1, group_3x3))
+
+
+class _Transition(nn.Module):
+    def __init__(self, in_channels, out_channels, group_1x1):
+        super().__init__()
+        self.conv = Conv(in_channels, out_channels, 1, groups=group_1x1)
+        self.pool = nn.AvgPool2d(2, 2)
+
+    def forward(self, x):
+        return self.pool(self.conv(x))
+
+
+class DenseNetBC(nn.Module):
+    """DenseNet-BC with per-block ``stages`` and ``growth``; ``data`` picks the CIFAR or ImageNet stem."""
+
+    flops_rule = "v1"
+    is_converted = False
+
+    def __init__(self, stages=(16, 16, 16), growth=(12, 12, 12), bottleneck=4, compression=0.5,
+                 group_1x1=1, group_3x3=1, data="cifar", num_classes=10):
+        super().__init__()
+        check(len(stages) == len(growth) and len(stages) > 0,
+              f"stages {list(stages)} and growth {list(growth)} must be non-empty lists of the same length")
+        check(all(isinstance(v, int) and v > 0 for v in [*stages, *growth, bottleneck]),
+              "stages, growth and bottleneck must be positive integers")
+        check(data in ("cifar", "imagenet"), f"data must be 'cifar' or 'imagenet', got {data!r}")
+        check(0 < compression <= 1, f"compression must be in (0, 1], got {compression}")
+        self.data_cfg = dict(CIFAR_CFG if data == "cifar" else IMAGENET_CFG)
+        stride, pool = (1, 8) if data == "cifar" else (2, 7)
+        width = 2 * growth[0]
+        self.features = nn.Sequential()
+        self.features.add_module("init_conv", nn.Conv2d(3, width, 3, stride=stride, padding=1, bias=False))
+        self.feature_info = []
+        reduction = stride
+        for i, (n, k) in enumerate(zip(stages, growth)):
+            self.features.add_module(f"denseblock_{i + 1}",
+                                     _DenseBlock(n, width, k, bottleneck, group_1x1, group_3x3))
+            width += n * k
+            if i + 1 < len(stages):
+                out = _make_divisible(math.ceil(compression * width), group_1x1)
+                self.features.add_module(f"transition_{i + 1}", _Transition(width, out, group_1x1))
+                self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f"features.denseblock_{i + 1}"))
+                width, reduction = out, reduction * 2
+        self.features.add_module("norm_last", nn.BatchNorm2d(width))
+        self.features.add_module("relu_last", nn.ReLU(inplace=True))
+        self.feature_info.append(dict(num_chs=width, reduction=reduction, module="features.relu_last"))
+        self.features.add_module("pool_last", nn.AvgPool2d(pool))
+        self.num_features = width
+        self.classifier = nn.Linear(width, num_classes)
+        self._initialize()
+
+    def _initialize(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / n))
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x):
+        for name, module in self.features.named_children():
+            if name == "pool_last":
+                break
+            x = module(x)
+        return x
+
+    def forward(self, x):
+        x = self.features(x)
+        return self.classifier(torch.flatten(x, 1))
+
+
+@register_model(model_class=DenseNetBC)
+def densenet_bc_100(num_classes=10, converted=False, **kwargs):
+    """DenseNet-BC-100, k=12, on CIFAR (0.8M params)."""
+    check(not converted, "DenseNet-BC has no converted form; set converted to false")
+    kwargs = {"stages": (16, 16, 16), "growth": (12, 12, 12), **kwargs}
+    return DenseNetBC(num_classes=num_classes, **kwargs)
+
+
+@register_model(model_class=DenseNetBC)
+def densenet_bc_190(num_classes=10, converted=False, **kwargs):
+    """DenseNet-BC-190, k=40, on CIFAR (25.6M params)."""
+    check(not converted, "DenseNet-BC has no converted form; set converted to false")
+    kwargs = {"stages": (31, 31, 31), "growth": (40, 40, 40), **kwargs}
+    return DenseNetBC(num_classes=num_classes, **kwargs)

@@ -1,0 +1,87 @@
+"""Entry point: ``python main.py CONFIG [--mode M] [--set key=value ...]``.
+
+Reads and validates the JSON config, picks the agent named by its ``agent`` key and runs it. Errors
+the user can fix are printed as one sentence (exit code 2); ``--debug`` shows the traceback.
+"""
+import argparse
+import os
+import signal
+import sys
+
+from utils.config import MODES, load_config
+from utils.errors import Interrupted, UserError
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Train, validate, convert and inspect CondenseNet, CondenseNetV2, "
+                                            "ReXNet and DenseNet-BC classifiers.")
+    p.add_argument("config", nargs="?", help="path to a JSON config, e.g. configs/cdnv2_exp_0.json")
+    p.add_argument("--mode", choices=MODES, help="override the config's mode")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config keys; values are JSON (dotted keys reach into model_args)")
+    p.add_argument("--checkpoint", help="checkpoint or weight file for validate/convert/visualize/...")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train with N processes on this machine (DistributedDataParallel via torchrun)")
+    p.add_argument("--list-models", action="store_true", help="print the registered model names and exit")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    args = p.parse_args(argv)
+    if not args.config and not args.list_models:
+        p.error("the config path is required (e.g. configs/cdnv2_exp_0.json)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(args.nproc, argv if argv is not None else sys.argv[1:])
+    try:
+        if args.list_models:
+            from graphs.models import list_models
+            print("\n".join(list_models()))
+            return 0
+        overrides = list(args.set) + ([f"checkpoint={_json_str(args.checkpoint)}"] if args.checkpoint else [])
+        config = load_config(args.config, overrides, mode=args.mode)
+        from agents import AGENTS
+        agent = AGENTS[config.agent](config)
+        try:
+            agent.run()
+        finally:
+            agent.finalize()
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except Interrupted as e:
+        print(f"stopped by {signal.Signals(e.signum).name}; the checkpoint is saved — run the same command "
+              f"again to resume", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    return 0
+
+
+def launch(nproc, argv):
+    """Re-run this command under torchrun with ``nproc`` processes on this node."""
+    import subprocess
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           os.path.abspath(__file__), *rest]
+    return subprocess.call(cmd)
+
+
+def _json_str(value):
+    import json
+    return json.dumps(os.fspath(value))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

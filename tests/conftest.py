@@ -1,0 +1,47 @@
+"""Shared fixtures: the repository root on sys.path, the offline data in ../shared (skipped if absent)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
+
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def shared_path(*parts):
+    """A path under ../shared, or skip the test when it is not there."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} is not available (set SHARED_DIR or run beside ../shared)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory):
+    """The real CIFAR-10 (python batches) built from ../shared into a temp dir, once per session."""
+    tool = shared_path("tools", "make_cifar10.py")
+    dest = tmp_path_factory.mktemp("cifar")
+    subprocess.run([sys.executable, str(tool), str(dest)], check=True, capture_output=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def imagenet_sample_root(tmp_path_factory):
+    """1000 real ImageNet images (one per class) as train/ and val/ ImageFolder trees."""
+    tool = shared_path("tools", "make_imagenet_sample.py")
+    dest = tmp_path_factory.mktemp("imagenet")
+    subprocess.run([sys.executable, str(tool), str(dest)], check=True, capture_output=True)
+    return dest
+
+
+@pytest.fixture
+def fixture_dir():
+    """The official CondenseNet-50 fixture directory."""
+    return shared_path("fixtures", "official", "condensenet50_cifar10")

@@ -1,0 +1,110 @@
+"""Config errors: each class gets exit code 2 and one sentence (no traceback)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+import main
+from tests.conftest import ROOT
+from utils.config import SCHEMA, apply_overrides, load_config, markdown_table, parse_overrides
+from utils.errors import ConfigError
+
+BASE = {"exp_name": "t", "agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic",
+        "num_classes": 10}
+
+
+def write(tmp_path, data, name="c.json"):
+    p = tmp_path / name
+    p.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(p)
+
+
+def run_main(capsys, argv):
+    code = main.main(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def assert_one_sentence(code, err, *needles):
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.mark.parametrize("change, needles", [
+    ({"batch_sise": 64}, ["unknown key 'batch_sise'", "did you mean 'batch_size'"]),
+    ({"batch_size": "64"}, ["'batch_size' must be an integer", '"64"']),
+    ({"batch_size": 0}, ["'batch_size' must be >= 1"]),
+    ({"lr": -0.1}, ["'lr' must be >= 0"]),
+    ({"nesterov": 1}, ["'nesterov' must be true or false"]),
+    ({"lr_schedule": "cosin"}, ["'lr_schedule' must be one of", "did you mean 'cosine'"]),
+    ({"agent": "ClasificationAgent"}, ["unknown agent", "ClassificationAgent"]),
+    ({"model": "densenet_bc_10"}, ["unknown model 'densenet_bc_10'", "valid models are", "densenet_bc_100"]),
+    ({"dataset": "cifar"}, ["unknown dataset 'cifar'", "cifar10"]),
+    ({"model_args": {"growht": [12, 12, 12]}}, ["has no argument 'growht'", "did you mean 'growth'"]),
+    ({"amp": "fp16", "device": "cpu"}, ["needs a CUDA device"]),
+    ({"warmup_epochs": 5, "max_epoch": 5}, ["warmup_epochs (5) must be shorter than max_epoch (5)"]),
+    ({"mode": "trian"}, ["'mode' must be one of", "did you mean 'train'"]),
+    ({"num_classes": None}, ["dataset 'synthetic' needs num_classes"]),
+])
+def test_config_errors(tmp_path, capsys, change, needles):
+    cfg = {**BASE, **change, "exp_root": str(tmp_path / "exp")}
+    code, err = run_main(capsys, [write(tmp_path, cfg)])
+    assert_one_sentence(code, err, *needles)
+
+
+def test_missing_required_key(tmp_path, capsys):
+    cfg = {k: v for k, v in BASE.items() if k != "model"}
+    assert_one_sentence(*run_main(capsys, [write(tmp_path, cfg)]), "missing the required key 'model'")
+
+
+def test_malformed_json_names_line_and_column(tmp_path, capsys):
+    path = write(tmp_path, '{\n  "exp_name": "t",\n  "agent": "ClassificationAgent"\n  "model": "x"\n}')
+    assert_one_sentence(*run_main(capsys, [path]), "is not valid JSON", "line 4, column 3", path)
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert_one_sentence(*run_main(capsys, [str(tmp_path / "nope.json")]), "does not exist")
+
+
+def test_bad_set_syntax(tmp_path, capsys):
+    path = write(tmp_path, {**BASE, "exp_root": str(tmp_path)})
+    assert_one_sentence(*run_main(capsys, [path, "--set", "max_epoch"]), "--set expects key=value")
+
+
+def test_set_overrides_parse_json_and_dotted_keys():
+    data = apply_overrides({"model_args": {}}, parse_overrides(
+        ["max_epoch=3", "lr=0.05", "model_args.stages=[8,8,8]", "data_root=/tmp/x", "ema=true", "resume=null"]))
+    assert data == {"model_args": {"stages": [8, 8, 8]}, "max_epoch": 3, "lr": 0.05, "data_root": "/tmp/x",
+                    "ema": True, "resume": None}
+
+
+def test_defaults_and_overrides_resolve(tmp_path):
+    cfg = load_config(write(tmp_path, BASE), ["batch_size=32", "model_args.growth=[6,6,6]"], mode="validate")
+    assert cfg.batch_size == 32 and cfg.mode == "validate" and cfg.model_args == {"growth": [6, 6, 6]}
+    assert cfg.lr == 0.1 and cfg.validate_every == 1 and cfg.val_batch_size is None
+    with pytest.raises(ConfigError, match="unknown model"):
+        load_config(write(tmp_path, BASE), ["model=nope"])
+
+
+def test_bad_model_args_value_is_one_sentence(tmp_path, capsys):
+    cfg = {**BASE, "exp_root": str(tmp_path), "model_args": {"stages": [4, 4], "growth": [12, 12, 12]},
+           "mode": "flops"}
+    assert_one_sentence(*run_main(capsys, [write(tmp_path, cfg)]), "must be non-empty lists of the same length")
+
+
+def test_readme_key_table_is_current():
+    readme = (ROOT / "README.md").read_text()
+    assert markdown_table() in readme, "regenerate the README table with: python -m utils.config"
+    assert len(SCHEMA) == markdown_table().count("\n") - 1
+
+
+def test_cli_subprocess_prints_one_sentence(tmp_path):
+    path = write(tmp_path, {**BASE, "batch_size": -1})
+    r = subprocess.run([sys.executable, str(ROOT / "main.py"), path], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == "error: key 'batch_size' must be >= 1, got -1"
+    r = subprocess.run(["sh", str(ROOT / "run.sh")], capture_output=True, text=True)
+    assert r.returncode == 2 and "Usage: sh run.sh CONFIG" in r.stdout

@@ -1,0 +1,302 @@
+"""Experiment configuration: JSON -> defaults -> ``--set`` overrides -> validation -> EasyDict.
+
+Every key is declared once in ``SCHEMA`` (type, default, range, meaning); the README's key table is
+generated from it (``python -m utils.config``). Validation runs before anything heavy and raises a
+one-sentence ConfigError for malformed JSON, unknown keys, wrong types, out-of-range values, missing
+required keys, unknown names and contradictory options.
+"""
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from easydict import EasyDict
+
+from utils.errors import ConfigError, closest
+
+MODES = ("train", "validate", "convert", "flops", "visualize", "predict", "export", "benchmark")
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: str            # 'int' | 'float' | 'str' | 'bool' | 'dict' | 'list[int]' | 'list[float]'
+    default: Any
+    help: str
+    choices: tuple = None
+    min: float = None     # inclusive lower bound
+    max: float = None     # inclusive upper bound
+    nullable: bool = False
+
+
+O = Option
+SCHEMA = [
+    # --- experiment ---
+    O("exp_name", "str", REQUIRED, "Experiment name; outputs go to `<exp_root>/<exp_name>/`."),
+    O("agent", "str", REQUIRED, "Agent class that runs the experiment (`ClassificationAgent`)."),
+    O("model", "str", REQUIRED, "Registered model name (`python main.py --list-models`)."),
+    O("dataset", "str", REQUIRED, "`cifar10`, `cifar100`, `imagenet` (ImageFolder tree) or `synthetic`."),
+    O("mode", "str", "train", "What to run; `--mode` overrides it.", choices=MODES),
+    O("exp_root", "str", "experiments", "Folder that holds all experiments."),
+    O("model_args", "dict", {}, "Keyword arguments for the model builder (e.g. `{\"stages\": [14, 14, 14]}`)."),
+    O("converted", "bool", False, "Build the converted (deployment) form of the model."),
+    O("device", "str", "auto", "`auto` (cuda if available), `cpu`, `cuda` or `cuda:N`."),
+    O("seed", "int", 0, "Seed for weights, data order and augmentation.", min=0),
+    O("deterministic", "bool", False, "Use deterministic algorithms (slower on GPU)."),
+    # --- data ---
+    O("data_root", "str", "data", "Where the data set lives (CIFAR python batches or `train/`+`val/` folders)."),
+    O("download", "bool", False, "Download CIFAR if missing (needs a network)."),
+    O("num_classes", "int", None, "Class count; null = the data set's. Required for `synthetic`.",
+      min=1, nullable=True),
+    O("batch_size", "int", 64, "Global training batch, split evenly over processes.", min=1),
+    O("val_batch_size", "int", None, "Global validation batch; null = `batch_size`.", min=1, nullable=True),
+    O("num_workers", "int", 4, "Loader worker processes (ImageFolder data only).", min=0),
+    O("pin_memory", "bool", True, "Pin host memory for faster copies to the GPU."),
+    O("drop_last", "bool", False, "Drop the last incomplete training batch."),
+    O("train_subset", "int", None, "Use only the first N training samples.", min=1, nullable=True),
+    O("val_subset", "int", None, "Use only the first N validation samples.", min=1, nullable=True),
+    O("input_size", "int", None, "Train/eval image size; null = the model's.", min=8, nullable=True),
+    O("crop_pct", "float", None, "Eval centre-crop fraction; null = the model's.", min=0.05, max=1.0,
+      nullable=True),
+    O("eval_interpolation", "str", None, "Eval resize interpolation; null = the model's.",
+      choices=("bilinear", "bicubic"), nullable=True),
+    O("train_interpolation", "str", "bilinear", "RandomResizedCrop interpolation.",
+      choices=("bilinear", "bicubic", "random")),
+    O("hflip", "float", 0.5, "Horizontal-flip probability.", min=0, max=1),
+    O("auto_augment", "str", None, "timm RandAugment string, e.g. `rand-m9-mstd0.5` (ImageFolder only).",
+      nullable=True),
+    O("reprob", "float", 0.0, "Random-erasing probability (ImageFolder only).", min=0, max=1),
+    O("remode", "str", "pixel", "Random-erasing fill.", choices=("pixel", "const", "rand")),
+    O("bad_images", "str", "error", "Unreadable images: stop with an error, or skip and count them.",
+      choices=("error", "skip")),
+    O("synthetic_train_size", "int", 512, "Synthetic data: training samples.", min=1),
+    O("synthetic_val_size", "int", 256, "Synthetic data: validation samples.", min=1),
+    O("synthetic_shape", "list[int]", [3, 32, 32], "Synthetic data: image shape C, H, W."),
+    # --- optimisation ---
+    O("max_epoch", "int", 300, "Training epochs.", min=1),
+    O("lr", "float", 0.1, "Base learning rate.", min=0),
+    O("momentum", "float", 0.9, "SGD momentum.", min=0, max=1),
+    O("nesterov", "bool", True, "Nesterov momentum."),
+    O("weight_decay", "float", 1e-4, "Weight decay.", min=0),
+    O("weight_decay_mode", "str", "all", "Decay `all` parameters or only `ndim2` (weights with >= 2 dims).",
+      choices=("all", "ndim2")),
+    O("lr_schedule", "str", "cosine", "Per-iteration schedule.", choices=("cosine", "multistep")),
+    O("lr_milestones", "list[float]", [0.5, 0.75], "Multistep: epochs (or fractions of `max_epoch` "
+      "when all < 1) where the lr is multiplied by `lr_gamma`."),
+    O("lr_gamma", "float", 0.1, "Multistep decay factor.", min=0),
+    O("warmup_epochs", "float", 0, "Linear warmup length in epochs.", min=0),
+    O("warmup_lr", "float", 0.0, "Learning rate at the start of warmup.", min=0),
+    O("loss", "str", "cross_entropy", "Loss function.", choices=("cross_entropy",)),
+    O("label_smoothing", "float", 0.0, "Label smoothing of the cross-entropy.", min=0, max=0.999),
+    O("group_lasso_lambda", "float", 0.0, "Group-lasso weight (CondenseNets), active only while condensing.",
+      min=0),
+    O("clip_grad_norm", "float", None, "Clip the gradient norm to this value.", min=0, nullable=True),
+    O("ema", "bool", False, "Keep an exponential moving average of the weights (validated too)."),
+    O("ema_decay", "float", 0.9998, "EMA decay per iteration.", min=0, max=1),
+    # --- distributed ---
+    O("sync_bn", "bool", False, "Use SyncBatchNorm across processes (torchrun / --nproc)."),
+    O("dist_timeout", "int", 1800, "Seconds a process waits in a collective before giving up, so one dead "
+      "process cannot hang the others forever.", min=10),
+    # --- speed ---
+    O("amp", "str", "none", "Mixed precision: `bf16` (cuda or cpu) or `fp16` (cuda only).",
+      choices=("none", "bf16", "fp16")),
+    O("channels_last", "bool", False, "Use the channels-last memory format."),
+    # --- logging, checkpoints, evaluation ---
+    O("validate_every", "int", 1, "Validate every N epochs (and after the last).", min=1),
+    O("log_interval", "int", 20, "Refresh the progress bar every N iterations.", min=1),
+    O("resume", "str", None, "Resume from this checkpoint instead of the experiment's own.", nullable=True),
+    O("auto_resume", "bool", True, "Resume automatically from the experiment's `last` checkpoint."),
+    O("checkpoint", "str", None, "Checkpoint for validate/convert/...; `--checkpoint` overrides it.",
+      nullable=True),
+    O("recovery_every", "int", 0, "Also write a recovery checkpoint every N iterations (0 = off), so a killed "
+      "job loses at most N iterations.", min=0),
+    O("recovery_keep", "int", 2, "How many recovery checkpoints to keep.", min=1),
+    O("use_ema_weights", "bool", True, "Evaluate/convert a checkpoint's EMA weights when it has them."),
+    O("prune_classifier", "bool", True, "CondenseNet v1 conversion: prune the classifier to half its "
+      "inputs as the official converter does."),
+]
+SCHEMA_BY_NAME = {o.name: o for o in SCHEMA}
+
+
+def defaults():
+    return {o.name: _copy(o.default) for o in SCHEMA if o.default is not REQUIRED}
+
+
+def _copy(value):
+    return json.loads(json.dumps(value))
+
+
+def read_json(path):
+    """Read a JSON config file; malformed JSON names the file, line and column."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist; pass the path to a JSON file such as "
+                          f"configs/cdnv2_exp_0.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"cannot read config file {path!r}: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object of keys and values, not a {type(data).__name__}")
+    return data
+
+
+def parse_overrides(items):
+    """``["a=1", "model_args.stages=[8,8,8]"]`` -> list of (dotted key, value); values parse as JSON,
+    and fall back to plain strings (``data_root=/tmp/x``)."""
+    out = []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+            raise ConfigError(f"--set expects key=value (e.g. --set max_epoch=1), got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def apply_overrides(data, overrides):
+    for key, value in overrides:
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            if part not in node or node[part] is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a dictionary, so it has no key {parts[-1]!r}")
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def _type_ok(kind, value):
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "dict":
+        return isinstance(value, dict)
+    if kind.startswith("list["):
+        inner = kind[5:-1]
+        return isinstance(value, list) and all(_type_ok(inner, v) for v in value)
+    raise AssertionError(kind)
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+               "dict": "a JSON object", "list[int]": "a list of integers", "list[float]": "a list of numbers"}
+
+
+def _describe(value):
+    return f"{json.dumps(value)} ({'null' if value is None else type(value).__name__})"
+
+
+def validate(data, source="config"):
+    """Check keys, types, ranges and names; return the complete config as an EasyDict."""
+    for key in data:
+        if key not in SCHEMA_BY_NAME:
+            raise ConfigError(f"unknown key {key!r} in {source}{closest(key, SCHEMA_BY_NAME)}; "
+                              f"see the key table in README.md")
+    cfg = defaults()
+    cfg.update(data)
+    for o in SCHEMA:
+        value = cfg.get(o.name, REQUIRED)
+        if value is REQUIRED:
+            raise ConfigError(f"{source} is missing the required key {o.name!r} ({o.help})")
+        if value is None:
+            if not o.nullable:
+                raise ConfigError(f"key {o.name!r} must be {_TYPE_WORDS[o.type]}, not null")
+            continue
+        if not _type_ok(o.type, value):
+            raise ConfigError(f"key {o.name!r} must be {_TYPE_WORDS[o.type]}, got {_describe(value)}")
+        if o.choices and value not in o.choices:
+            raise ConfigError(f"key {o.name!r} must be one of {', '.join(map(str, o.choices))}; "
+                              f"got {value!r}{closest(value, o.choices)}")
+        values = value if isinstance(value, list) else [value]
+        for v in values if o.type in ("int", "float", "list[int]", "list[float]") else []:
+            if o.min is not None and v < o.min:
+                raise ConfigError(f"key {o.name!r} must be >= {o.min}, got {v}")
+            if o.max is not None and v > o.max:
+                raise ConfigError(f"key {o.name!r} must be <= {o.max}, got {v}")
+    _check_names(cfg)
+    _check_consistency(cfg)
+    return EasyDict(cfg)
+
+
+def _check_names(cfg):
+    from agents import AGENTS
+    from datasets import list_datasets
+    from graphs.losses import LOSSES
+    from graphs.models.registry import check_model_args, get_builder
+
+    for kind, name, valid in (("agent", cfg["agent"], AGENTS), ("dataset", cfg["dataset"], list_datasets()),
+                              ("loss", cfg["loss"], LOSSES)):
+        if name not in valid:
+            raise ConfigError(f"unknown {kind} {name!r}{closest(name, valid)}; valid {kind}s are: "
+                              f"{', '.join(sorted(valid))}")
+    get_builder(cfg["model"])
+    for reserved in ("num_classes", "converted"):
+        if reserved in cfg["model_args"]:
+            raise ConfigError(f"set {reserved!r} as a top-level config key, not inside model_args")
+    check_model_args(cfg["model"], cfg["model_args"])
+
+
+def _check_consistency(cfg):
+    if cfg["dataset"] == "synthetic" and cfg["num_classes"] is None:
+        raise ConfigError("dataset 'synthetic' needs num_classes (e.g. \"num_classes\": 10)")
+    if len(cfg["synthetic_shape"]) != 3 or min(cfg["synthetic_shape"]) < 1:
+        raise ConfigError(f"synthetic_shape must be three positive sizes [C, H, W], got {cfg['synthetic_shape']}")
+    if cfg["warmup_epochs"] >= cfg["max_epoch"] and cfg["warmup_epochs"] > 0:
+        raise ConfigError(f"warmup_epochs ({cfg['warmup_epochs']}) must be shorter than max_epoch "
+                          f"({cfg['max_epoch']})")
+    if cfg["amp"] == "fp16" and cfg["device"] == "cpu":
+        raise ConfigError("amp 'fp16' needs a CUDA device; use amp 'bf16' or 'none' on the CPU")
+    if cfg["resume"] and not cfg["auto_resume"]:
+        raise ConfigError("resume names a checkpoint but auto_resume is false; drop one of the two")
+    dev = cfg["device"]
+    if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+    if cfg["lr_schedule"] == "multistep" and sorted(cfg["lr_milestones"]) != cfg["lr_milestones"]:
+        raise ConfigError(f"lr_milestones must be increasing, got {cfg['lr_milestones']}")
+
+
+def load_config(path, overrides=(), mode=None):
+    """Read ``path``, apply ``--set`` overrides and ``--mode``, validate, return an EasyDict."""
+    data = read_json(path)
+    data = apply_overrides(data, parse_overrides(overrides))
+    if mode is not None:
+        data["mode"] = mode
+    return validate(data, source=path)
+
+
+def markdown_table():
+    """The README table of every key: name, type, default, meaning."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for o in SCHEMA:
+        default = "required" if o.default is REQUIRED else f"`{json.dumps(o.default)}`"
+        kind = o.type + (" or null" if o.nullable else "")
+        choices = f" One of: {', '.join(f'`{c}`' for c in o.choices)}." if o.choices else ""
+        rows.append(f"| `{o.name}` | {kind} | {default} | {o.help}{choices} |")
+    return "\n".join(rows)
+
+
+def update_readme(path="README.md"):
+    """Replace the generated key table between the config-table markers of the README."""
+    import re
+    text = open(path, encoding="utf-8").read()
+    pattern = r"(<!-- config-table[^\n]*-->\n).*?(\n<!-- /config-table -->)"
+    new = re.sub(pattern, lambda m: m.group(1) + markdown_table() + m.group(2), text, flags=re.S)
+    open(path, "w", encoding="utf-8").write(new)
+
+
+if __name__ == "__main__":
+    import sys
+    update_readme() if "--readme" in sys.argv else print(markdown_table())

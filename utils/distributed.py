@@ -1,0 +1,59 @@
+"""torchrun / DistributedDataParallel helpers. A single process is world size 1 and needs nothing."""
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+
+class DistContext:
+    def __init__(self, rank=0, world_size=1, local_rank=0):
+        self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+
+    @property
+    def enabled(self):
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def barrier(self):
+        if self.enabled:
+            dist.barrier()
+
+    def all_reduce_sum(self, tensor):
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def any(self, flag, device):
+        """True on every rank if ``flag`` is true on any rank."""
+        if not self.enabled:
+            return bool(flag)
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def broadcast_buffers(self, module):
+        """Make every rank hold rank 0's buffers (e.g. condensation masks after a pruning event)."""
+        if self.enabled:
+            for buf in module.buffers():
+                dist.broadcast(buf, src=0)
+
+    def destroy(self):
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_distributed(device_name, timeout_s=1800):
+    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    return DistContext(rank, world_size, local_rank)

@@ -1,0 +1,52 @@
+"""Exponential moving average of the weights, updated with foreach kernels (no Python loop per tensor).
+
+Parameters and BatchNorm running statistics are averaged; every other buffer (condensation masks,
+counters, stages, indices) is copied so that the EMA model stays a valid, binary-masked network —
+as the official CondenseNetV2 training code does.
+"""
+import copy
+
+import torch
+from torch import nn
+
+
+class ModelEma:
+    def __init__(self, model, decay):
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self._bind(model)
+
+    def _bind(self, model):
+        averaged = {id(m.running_mean) for m in model.modules()
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None}
+        averaged |= {id(m.running_var) for m in model.modules()
+                     if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None}
+        src_buffers = dict(model.named_buffers())
+        self._avg_src = [p for p in model.parameters()]
+        self._avg_dst = [p for p in self.module.parameters()]
+        self._copy_src, self._copy_dst = [], []
+        for name, buf in self.module.named_buffers():
+            src = src_buffers[name]
+            (self._avg_src if id(src) in averaged else self._copy_src).append(src)
+            (self._avg_dst if id(src) in averaged else self._copy_dst).append(buf)
+
+    @torch.no_grad()
+    def update(self):
+        src = [t.detach() for t in self._avg_src]
+        torch._foreach_lerp_(self._avg_dst, src, 1.0 - self.decay)
+        if self._copy_dst:
+            torch._foreach_copy_(self._copy_dst, [t.detach() for t in self._copy_src])
+
+    @torch.no_grad()
+    def sync_structure(self):
+        """After a pruning event in the live model: copy its masks and refresh host-side state
+        (condensation stages) of the EMA model by re-reading its own state dict."""
+        if self._copy_dst:
+            torch._foreach_copy_(self._copy_dst, [t.detach() for t in self._copy_src])
+        self.module.load_state_dict(self.module.state_dict())
+
+    def state_dict(self):
+        return self.module.state_dict()
+
+    def load_state_dict(self, state):
+        self.module.load_state_dict(state)

@@ -1,0 +1,49 @@
+"""User-facing errors.
+
+Anything the user can fix (a config typo, a missing data set, a checkpoint of the wrong model) is
+raised as a :class:`UserError` with one sentence that names the problem and the fix. ``main.py``
+prints that sentence and exits with code 2; ``--debug`` shows the traceback instead.
+"""
+import difflib
+
+
+class UserError(Exception):
+    """An error the user can fix; its message is one sentence shown without a traceback."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """Invalid configuration: JSON, keys, types, ranges, names, model arguments."""
+
+
+class DataError(UserError):
+    """Missing, corrupt or malformed data set."""
+
+
+class CheckpointError(UserError):
+    """Missing, corrupt or mismatching checkpoint or weight file."""
+
+
+class TrainingError(UserError):
+    """Training cannot continue (e.g. the loss became NaN)."""
+
+
+class Interrupted(BaseException):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint (a BaseException, like KeyboardInterrupt)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def check(condition, message, error=ConfigError):
+    """Raise ``error(message)`` unless ``condition`` holds."""
+    if not condition:
+        raise error(message)
+
+
+def closest(name, candidates):
+    """A ' (did you mean X?)' hint for ``name`` among ``candidates``, or ''."""
+    match = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -1,0 +1,114 @@
+"""The experiment folder (``<exp_root>/<exp_name>/``), logging, seeding and device selection."""
+import json
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+from easydict import EasyDict
+
+from utils.checkpoint import atomic_write
+from utils.errors import ConfigError
+
+SUBDIRS = ("checkpoints", "summaries", "logs", "out")
+
+
+def experiment_dirs(config):
+    root = os.path.join(config.exp_root, config.exp_name)
+    return EasyDict({"root": root, **{d: os.path.join(root, d) for d in SUBDIRS},
+                     "metrics": os.path.join(root, "metrics.csv"), "config": os.path.join(root, "config.json")})
+
+
+def prepare_experiment(config, is_main=True, save_config=True):
+    """Create the experiment folders and save the resolved config; one sentence if not writable."""
+    dirs = experiment_dirs(config)
+    if is_main:
+        try:
+            for d in SUBDIRS:
+                os.makedirs(dirs[d], exist_ok=True)
+            probe = os.path.join(dirs.root, f".write-test-{os.getpid()}")
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError as e:
+            raise ConfigError(f"cannot write the experiment folder {dirs.root!r} ({e.strerror or e}); "
+                              f"set exp_root to a writable folder") from e
+        if save_config:
+            text = json.dumps(config, indent=2, sort_keys=True).encode()
+            atomic_write(dirs.config, lambda f: f.write(text))
+    return dirs
+
+
+class _TqdmHandler(logging.StreamHandler):
+    """Console handler that does not break tqdm progress bars."""
+
+    def emit(self, record):
+        from tqdm import tqdm
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def setup_logging(log_file=None, is_main=True):
+    logger = logging.getLogger("cdn")
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    console = _TqdmHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    if log_file and is_main:
+        fh = logging.FileHandler(log_file)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(fh)
+    return logger
+
+
+def seed_everything(seed, deterministic=False):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def resolve_device(name, local_rank=0):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} was requested but CUDA is not available; use 'cpu' or 'auto'")
+        if name == "cuda":
+            name = f"cuda:{local_rank}"
+        torch.cuda.set_device(torch.device(name))
+    return torch.device(name)
+
+
+def rng_state():
+    """All RNG states, in a form ``torch.load(weights_only=True)`` accepts."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuplify(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
