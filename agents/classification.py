@@ -14,7 +14,7 @@ from datasets import build_loaders
 from graphs.losses import build_loss
 from graphs.models import create_model, load_weights
 from utils.checkpoint import FORMAT, atomic_write, plain, load_checkpoint, recovery_checkpoints, save_checkpoint
-from utils.distributed import init_distributed
+from utils.distributed import convert_sync_batchnorm, init_distributed
 from utils.ema import ModelEma
 from utils.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from utils.experiment import (prepare_experiment, resolve_device, rng_state, seed_everything, set_rng_state,
@@ -82,7 +82,7 @@ class ClassificationAgent(BaseAgent):
         train_loader, _ = self.loaders
         self.iters_per_epoch = len(train_loader)
         if self.dist.enabled and cfg.sync_bn:
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.model = convert_sync_batchnorm(self.model, self.device)
         self.criterion = build_loss(cfg)
         self.optimizer = self._build_optimizer()
         self.schedule = LRSchedule(cfg.lr_schedule, cfg.lr, self.iters_per_epoch, cfg.max_epoch, cfg.warmup_epochs,

@@ -108,3 +108,11 @@ def test_cli_subprocess_prints_one_sentence(tmp_path):
     assert r.stderr.strip() == "error: key 'batch_size' must be >= 1, got -1"
     r = subprocess.run(["sh", str(ROOT / "run.sh")], capture_output=True, text=True)
     assert r.returncode == 2 and "Usage: sh run.sh CONFIG" in r.stdout
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.json")), ids=lambda p: p.name)
+def test_shipped_configs_validate_and_name_their_model(path):
+    cfg = load_config(str(path))
+    assert cfg.exp_name == path.stem, "a config's exp_name must equal its file name"
+    from graphs.models.registry import get_builder
+    get_builder(cfg.model)
