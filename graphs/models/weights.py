@@ -8,7 +8,6 @@ sentence, with the model's hint about the likely wrong setting (``model.mismatch
 """
 import os
 import pickle
-import zipfile
 
 import numpy as np
 import torch
@@ -20,6 +19,19 @@ _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model", "n
 PADDLE_META_KEYS = ("StructuredToParameterName@@", "UnpackBigParamInfor@@")
 
 
+class _NumpyUnpickler(pickle.Unpickler):
+    """Unpickles Paddle's dict of numpy arrays and refuses anything else (no arbitrary code runs)."""
+
+    ALLOWED = {("collections", "OrderedDict"), ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a .pdparams file")
+        return super().find_class(module, name)
+
+
 def read_weight_file(path):
     """Read a ``.pth``/``.pth.tar``/``.pt`` (torch) or ``.pdparams`` (Paddle pickle) file into a dict."""
     path = os.fspath(path)
@@ -28,11 +40,10 @@ def read_weight_file(path):
     try:
         if path.endswith(".pdparams"):
             with open(path, "rb") as f:
-                obj = pickle.load(f, encoding="latin1")
+                obj = _NumpyUnpickler(f, encoding="latin1").load()
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, zipfile.BadZipFile,
-            OSError, AttributeError, ImportError, IndexError, KeyError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - any failure to unpickle means a corrupt file
         raise CheckpointError(f"cannot read {path!r}: the file is truncated, corrupt or not a weight "
                               f"file ({type(e).__name__}); re-download or re-save it") from e
     if not isinstance(obj, dict):

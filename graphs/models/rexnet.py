@@ -1,0 +1,676 @@
+"""ReXNet v1 and ReXNet-lite.
+
+Paper: Dongyoon Han, Sangdoo Yun, Byeongho Heo, YoungJoon Yoo, "Rethinking Channel Dimensions for
+Efficient Model Design" (CVPR 2021, arXiv:2007.00992).  Official code: clovaai/rexnet
+(``rexnetv1.py``, ``rexnetv1_lite.py``).
+
+The module and parameter names are those of the official checkpoints, so the official ``.pth``
+files load strictly:
+
+ReXNetV1 (``features`` Sequential, ``output`` Sequential)::
+
+    features.0 / .1 / .2         stem 3x3 s2 conv (no bias) / BN / SiLU
+    features.3 ... features.18   16 LinearBottleneck blocks (``features.K.out.N``)
+    features.19 / .20 / .21      head 1x1 conv to int(1280*w) / BN / SiLU
+    features.22                  global average pool
+    output.0 / output.1          Dropout / 1x1 Conv2d classifier WITH bias, weight [C, pen, 1, 1]
+
+    block ``out`` order: [exp 1x1 conv, BN, SiLU]   (absent when t == 1)
+                         dw 3x3 conv, BN,
+                         [SE: ``fc.0`` conv+bias, ``fc.1`` BN, ``fc.2`` ReLU, ``fc.3`` conv+bias, ``fc.4`` Sigmoid]
+                         ReLU6,
+                         projection 1x1 conv, BN  (linear)
+
+ReXNetV1Lite follows the module structure of the official ``rexnetv1_lite.py``: ``features.0..2``
+stem conv/BN/ReLU6, ``features.3..18`` blocks (``out``: [exp conv, BN, ReLU6], dw conv, BN, ReLU6,
+projection conv, BN), ``features.19..21`` pen conv/BN/ReLU6, a separate ``avgpool``, and
+``output.0`` 1x1 conv pen->1024 (bias), ``output.1`` BN, ``output.2`` ReLU6, ``output.3`` Dropout,
+``output.4`` 1x1 conv classifier (bias).
+
+Weight layouts understood by ``adapt_state_dict`` (called by ``graphs.models.load_weights``):
+the official layout (passes through), timm's ``rexnet_XXX`` layout (``stem``/``features.0..15``/
+``features.16``/``head.fc``; translated by name, classifier reshaped [C, pen] -> [C, pen, 1, 1]) and
+PaddlePaddle (ppim) ``.pdparams`` names (``_mean``/``_variance``, no ``num_batches_tracked``).
+``to_timm_state_dict`` writes the timm layout back.
+
+CIFAR option (``cifar_stem=True``): the stem conv gets stride 1 and the first stride-2 stage
+(stage 2) stride 1, so the total stride is 8 instead of 32 and a 32x32 image ends in 4x4 maps.
+The channel schedule, and therefore every parameter shape, is unchanged.
+"""
+import math
+import re
+
+import torch
+import torch.nn as nn
+
+from utils.errors import CheckpointError, ConfigError
+
+from .registry import register_model
+
+__all__ = ["ReXNetV1", "ReXNetV1Lite", "LinearBottleneck", "SEModule", "rexnet_channels",
+           "rexnet_lite_channels", "to_official_state_dict", "to_timm_state_dict", "guess_model_name"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+STAGE_DEPTHS = (1, 2, 2, 3, 3, 5)
+STAGE_STRIDES = (1, 2, 2, 2, 1, 2)
+STAGE_SE = (False, False, True, True, True, True)
+
+# Published variants: registry name -> width multiplier.
+V1_WIDTHS = {"rexnet_0_9": 0.9, "rexnet_1_0": 1.0, "rexnet_1_3": 1.3, "rexnet_1_5": 1.5,
+             "rexnet_2_0": 2.0, "rexnet_3_0": 3.0}
+LITE_WIDTHS = {"rexnet_lite_1_0": 1.0, "rexnet_lite_1_3": 1.3, "rexnet_lite_1_5": 1.5,
+               "rexnet_lite_2_0": 2.0}
+
+PADDLE_BN_NAMES = {"_mean": "running_mean", "_variance": "running_var"}
+
+
+# --------------------------------------------------------------------------------------------
+# Channel schedules (exactly the official arithmetic: Python 3 round() = round-half-to-even)
+# --------------------------------------------------------------------------------------------
+def rexnet_channels(width_mult=1.0, depth_mult=1.0, input_ch=16, final_ch=180):
+    """ReXNet v1 channels: ``(stem, [block in], [block out], pen)``.
+
+    The accumulator starts at ``input_ch`` (``input_ch / w`` for w < 1) and grows by
+    ``final_ch / num_blocks`` after every block but the first; each value is ``int(round(acc * w))``.
+    """
+    num_blocks = sum(math.ceil(d * depth_mult) for d in STAGE_DEPTHS)
+    stem = 32 / width_mult if width_mult < 1.0 else 32
+    acc = input_ch / width_mult if width_mult < 1.0 else input_ch
+    stem_ch = int(round(stem * width_mult))
+    ins, outs = [], []
+    for i in range(num_blocks):
+        if i == 0:
+            ins.append(stem_ch)
+        else:
+            ins.append(int(round(acc * width_mult)))
+            acc += final_ch / (num_blocks * 1.0)
+        outs.append(int(round(acc * width_mult)))
+    return stem_ch, ins, outs, int(1280 * width_mult)
+
+
+def make_divisible(value, divisor=8, min_value=None):
+    """MobileNet rounding to a multiple of ``divisor``, never more than 10% below ``value``."""
+    min_value = divisor if min_value is None else min_value
+    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new < 0.9 * value:
+        new += divisor
+    return new
+
+
+def rexnet_lite_channels(multiplier=1.0, input_ch=16, final_ch=164, fix_head_stem=False, divisor=8):
+    """ReXNet-lite channels ``(stem, [block in], [block out], pen)``: increments of final_ch / 15,
+    each value ``make_divisible(int(round(acc * m)), 8)``; pen int(1280*m) only when m > 1."""
+    num_blocks = sum(STAGE_DEPTHS)
+    stem = 32 / multiplier if multiplier < 1.0 or fix_head_stem else 32
+    stem_ch = make_divisible(int(round(stem * multiplier)), divisor)
+    acc = input_ch / multiplier if multiplier < 1.0 else input_ch
+    ins, outs = [], []
+    for i in range(num_blocks):
+        if i == 0:
+            ins.append(stem_ch)
+        else:
+            ins.append(make_divisible(int(round(acc * multiplier)), divisor))
+            acc += final_ch / (num_blocks - 1 * 1.0)
+        outs.append(make_divisible(int(round(acc * multiplier)), divisor))
+    pen = int(1280 * multiplier) if multiplier > 1 and not fix_head_stem else 1280
+    return stem_ch, ins, outs, pen
+
+
+def _stage_lists(depths, values):
+    """Expand per-stage ``values`` to per-block lists (first-block value for strides)."""
+    return [v for d, v in zip(depths, values) for _ in range(d)]
+
+
+def _stage_strides(depths, strides):
+    return [s if j == 0 else 1 for d, s in zip(depths, strides) for j in range(d)]
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------
+def _conv_bn(layers, in_ch, out_ch, kernel=1, stride=1, groups=1, act=None, bn_kwargs=None):
+    """Append conv (no bias) -> BN [-> act] to ``layers`` (official flat Sequential style)."""
+    layers.append(nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False))
+    layers.append(nn.BatchNorm2d(out_ch, **(bn_kwargs or {})))
+    if act is not None:
+        layers.append(act)
+
+
+class SEModule(nn.Module):
+    """Squeeze-excitation with a BatchNorm in the bottleneck (official ReXNet SE).
+
+    avg-pool -> ``fc.0`` 1x1 conv (bias) C -> C//ratio -> ``fc.1`` BN -> ``fc.2`` ReLU ->
+    ``fc.3`` 1x1 conv (bias) -> ``fc.4`` Sigmoid -> multiply the input.
+    """
+
+    def __init__(self, channels, se_ratio=12):
+        super().__init__()
+        reduced = channels // se_ratio
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(
+            nn.Conv2d(channels, reduced, 1, bias=True),
+            nn.BatchNorm2d(reduced),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(reduced, channels, 1, bias=True),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x):
+        return x * self.fc(self.avg_pool(x))
+
+
+class LinearBottleneck(nn.Module):
+    """Inverted residual with a linear projection and a partial shortcut.
+
+    The shortcut (stride 1 and in <= out) adds the input to the first ``in_channels`` output
+    channels; it is written with ``torch.cat`` (no in-place slice add) so autograd, TorchScript
+    and ONNX export work.
+
+    ``lite=False`` (v1): expansion SiLU, dw -> BN -> SE -> ReLU6.  ``lite=True``: ReLU6 after the
+    expansion and directly after the depthwise BN, no SE.
+    """
+
+    def __init__(self, in_channels, channels, t, stride=1, use_se=False, se_ratio=12, kernel_size=3,
+                 lite=False, bn_kwargs=None):
+        super().__init__()
+        self.use_shortcut = stride == 1 and in_channels <= channels
+        self.in_channels = in_channels
+        self.out_channels = channels
+        self.stride = stride
+        out = []
+        if t != 1:
+            dw = in_channels * t
+            _conv_bn(out, in_channels, dw, act=nn.ReLU6(inplace=True) if lite else nn.SiLU(),
+                     bn_kwargs=bn_kwargs)
+        else:
+            dw = in_channels
+        _conv_bn(out, dw, dw, kernel=kernel_size, stride=stride, groups=dw, bn_kwargs=bn_kwargs,
+                 act=nn.ReLU6(inplace=True) if lite else None)
+        if not lite:
+            if use_se:
+                out.append(SEModule(dw, se_ratio))
+            out.append(nn.ReLU6(inplace=True))
+        self.pwl_index = len(out)       # index of the projection conv inside ``out``
+        _conv_bn(out, dw, channels, bn_kwargs=bn_kwargs)
+        self.out = nn.Sequential(*out)
+
+    def forward(self, x):
+        out = self.out(x)
+        if self.use_shortcut:
+            if self.in_channels == self.out_channels:
+                return out + x
+            return torch.cat((out[:, :self.in_channels] + x, out[:, self.in_channels:]), dim=1)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Shared model behaviour
+# --------------------------------------------------------------------------------------------
+class _ReXNetBase(nn.Module):
+    flops_rule = "macs"
+    is_converted = False
+    lite = False
+    first_block = 3          # index of the first block inside ``features``
+
+    def _init_common(self, num_classes, cifar_stem):
+        self.num_classes = num_classes
+        self.cifar_stem = cifar_stem
+        if cifar_stem:
+            self.data_cfg = dict(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear",
+                                 mean=None, std=None)
+        else:
+            self.data_cfg = dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic",
+                                 mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+    @staticmethod
+    def _check_args(num_classes, width, dropout_ratio, width_name):
+        if not (isinstance(num_classes, int) and num_classes >= 1):
+            raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if not (isinstance(width, (int, float)) and width > 0):
+            raise ConfigError(f"{width_name} must be a positive number, got {width!r}")
+        if not (isinstance(dropout_ratio, (int, float)) and 0.0 <= dropout_ratio < 1.0):
+            raise ConfigError(f"dropout_ratio must be in [0, 1), got {dropout_ratio!r}")
+
+    def _build_feature_info(self, stem_stride, block_strides):
+        """Last block at every reduction (2, 4, 8, 16, 32 for ImageNet)."""
+        info, red = {}, stem_stride
+        for j, (s, blk) in enumerate(zip(block_strides, self.blocks())):
+            red *= s
+            info[red] = dict(num_chs=blk.out_channels, reduction=red,
+                             module=f"features.{self.first_block + j}")
+        return [info[r] for r in sorted(info)]
+
+    def blocks(self):
+        return [self.features[self.first_block + j] for j in range(self.num_blocks)]
+
+    def forward(self, x):
+        return self.output(self.forward_head_input(x)).flatten(1)
+
+    # ---- weight layouts -------------------------------------------------------------------
+    def adapt_state_dict(self, state):
+        """Translate timm / Paddle layouts to the official names of this model (see module doc)."""
+        own = self.state_dict()
+        state, layout = to_official_state_dict(state, lite=self.lite)
+        # Paddle and pre-0.4.1 PyTorch files have no num_batches_tracked: add zeros.
+        for key in list(state):
+            if key.endswith(".running_mean"):
+                nbt = key[:-len("running_mean")] + "num_batches_tracked"
+                if nbt in own and nbt not in state:
+                    state[nbt] = torch.zeros((), dtype=torch.long)
+        if layout == "paddle":
+            # Paddle Linear weights are [in, out]; ReXNet has no Linear, but keep the rule general.
+            for key, value in list(state.items()):
+                if (key in own and value.dim() == 2 and own[key].dim() == 2
+                        and tuple(value.shape) != tuple(own[key].shape)
+                        and tuple(value.t().shape) == tuple(own[key].shape)):
+                    state[key] = value.t().contiguous()
+        return state
+
+    def _signature(self, shapes_of):
+        """(stem, block outs, pen, classes) read from ``shapes_of(key, own_shape)``."""
+        stem = shapes_of("features.0.weight")
+        outs = [shapes_of(f"features.{self.first_block + j}.out.{blk.pwl_index}.weight")
+                for j, blk in enumerate(self.blocks())]
+        pen = shapes_of(f"features.{self.first_block + self.num_blocks}.weight")
+        return stem, outs, pen
+
+    def mismatch_hint(self, missing, unexpected, shapes):
+        """A short clause naming the likely cause of a key/shape mismatch (width, classes, family)."""
+        family_keys = {"output.4.weight", "output.1.running_mean"}
+        if not self.lite and any(k in family_keys for k in unexpected):
+            return "the file looks like a ReXNet-lite checkpoint; build a rexnet_lite_* model"
+        if self.lite and "output.4.weight" in missing:
+            return "the file looks like a ReXNet v1 checkpoint; build a rexnet_* model"
+        block_re = re.compile(r"^features\.(\d+)\.out\.")
+        if any(block_re.match(k) for k in list(missing) + list(unexpected)):
+            return ("the file has a different number or kind of blocks (depth_mult / use_se differ "
+                    "from the model's); build the model the file was saved from")
+        got = {k: g for k, g, _ in shapes}
+        own = self.state_dict()
+
+        def out_ch(key):
+            if key in got:
+                return got[key][0]
+            return own[key].shape[0] if key in own else None
+
+        stem, outs, pen = self._signature(out_ch)
+        cls_key = "output.4.weight" if self.lite else "output.1.weight"
+        if set(got) <= {cls_key, cls_key[:-len("weight")] + "bias"} and got:
+            return (f"the file has {got[cls_key][0] if cls_key in got else '?'} classes; build the "
+                    f"model with num_classes={got[cls_key][0] if cls_key in got else '?'}")
+        table = LITE_WIDTHS if self.lite else V1_WIDTHS
+        schedule = rexnet_lite_channels if self.lite else rexnet_channels
+        for name, w in table.items():
+            s, _, o, p = schedule(w)
+            if s == stem and o == outs and p == pen:
+                return (f"the file looks like width {w} ({name}: stem {s}, last block {o[-1]}, "
+                        f"pen {p} channels); build {name} instead")
+        return (f"the file's channels (stem {stem}, last block {outs[-1] if outs else '?'}, pen {pen}) "
+                f"match no published {'ReXNet-lite' if self.lite else 'ReXNet'} width "
+                f"({', '.join(str(w) for w in table.values())}); check width_mult"
+                + ("" if self.lite else " (timm's rexnetr_* models round channels to multiples of 8 "
+                   "and are a different architecture)"))
+
+
+class ReXNetV1(_ReXNetBase):
+    """ReXNet v1 (Han et al., CVPR 2021), official ``rexnetv1.py`` semantics and names.
+
+    Args: input_ch (16), final_ch (180), width_mult, depth_mult (stage depths scaled with ceil),
+    num_classes, use_se, se_ratio (12; SE width = dw // se_ratio), dropout_ratio (0.2),
+    bn_momentum (accepted like the official code and, like it, unused: PyTorch BN defaults),
+    cifar_stem (stride-8 variant for 32x32 input, see module doc).
+    """
+
+    def __init__(self, input_ch=16, final_ch=180, width_mult=1.0, depth_mult=1.0, num_classes=1000,
+                 use_se=True, se_ratio=12, dropout_ratio=0.2, bn_momentum=0.9, cifar_stem=False):
+        super().__init__()
+        self._check_args(num_classes, width_mult, dropout_ratio, "width_mult")
+        if not (isinstance(depth_mult, (int, float)) and depth_mult > 0):
+            raise ConfigError(f"depth_mult must be a positive number, got {depth_mult!r}")
+        if not (isinstance(se_ratio, int) and se_ratio >= 1):
+            raise ConfigError(f"se_ratio must be a positive integer, got {se_ratio!r}")
+        if not (isinstance(input_ch, (int, float)) and input_ch > 0 and final_ch > 0):
+            raise ConfigError(f"input_ch and final_ch must be positive, got {input_ch!r}, {final_ch!r}")
+        self._init_common(num_classes, cifar_stem)
+        self.width_mult = width_mult
+        depths = [math.ceil(d * depth_mult) for d in STAGE_DEPTHS]
+        stage_strides = list(STAGE_STRIDES)
+        stem_stride = 2
+        if cifar_stem:
+            stem_stride, stage_strides[1] = 1, 1
+        strides = _stage_strides(depths, stage_strides)
+        ses = _stage_lists(depths, STAGE_SE) if use_se else [False] * sum(depths)
+        ts = [1] * depths[0] + [6] * sum(depths[1:])
+        stem_ch, ins, outs, pen = rexnet_channels(width_mult, depth_mult, input_ch, final_ch)
+        if min(outs) < 1 or stem_ch < 1 or pen < 1 or any(6 * c // se_ratio < 1 for c in ins[1:] if use_se):
+            raise ConfigError(f"width_mult={width_mult} gives empty layers; use a larger width_mult")
+        self.num_blocks = len(outs)
+        self.num_features = pen
+
+        features = []
+        _conv_bn(features, 3, stem_ch, kernel=3, stride=stem_stride, act=nn.SiLU())
+        for c_in, c_out, t, s, se in zip(ins, outs, ts, strides, ses):
+            features.append(LinearBottleneck(c_in, c_out, t, s, use_se=se, se_ratio=se_ratio))
+        _conv_bn(features, outs[-1], pen, act=nn.SiLU())
+        features.append(nn.AdaptiveAvgPool2d(1))
+        self.features = nn.Sequential(*features)
+        self.output = nn.Sequential(nn.Dropout(dropout_ratio), nn.Conv2d(pen, num_classes, 1, bias=True))
+        self.feature_info = self._build_feature_info(stem_stride, strides)
+
+    def forward_features(self, x):
+        """Feature map before the global pool (pen channels; 7x7 at 224): official extract_features."""
+        return self.features[:-1](x)
+
+    def forward_head_input(self, x):
+        return self.features(x)
+
+
+class ReXNetV1Lite(_ReXNetBase):
+    """ReXNet-lite (official ``rexnetv1_lite.py``, class ``ReXNetV1_lite``): no SE, ReLU6 everywhere,
+    channels rounded to multiples of 8, head avgpool -> 1x1 conv pen->1024 (bias) -> BN -> ReLU6 ->
+    Dropout -> 1x1 conv classifier (bias).
+
+    Module names follow the official lite file (``features``, ``avgpool``, ``output.0..4``; see the
+    module docstring). ``kernel_conf``: one odd kernel size per stage, e.g. '333333'.
+    """
+    lite = True
+
+    def __init__(self, fix_head_stem=False, divisible_value=8, input_ch=16, final_ch=164, multiplier=1.0,
+                 num_classes=1000, dropout_ratio=0.2, bn_momentum=0.1, bn_eps=1e-5, kernel_conf="333333",
+                 cifar_stem=False):
+        super().__init__()
+        self._check_args(num_classes, multiplier, dropout_ratio, "multiplier")
+        kernel_conf = str(kernel_conf)
+        if len(kernel_conf) != len(STAGE_DEPTHS) or any(c not in "13579" for c in kernel_conf):
+            raise ConfigError(f"kernel_conf must be {len(STAGE_DEPTHS)} odd digits (one kernel size per "
+                              f"stage, e.g. '333333'), got {kernel_conf!r}")
+        if not (isinstance(divisible_value, int) and divisible_value >= 1):
+            raise ConfigError(f"divisible_value must be a positive integer, got {divisible_value!r}")
+        self._init_common(num_classes, cifar_stem)
+        self.width_mult = multiplier
+        bn_kwargs = dict(momentum=bn_momentum, eps=bn_eps)
+        depths = list(STAGE_DEPTHS)
+        stage_strides = list(STAGE_STRIDES)
+        stem_stride = 2
+        if cifar_stem:
+            stem_stride, stage_strides[1] = 1, 1
+        strides = _stage_strides(depths, stage_strides)
+        kernels = _stage_lists(depths, [int(c) for c in kernel_conf])
+        ts = [1] * depths[0] + [6] * sum(depths[1:])
+        stem_ch, ins, outs, pen = rexnet_lite_channels(multiplier, input_ch, final_ch, fix_head_stem,
+                                                       divisible_value)
+        self.num_blocks = len(outs)
+        self.num_features = pen
+
+        features = []
+        _conv_bn(features, 3, stem_ch, kernel=3, stride=stem_stride, act=nn.ReLU6(inplace=True),
+                 bn_kwargs=bn_kwargs)
+        for c_in, c_out, t, s, k in zip(ins, outs, ts, strides, kernels):
+            features.append(LinearBottleneck(c_in, c_out, t, s, kernel_size=k, lite=True, bn_kwargs=bn_kwargs))
+        _conv_bn(features, outs[-1], pen, act=nn.ReLU6(inplace=True), bn_kwargs=bn_kwargs)
+        self.features = nn.Sequential(*features)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.output = nn.Sequential(
+            nn.Conv2d(pen, 1024, 1, bias=True),
+            nn.BatchNorm2d(1024, **bn_kwargs),
+            nn.ReLU6(inplace=True),
+            nn.Dropout(dropout_ratio),
+            nn.Conv2d(1024, num_classes, 1, bias=True),
+        )
+        self.feature_info = self._build_feature_info(stem_stride, strides)
+
+    def forward_features(self, x):
+        """Feature map before the global pool (after the pen conv/BN/ReLU6)."""
+        return self.features(x)
+
+    def forward_head_input(self, x):
+        return self.avgpool(self.features(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Layout translation (pure functions on state dicts)
+# --------------------------------------------------------------------------------------------
+def _official_block_parts(has_exp, has_se):
+    """timm sub-module prefix -> official ``out.`` sub-prefix for one v1 block."""
+    parts, i = {}, 0
+    if has_exp:
+        parts["conv_exp.conv"], parts["conv_exp.bn"] = "0", "1"
+        i = 3
+    parts["conv_dw.conv"], parts["conv_dw.bn"] = str(i), str(i + 1)
+    i += 2
+    if has_se:
+        parts["se.fc1"], parts["se.bn"], parts["se.fc2"] = f"{i}.fc.0", f"{i}.fc.1", f"{i}.fc.3"
+        i += 1
+    i += 1  # ReLU6
+    parts["conv_pwl.conv"], parts["conv_pwl.bn"] = str(i), str(i + 1)
+    return parts
+
+
+def _is_timm(state):
+    return "stem.conv.weight" in state or "head.fc.weight" in state
+
+
+def _is_paddle(state):
+    return any(k.endswith(("._mean", "._variance")) for k in state)
+
+
+def _split(key):
+    """'features.3.out.5.fc.1.weight' -> ('features.3.out.5.fc.1', 'weight')."""
+    prefix, _, leaf = key.rpartition(".")
+    return prefix, leaf
+
+
+def timm_to_official(state):
+    """timm ``rexnet_XXX`` state dict -> official names (classifier reshaped to a 1x1 conv)."""
+    block_re = re.compile(r"^features\.(\d+)\.(conv_exp|conv_dw|se|conv_pwl)\.")
+    blocks = {}
+    for key in state:
+        m = block_re.match(key)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(m.group(2))
+    n = len(blocks)
+    if sorted(blocks) != list(range(n)):
+        raise CheckpointError(f"the timm-layout file has non-consecutive blocks {sorted(blocks)}; "
+                              "it is not a timm rexnet_* state dict")
+    out = {}
+    for key, value in state.items():
+        prefix, leaf = _split(key)
+        new = None
+        if prefix in ("stem.conv", "stem.bn"):
+            new = {"stem.conv": "features.0", "stem.bn": "features.1"}[prefix]
+        elif prefix in (f"features.{n}.conv", f"features.{n}.bn"):
+            new = f"features.{n + 3 + (prefix.endswith('.bn'))}"
+        elif prefix == "head.fc":
+            new = "output.1"
+            if leaf == "weight" and value.dim() == 2:
+                value = value.reshape(value.shape[0], value.shape[1], 1, 1)
+        else:
+            m = re.match(r"^features\.(\d+)\.(.+)$", prefix)
+            if m and int(m.group(1)) in blocks:
+                j, sub = int(m.group(1)), m.group(2)
+                parts = _official_block_parts("conv_exp" in blocks[j], "se" in blocks[j])
+                if sub in parts:
+                    new = f"features.{j + 3}.out.{parts[sub]}"
+        out[f"{new}.{leaf}" if new is not None else key] = value
+    return out
+
+
+def _official_blocks(state):
+    """{block feature index: (has_exp, has_se)} read from an official-layout v1 state dict."""
+    conv_re = re.compile(r"^features\.(\d+)\.out\.(\d+)\.weight$")
+    se_re = re.compile(r"^features\.(\d+)\.out\.\d+\.fc\.")
+    convs, ses = {}, set()
+    for key, value in state.items():
+        m = conv_re.match(key)
+        if m and value.dim() == 4:
+            convs[int(m.group(1))] = convs.get(int(m.group(1)), 0) + 1
+        m = se_re.match(key)
+        if m:
+            ses.add(int(m.group(1)))
+    return {k: (c == 3, k in ses) for k, c in sorted(convs.items())}
+
+
+def to_timm_state_dict(state):
+    """Official ReXNet v1 state dict -> timm ``rexnet_XXX`` layout (head.fc becomes a Linear)."""
+    if "output.4.weight" in state:
+        raise CheckpointError("ReXNet-lite has no timm counterpart; convert it to the official layout only")
+    blocks = _official_blocks(state)
+    idx = sorted(blocks)
+    if not idx or idx != list(range(3, 3 + len(idx))) or "output.1.weight" not in state:
+        raise CheckpointError("the state dict is not in the official ReXNet v1 layout "
+                              "(features.3.. blocks and output.1 classifier expected)")
+    n = len(idx)
+    inverse = {}
+    for k, (has_exp, has_se) in blocks.items():
+        for tname, oname in _official_block_parts(has_exp, has_se).items():
+            inverse[f"features.{k}.out.{oname}"] = f"features.{k - 3}.{tname}"
+    inverse.update({"features.0": "stem.conv", "features.1": "stem.bn", f"features.{n + 3}": f"features.{n}.conv",
+                    f"features.{n + 4}": f"features.{n}.bn", "output.1": "head.fc"})
+    out = {}
+    for key, value in state.items():
+        prefix, leaf = _split(key)
+        if prefix not in inverse:
+            raise CheckpointError(f"cannot place official key {key!r} in the timm layout")
+        if prefix == "output.1" and leaf == "weight":
+            value = value.reshape(value.shape[0], value.shape[1])
+        out[f"{inverse[prefix]}.{leaf}"] = value
+    return out
+
+
+def paddle_to_torch_names(state):
+    """Rename Paddle BN buffers (``_mean``/``_variance``) to PyTorch's."""
+    out = {}
+    for key, value in state.items():
+        prefix, leaf = _split(key)
+        out[f"{prefix}.{PADDLE_BN_NAMES[leaf]}" if leaf in PADDLE_BN_NAMES else key] = value
+    return out
+
+
+def to_official_state_dict(state, lite=False):
+    """Translate any known layout to official names; returns ``(state, layout)`` with layout in
+    'official' | 'timm' | 'paddle'. (num_batches_tracked and Linear transposes are added by the
+    model's ``adapt_state_dict``, which knows its own keys.)"""
+    state = dict(state)
+    layout = "official"
+    if _is_paddle(state):
+        state, layout = paddle_to_torch_names(state), "paddle"
+    if _is_timm(state):
+        if lite:
+            raise CheckpointError("the file is in timm's rexnet layout, which exists for ReXNet v1 only; "
+                                  "build a rexnet_* (not rexnet_lite_*) model")
+        state, layout = timm_to_official(state), "timm"
+    return state, layout
+
+
+def guess_model_name(state):
+    """(registry name, num_classes) of the published variant an official/timm/Paddle state dict
+    matches, or (None, num_classes) when its channels match no published width."""
+    lite = "output.4.weight" in state
+    state, _ = to_official_state_dict(state, lite=lite)
+    cls = state.get("output.4.weight" if lite else "output.1.weight")
+    num_classes = int(cls.shape[0]) if cls is not None else None
+    if "features.0.weight" not in state:
+        return None, num_classes
+    stem = state["features.0.weight"].shape[0]
+    # block output channels: the last conv weight of each block's ``out``
+    last = {}
+    for key, value in state.items():
+        m = re.match(r"^features\.(\d+)\.out\.(\d+)\.weight$", key)
+        if m and value.dim() == 4:
+            k, i = int(m.group(1)), int(m.group(2))
+            if i >= last.get(k, (-1, 0))[0]:
+                last[k] = (i, value.shape[0])
+    outs = [last[k][1] for k in sorted(last)]
+    pen_key = f"features.{3 + len(outs)}.weight"
+    pen = state[pen_key].shape[0] if pen_key in state else None
+    table, schedule = (LITE_WIDTHS, rexnet_lite_channels) if lite else (V1_WIDTHS, rexnet_channels)
+    for name, w in table.items():
+        s, _, o, p = schedule(w)
+        if (s, o, p) == (stem, outs, pen):
+            return name, num_classes
+    return None, num_classes
+
+
+# --------------------------------------------------------------------------------------------
+# Registered builders
+# --------------------------------------------------------------------------------------------
+def _no_converted(name, converted):
+    if converted:
+        raise ConfigError(f"{name} has no converted (deployment) form; set converted=false")
+
+
+def _v1(name, num_classes, converted, kwargs):
+    _no_converted(name, converted)
+    if "width_mult" in kwargs:
+        raise ConfigError(f"{name} fixes width_mult={V1_WIDTHS[name]}; build ReXNetV1 directly for another width")
+    return ReXNetV1(width_mult=V1_WIDTHS[name], num_classes=num_classes, **kwargs)
+
+
+def _lite(name, num_classes, converted, kwargs):
+    _no_converted(name, converted)
+    if "multiplier" in kwargs:
+        raise ConfigError(f"{name} fixes multiplier={LITE_WIDTHS[name]}; build ReXNetV1Lite directly "
+                          "for another width")
+    return ReXNetV1Lite(multiplier=LITE_WIDTHS[name], num_classes=num_classes, **kwargs)
+
+
+@register_model(model_class=ReXNetV1)
+def rexnet_0_9(num_classes=1000, converted=False, **kwargs):
+    """ReXNet v1 0.9x (4.1M params, 0.35 GMACs)."""
+    return _v1("rexnet_0_9", num_classes, converted, kwargs)
+
+
+@register_model(model_class=ReXNetV1)
+def rexnet_1_0(num_classes=1000, converted=False, **kwargs):
+    """ReXNet v1 1.0x (4.8M params, 0.40 GMACs, 77.9% top-1)."""
+    return _v1("rexnet_1_0", num_classes, converted, kwargs)
+
+
+@register_model(model_class=ReXNetV1)
+def rexnet_1_3(num_classes=1000, converted=False, **kwargs):
+    """ReXNet v1 1.3x (7.6M params, 0.66 GMACs, 79.5% top-1)."""
+    return _v1("rexnet_1_3", num_classes, converted, kwargs)
+
+
+@register_model(model_class=ReXNetV1)
+def rexnet_1_5(num_classes=1000, converted=False, **kwargs):
+    """ReXNet v1 1.5x (9.7M params, 0.88 GMACs, 80.3% top-1)."""
+    return _v1("rexnet_1_5", num_classes, converted, kwargs)
+
+
+@register_model(model_class=ReXNetV1)
+def rexnet_2_0(num_classes=1000, converted=False, **kwargs):
+    """ReXNet v1 2.0x (16M params, 1.5 GMACs, 81.6% top-1)."""
+    return _v1("rexnet_2_0", num_classes, converted, kwargs)
+
+
+@register_model(model_class=ReXNetV1)
+def rexnet_3_0(num_classes=1000, converted=False, **kwargs):
+    """ReXNet v1 3.0x (34M params, 3.4 GMACs, 82.8% top-1)."""
+    return _v1("rexnet_3_0", num_classes, converted, kwargs)
+
+
+@register_model(model_class=ReXNetV1Lite)
+def rexnet_lite_1_0(num_classes=1000, converted=False, **kwargs):
+    """ReXNet-lite 1.0x (4.7M params, 0.41 GMACs, 76.2% top-1)."""
+    return _lite("rexnet_lite_1_0", num_classes, converted, kwargs)
+
+
+@register_model(model_class=ReXNetV1Lite)
+def rexnet_lite_1_3(num_classes=1000, converted=False, **kwargs):
+    """ReXNet-lite 1.3x (6.8M params, 0.65 GMACs, 77.8% top-1)."""
+    return _lite("rexnet_lite_1_3", num_classes, converted, kwargs)
+
+
+@register_model(model_class=ReXNetV1Lite)
+def rexnet_lite_1_5(num_classes=1000, converted=False, **kwargs):
+    """ReXNet-lite 1.5x (8.3M params, 0.84 GMACs, 78.6% top-1)."""
+    return _lite("rexnet_lite_1_5", num_classes, converted, kwargs)
+
+
+@register_model(model_class=ReXNetV1Lite)
+def rexnet_lite_2_0(num_classes=1000, converted=False, **kwargs):
+    """ReXNet-lite 2.0x (13M params, 1.5 GMACs, 80.2% top-1)."""
+    return _lite("rexnet_lite_2_0", num_classes, converted, kwargs)
