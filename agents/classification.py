@@ -95,6 +95,9 @@ class ClassificationAgent(BaseAgent):
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.writer = None
         if self.dist.is_main:
+            for name in os.listdir(self.dirs.checkpoints):  # left by a process killed mid-write
+                if ".tmp-" in name:
+                    os.remove(os.path.join(self.dirs.checkpoints, name))
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(self.dirs.summaries)
         self._resume()

@@ -1,0 +1,178 @@
+"""Faults: SIGTERM mid-epoch resumes exactly, SIGKILL never leaves an unreadable checkpoint, a failed
+write keeps the previous checkpoint, and fuzzed configs/checkpoints only ever fail cleanly."""
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import main
+from graphs.models import load_weights, create_model
+from tests.conftest import ROOT
+from utils.checkpoint import load_checkpoint, recovery_checkpoints
+from utils.config import SCHEMA_BY_NAME, validate
+from utils.errors import CheckpointError, ConfigError, UserError
+
+TINY = {"agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic", "num_classes": 4,
+        "synthetic_train_size": 320, "synthetic_val_size": 32, "synthetic_shape": [3, 16, 16],
+        "model_args": {"stages": [2, 2], "growth": [4, 4]}, "batch_size": 16, "max_epoch": 2, "lr": 0.05,
+        "device": "cpu", "seed": 5, "deterministic": True}
+
+
+def config(tmp_path, name, **changes):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({**TINY, "exp_name": name, "exp_root": str(tmp_path / "exp"), **changes}))
+    return str(path)
+
+
+def ckpt_dir(tmp_path, name):
+    return tmp_path / "exp" / name / "checkpoints"
+
+
+def start(path):
+    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), path], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+    assert main.main([config(tmp_path, "ref", recovery_every=1, recovery_keep=1)]) == 0
+    expected = load_checkpoint(ckpt_dir(tmp_path, "ref") / "last.pth")["model"]
+
+    path = config(tmp_path, "int", recovery_every=1, recovery_keep=1)
+    proc = start(path)
+    assert wait_for(lambda: (ckpt_dir(tmp_path, "int") / "recovery-5.pth").exists() or proc.poll() is not None)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "checkpoint is saved" in err
+    state = load_checkpoint(ckpt_dir(tmp_path, "int") / "last.pth")
+    assert 0 < state["batch"] < 20, "stopped mid-epoch"
+    assert main.main([path]) == 0
+    resumed = load_checkpoint(ckpt_dir(tmp_path, "int") / "last.pth")["model"]
+    for k in expected:
+        assert torch.equal(resumed[k], expected[k]), k
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_loses_a_readable_checkpoint(tmp_path):
+    rng = random.Random(0)
+    path = config(tmp_path, "kill", max_epoch=3, recovery_every=2, recovery_keep=2)
+    folder = ckpt_dir(tmp_path, "kill")
+    kills = 0
+    for _ in range(24):
+        proc = start(path)
+        # kill at a random moment: during start-up, training, or a checkpoint write
+        time.sleep(rng.uniform(1.5, 4.0))
+        if proc.poll() is not None:
+            break
+        proc.kill()
+        proc.wait()
+        kills += 1
+        for p in [folder / "last.pth", *map(type(folder), recovery_checkpoints(folder))]:
+            if p.exists():
+                load_checkpoint(p)  # every checkpoint on disk is complete
+    assert kills >= 12
+    assert main.main([path]) == 0
+    assert load_checkpoint(folder / "last.pth")["epoch"] == 3
+    assert not [f for f in os.listdir(folder) if ".tmp-" in f], "stale temporary files are cleaned up"
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    path = config(tmp_path, "disk", max_epoch=1, synthetic_train_size=32)
+    assert main.main([path]) == 0
+    last = ckpt_dir(tmp_path, "disk") / "last.pth"
+    before = last.read_bytes()
+
+    def full_disk(obj, f, *a, **k):
+        f.write(b"partial data")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    capsys.readouterr()
+    assert main.main([config(tmp_path, "disk", max_epoch=2, synthetic_train_size=32)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: could not write") and "No space left on device" in err
+    assert "previous file is intact" in err
+    assert last.read_bytes() == before
+    load_checkpoint(last)
+    assert not [f for f in os.listdir(last.parent) if ".tmp-" in f]
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_recovery(tmp_path, capsys):
+    path = config(tmp_path, "fall", max_epoch=1, recovery_every=4, recovery_keep=3)
+    assert main.main([path]) == 0
+    folder = ckpt_dir(tmp_path, "fall")
+    (folder / "last.pth").write_bytes((folder / "last.pth").read_bytes()[:1000])
+    newest = recovery_checkpoints(folder)[0]
+    capsys.readouterr()
+    assert main.main([config(tmp_path, "fall", max_epoch=2, recovery_every=4, recovery_keep=3)]) == 0
+    err = capsys.readouterr().err
+    assert "falling back to" in err and os.path.basename(newest) in err
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False)
+                           | st.text(max_size=12), lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=8)
+keys = st.sampled_from(sorted(SCHEMA_BY_NAME)) | st.text(max_size=12)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(keys, json_values, max_size=8), st.booleans())
+def test_fuzz_config_validation_only_succeeds_or_fails_cleanly(data, with_base):
+    if with_base:
+        data = {**{k: v for k, v in TINY.items()}, "exp_name": "f", **data}
+    try:
+        validate(data)
+    except ConfigError as e:
+        assert str(e) and "\n" not in str(e)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=4096))
+def test_fuzz_checkpoint_bytes_only_fail_cleanly(tmp_path, blob):
+    p = tmp_path / "random.pth"
+    p.write_bytes(blob)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(p)
+    with pytest.raises(CheckpointError):
+        load_weights(create_model("densenet_bc_100", stages=(1, 1), growth=(2, 2)), str(p))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzz_truncated_and_flipped_checkpoints(tmp_path, data):
+    model = create_model("densenet_bc_100", stages=(1, 1), growth=(2, 2))
+    good = tmp_path / "good.pth"
+    if not good.exists():
+        torch.save({"model": model.state_dict()}, good)
+    blob = bytearray(good.read_bytes())
+    cut = data.draw(st.integers(0, len(blob) - 1))
+    flips = data.draw(st.lists(st.integers(0, len(blob) - 1), max_size=4))
+    blob = blob[:cut] if data.draw(st.booleans()) else blob
+    for i in flips:
+        if i < len(blob):
+            blob[i] ^= 0xFF
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(bytes(blob))
+    try:
+        load_weights(model, str(bad))
+    except UserError as e:
+        assert "\n" not in str(e)
