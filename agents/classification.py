@@ -32,6 +32,9 @@ class ClassificationAgent(BaseAgent):
         super().__init__(config)
         self.dist = init_distributed(config.device, config.dist_timeout)
         self.device = resolve_device(config.device, self.dist.local_rank)
+        if config.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("amp 'fp16' needs a CUDA device and none is available; use --set amp=bf16 (or none) "
+                              "to run on the CPU")
         self.dirs = prepare_experiment(config, is_main=self.dist.is_main, save_config=config.mode == "train")
         self.logger = setup_logging(os.path.join(self.dirs.logs, f"{config.mode}.log"), self.dist.is_main)
         seed_everything(config.seed, config.deterministic)
@@ -259,6 +262,9 @@ class ClassificationAgent(BaseAgent):
             parts.append(f"EMA top-1 {row['ema_val_top1']:.2f}%")
         parts.append(f"{row['train_images_per_s']:.0f} img/s, {row['epoch_time_s']:.1f}s")
         self.logger.info(" | ".join(parts))
+        skipped = sum(loader.skipped_images for loader in self.loaders)
+        if skipped:
+            self.logger.warning(f"skipped {skipped} unreadable image(s) so far (bad_images is 'skip')")
 
     def _write_metrics(self, row):
         """Rewrite metrics.csv atomically: rows of earlier epochs (kept on resume) plus this one."""

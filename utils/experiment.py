@@ -53,17 +53,25 @@ class _TqdmHandler(logging.StreamHandler):
 
 
 def setup_logging(log_file=None, is_main=True):
-    logger = logging.getLogger("cdn")
-    logger.handlers.clear()
-    logger.propagate = False
-    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    """Console (tqdm-safe) and file handlers on the root logger; the ``cdn`` logger speaks at INFO on
+    rank 0, the libraries' loggers (e.g. ``datasets``) at WARNING."""
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_cdn", False)]:
+        root.removeHandler(h)
+        h.close()
     console = _TqdmHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(console)
+    handlers = [console]
     if log_file and is_main:
         fh = logging.FileHandler(log_file)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(fh)
+        handlers.append(fh)
+    for h in handlers:
+        h._cdn = True
+        root.addHandler(h)
+    root.setLevel(logging.WARNING)
+    logger = logging.getLogger("cdn")
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
     return logger
 
 
