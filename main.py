@@ -4,6 +4,7 @@ Reads and validates the JSON config, picks the agent named by its ``agent`` key 
 the user can fix are printed as one sentence (exit code 2); ``--debug`` shows the traceback.
 """
 import argparse
+import json
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ def parse_args(argv=None):
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config keys; values are JSON (dotted keys reach into model_args)")
     p.add_argument("--checkpoint", help="checkpoint or weight file for validate/convert/visualize/...")
+    p.add_argument("--images", nargs="+", metavar="IMAGE", help="predict: image files or folders")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train with N processes on this machine (DistributedDataParallel via torchrun)")
     p.add_argument("--list-models", action="store_true", help="print the registered model names and exit")
@@ -39,7 +41,8 @@ def main(argv=None):
             from graphs.models import list_models
             print("\n".join(list_models()))
             return 0
-        overrides = list(args.set) + ([f"checkpoint={_json_str(args.checkpoint)}"] if args.checkpoint else [])
+        overrides = list(args.set) + ([f"checkpoint={_json_str(args.checkpoint)}"] if args.checkpoint else []) \
+            + ([f"images={json.dumps([os.fspath(i) for i in args.images])}"] if args.images else [])
         config = load_config(args.config, overrides, mode=args.mode)
         from agents import AGENTS
         agent = AGENTS[config.agent](config)
@@ -79,7 +82,6 @@ def launch(nproc, argv):
 
 
 def _json_str(value):
-    import json
     return json.dumps(os.fspath(value))
 
 

@@ -142,6 +142,10 @@ class ClassificationAgent(BaseAgent):
             for s, h in previous.items():
                 signal.signal(s, h)
         self.logger.info(f"done: best val top-1 {self.best_acc1:.2f}%; checkpoints in {self.dirs.checkpoints}")
+        if self.dist.is_main:
+            from utils.plots import plot_training_curves
+            png = plot_training_curves(self.dirs.metrics, os.path.join(self.dirs.out, "training_curves.png"))
+            self.logger.info(f"wrote {png}")
 
     def _on_signal(self, signum, frame):
         if self._stop_signal is not None:  # a second signal: stop now
@@ -231,19 +235,27 @@ class ClassificationAgent(BaseAgent):
         return sums.compute()
 
     @torch.no_grad()
-    def validate(self, model=None):
+    def validate(self, model=None, confusion=False):
+        """Loss, top-1, top-5 (and with ``confusion`` the K x K matrix) over the whole validation split."""
         model = model if model is not None else self.model
         _, loader = self.loaders
         was_training = model.training
         model.eval()
         sums = RunningSums(self.device)
         criterion = nn.CrossEntropyLoss()
+        k = self.num_classes
+        matrix = torch.zeros(k * k, dtype=torch.int64, device=self.device) if confusion else None
         for x, y in tqdm(loader, desc="validate", disable=not self.dist.is_main, leave=False, dynamic_ncols=True):
             with self._autocast():
                 output = model(x)
             sums.update(criterion(output.float(), y), output, y)
+            if confusion:
+                matrix += torch.bincount(y * k + output.argmax(1), minlength=k * k)
         model.train(was_training)
-        return self._reduce(sums)
+        stats = self._reduce(sums)
+        if confusion:
+            stats["confusion"] = self.dist.all_reduce_sum(matrix).view(k, k).cpu()
+        return stats
 
     def _log_epoch(self, row):
         if not self.dist.is_main:
@@ -395,10 +407,34 @@ class ClassificationAgent(BaseAgent):
 
     def run_validate(self):
         path = self.load_for_eval()
-        stats = self.validate()
+        stats = self.validate(confusion=True)
         self.logger.info(f"{path}: top-1 {stats['top1']:.2f}%  top-5 {stats['top5']:.2f}%  "
                          f"loss {stats['loss']:.4f}  ({stats['count']} images)")
+        if self.dist.is_main:
+            self._write_per_class(stats["confusion"])
         return stats
+
+    def _class_names(self):
+        loader = self.loaders[1]
+        return getattr(loader, "readable_class_names", None) or loader.class_names
+
+    def _write_per_class(self, confusion):
+        """Per-class accuracy as CSV, and the confusion matrix as PNG for at most 100 classes."""
+        names = self._class_names()
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["class_index", "class_name", "correct", "total", "accuracy"])
+        for i, name in enumerate(names):
+            total = int(confusion[i].sum())
+            correct = int(confusion[i, i])
+            writer.writerow([i, name, correct, total, f"{100.0 * correct / total:.2f}" if total else ""])
+        out = os.path.join(self.dirs.out, "per_class_accuracy.csv")
+        atomic_write(out, lambda f: f.write(buf.getvalue().encode()))
+        self.logger.info(f"wrote {out}")
+        if len(names) <= 100:
+            from utils.plots import plot_confusion_matrix
+            png = plot_confusion_matrix(confusion.numpy(), names, os.path.join(self.dirs.out, "confusion_matrix.png"))
+            self.logger.info(f"wrote {png}")
 
     def run_convert(self):
         if not hasattr(self.model, "convert"):
@@ -423,7 +459,7 @@ class ClassificationAgent(BaseAgent):
     def run_flops(self):
         rows = [("training-time" if hasattr(self.model, "convert") else "model", self.model)]
         if hasattr(self.model, "convert") and not getattr(self.model, "is_converted", False):
-            rows.append(("converted", self._convert(self.model)))
+            rows.append(("converted", self.build_model(converted=True)))
         return self._print_flops(rows)
 
     def _print_flops(self, rows):
@@ -440,16 +476,96 @@ class ClassificationAgent(BaseAgent):
         return results
 
     def run_visualize(self):
-        from utils.plots import plot_reuse_heatmaps
-        if not hasattr(self.model, "reuse_matrices"):
-            raise ConfigError(f"model {self.config.model!r} has no feature-reuse heatmap; visualize applies to "
-                              f"CondenseNets")
-        path = self.load_for_eval()
-        paths = plot_reuse_heatmaps(self.model.reuse_matrices(), self.dirs.out,
-                                    title_prefix=f"{self.config.model} ({os.path.basename(path)})")
+        """Training curves from metrics.csv and, for CondenseNets, the feature-reuse heatmaps."""
+        from utils.plots import plot_reuse_heatmaps, plot_training_curves
+        paths = []
+        if os.path.exists(self.dirs.metrics):
+            paths.append(plot_training_curves(self.dirs.metrics, os.path.join(self.dirs.out, "training_curves.png")))
+        if hasattr(self.model, "reuse_matrices"):
+            path = self.load_for_eval()
+            paths += plot_reuse_heatmaps(self.model.reuse_matrices(), self.dirs.out,
+                                         title_prefix=f"{self.config.model} ({os.path.basename(path)})")
+        if not paths:
+            raise ConfigError(f"nothing to draw for {self.config.exp_name}: no metrics.csv yet (train first) and "
+                              f"model {self.config.model!r} has no feature-reuse heatmap")
         for p in paths:
             self.logger.info(f"wrote {p}")
         return paths
+
+    def _load_if_available(self):
+        """Load the given or the experiment's checkpoint; without one, say that the weights are random."""
+        try:
+            return self.load_for_eval()
+        except CheckpointError:
+            if self.config.checkpoint:
+                raise
+            self.logger.warning(f"no checkpoint in {self.dirs.checkpoints} and none given: the weights are RANDOM "
+                                f"(untrained); pass --checkpoint PATH for real predictions")
+            return None
+
+    def _deployable(self):
+        """The converted model for CondenseNets (condensed first if needed), otherwise the model itself."""
+        model = self.model.eval()
+        if hasattr(model, "convert") and not getattr(model, "is_converted", False):
+            if hasattr(model, "set_progress"):
+                model.set_progress(1.0)  # no-op for a trained model; finishes pruning for a random one
+            model = self._convert(model)
+        return model
+
+    def _dataset_mean_std(self):
+        from datasets.cifar import MEAN, STD
+        return MEAN.get(self.config.dataset), STD.get(self.config.dataset)
+
+    def run_predict(self):
+        from utils.predict import class_names_for, eval_transform, expand_image_paths, format_predictions, predict
+        cfg = self.config
+        if not cfg.images:
+            raise ConfigError("predict needs images: add --images a.jpg b.png (files or folders)")
+        self._load_if_available()
+        mean, std = self._dataset_mean_std()
+        transform = eval_transform(self.model.data_cfg, input_size=cfg.input_size, crop_pct=cfg.crop_pct,
+                                   interpolation=cfg.eval_interpolation, mean=mean, std=std)
+        names = class_names_for(cfg.dataset, self.num_classes, cfg.data_root)
+        results = predict(self.model, expand_image_paths(cfg.images), transform, names, topk=5, device=self.device)
+        print(format_predictions(results))
+        return results
+
+    def _input_size(self):
+        size = tuple(self.model.data_cfg["input_size"])
+        return (size[0], self.config.input_size, self.config.input_size) if self.config.input_size else size
+
+    def run_export(self):
+        from utils.export import export_onnx, export_torchscript
+        self._load_if_available()
+        model = self._deployable().cpu()
+        results = {}
+        for fmt in self.config.export_formats:
+            suffix = {"onnx": "onnx", "torchscript": "torchscript.pt"}[fmt]
+            path = os.path.join(self.dirs.out, f"{self.config.exp_name}.{suffix}")
+            fn = export_onnx if fmt == "onnx" else export_torchscript
+            results[fmt] = fn(model, path, self._input_size())
+            self.logger.info(f"wrote {path} ({fmt}); max |difference| to PyTorch {results[fmt]['max_abs_diff']:.2e}")
+        return results
+
+    def run_benchmark(self):
+        from utils.benchmark import benchmark, format_table, write_json
+        cfg = self.config
+        self._load_if_available()
+        n = cfg.benchmark_batch_size or cfg.batch_size
+        amp = None if cfg.amp == "none" else cfg.amp
+        candidates = [("training-time", self.model)]
+        if hasattr(self.model, "convert") and not getattr(self.model, "is_converted", False):
+            candidates.append(("converted", self._deployable()))
+        rows = []
+        for label, model in candidates:
+            rows.append(benchmark(model, self._input_size(), device=self.device, batch_sizes=(1, n),
+                                  train_batch=n if label != "converted" else None, channels_last=cfg.channels_last,
+                                  amp=amp, name=f"{cfg.model} ({label})"))
+        print(format_table(rows))
+        out = os.path.join(self.dirs.out, "benchmark.json")
+        write_json({"config": cfg.exp_name, "rows": rows}, out)
+        self.logger.info(f"wrote {out}")
+        return rows
 
     def finalize(self):
         writer = getattr(self, "writer", None)

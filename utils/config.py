@@ -113,6 +113,10 @@ SCHEMA = [
       "job loses at most N iterations.", min=0),
     O("recovery_keep", "int", 2, "How many recovery checkpoints to keep.", min=1),
     O("use_ema_weights", "bool", True, "Evaluate/convert a checkpoint's EMA weights when it has them."),
+    O("images", "list[str]", [], "predict: image files or folders; `--images` overrides it."),
+    O("export_formats", "list[str]", ["onnx", "torchscript"], "export: formats to write into `out/`."),
+    O("benchmark_batch_size", "int", None, "benchmark: throughput/training batch; null = `batch_size`.",
+      min=1, nullable=True),
     O("prune_classifier", "bool", True, "CondenseNet v1 conversion: prune the classifier to half its "
       "inputs as the official converter does."),
 ]
@@ -192,7 +196,8 @@ def _type_ok(kind, value):
 
 
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-               "dict": "a JSON object", "list[int]": "a list of integers", "list[float]": "a list of numbers"}
+               "dict": "a JSON object", "list[int]": "a list of integers", "list[float]": "a list of numbers",
+               "list[str]": "a list of strings"}
 
 
 def _describe(value):
@@ -264,6 +269,9 @@ def _check_consistency(cfg):
     dev = cfg["device"]
     if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
         raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+    unknown = [f for f in cfg["export_formats"] if f not in ("onnx", "torchscript")]
+    if unknown:
+        raise ConfigError(f"export_formats may hold 'onnx' and 'torchscript', not {unknown[0]!r}")
     if cfg["lr_schedule"] == "multistep" and sorted(cfg["lr_milestones"]) != cfg["lr_milestones"]:
         raise ConfigError(f"lr_milestones must be increasing, got {cfg['lr_milestones']}")
 

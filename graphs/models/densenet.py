@@ -68,7 +68,7 @@ class DenseNetBC(nn.Module):
         check(data in ("cifar", "imagenet"), f"data must be 'cifar' or 'imagenet', got {data!r}")
         check(0 < compression <= 1, f"compression must be in (0, 1], got {compression}")
         self.data_cfg = dict(CIFAR_CFG if data == "cifar" else IMAGENET_CFG)
-        stride, pool = (1, 8) if data == "cifar" else (2, 7)
+        stride = 1 if data == "cifar" else 2
         width = 2 * growth[0]
         self.features = nn.Sequential()
         self.features.add_module("init_conv", nn.Conv2d(3, width, 3, stride=stride, padding=1, bias=False))
@@ -86,7 +86,8 @@ class DenseNetBC(nn.Module):
         self.features.add_module("norm_last", nn.BatchNorm2d(width))
         self.features.add_module("relu_last", nn.ReLU(inplace=True))
         self.feature_info.append(dict(num_chs=width, reduction=reduction, module="features.relu_last"))
-        self.features.add_module("pool_last", nn.AvgPool2d(pool))
+        # the official 8x8 (CIFAR) / 7x7 (ImageNet) average pool, for any input size
+        self.features.add_module("pool_last", nn.AdaptiveAvgPool2d(1))
         self.num_features = width
         self.classifier = nn.Linear(width, num_classes)
         self._initialize()
