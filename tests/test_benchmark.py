@@ -1,0 +1,99 @@
+"""Benchmark utility: result fields and types, markdown table, atomic JSON, argument errors."""
+import json
+import os
+
+import pytest
+import torch
+
+from graphs.models import create_model
+from utils.benchmark import RESULT_FIELDS, benchmark, format_table, write_json
+from utils.errors import ConfigError
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return create_model("densenet_bc_100", stages=(1, 1, 1), growth=(2, 2, 2))
+
+
+@pytest.fixture(scope="module")
+def result():
+    model = _tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    res = benchmark(model, batch_sizes=(1, 4), train_batch=4, warmup=1, iters=3, name="tiny")
+    # the benchmark works on copies: weights, BN statistics and the mode are untouched
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    return res
+
+
+def test_fields_and_types(result):
+    assert set(result) == set(RESULT_FIELDS)
+    for key, types in RESULT_FIELDS.items():
+        assert isinstance(result[key], types), (key, result[key])
+    assert result["model"] == "tiny" and result["device"] == "cpu"
+    assert result["torch_version"] == torch.__version__
+    assert result["num_threads"] == torch.get_num_threads()
+    assert result["input_size"] == [3, 32, 32]
+    assert result["latency_batch"] == 1 and result["throughput_batch"] == 4 and result["train_batch"] == 4
+    assert 0 < result["latency_ms_median"] <= result["latency_ms_p90"]
+    assert result["throughput_img_s"] == pytest.approx(4000.0 / result["inference"][-1]["ms_median"])
+    assert result["train_img_s"] == pytest.approx(4000.0 / result["train_step_ms_median"])
+    assert [r["batch"] for r in result["inference"]] == [1, 4]
+    assert result["infer_peak_mem_mb"] >= 0 and result["train_peak_mem_mb"] >= 0
+    assert result["mem_method"] in ("cpu_vmhwm_reset", "cpu_vmhwm_delta", "cpu_ru_maxrss_delta")
+    assert result["params"] == sum(p.numel() for p in _tiny().parameters())
+    json.dumps(result)  # JSON-ready
+
+
+def test_table(result):
+    other = dict(result, model="other", train_img_s=None, train_peak_mem_mb=None)
+    table = format_table([result, other])
+    lines = table.splitlines()
+    assert lines[0].startswith("| model | device | threads |")
+    assert set(lines[1].replace("|", "")) <= set("-:")
+    assert lines[2].startswith("| tiny | cpu |") and lines[3].startswith("| other | cpu |")
+    ncols = lines[0].count("|")
+    assert lines[1].count("|") == lines[2].count("|") == lines[3].count("|") == ncols
+    assert f"{result['latency_ms_median']:.2f}" in lines[2]
+    assert "@4" in lines[2] and "| - |" in lines[3]
+    assert format_table(result).splitlines()[2] == lines[2]
+
+
+def test_write_json_atomic(result, tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text("old")
+    assert write_json([result], path) == str(path)
+    assert json.loads(path.read_text()) == [json.loads(json.dumps(result))]
+    assert os.listdir(tmp_path) == ["bench.json"]
+    with pytest.raises(ConfigError, match="does not exist"):
+        write_json(result, tmp_path / "missing" / "b.json")
+
+
+def test_no_training_step_and_channels_last():
+    res = benchmark(_tiny(), batch_sizes=(2,), train_batch=None, warmup=0, iters=1, channels_last=True)
+    assert res["train_img_s"] is None and res["train_step_ms_median"] is None
+    assert res["latency_batch"] == res["throughput_batch"] == 2 and res["channels_last"] is True
+
+
+def test_bad_arguments():
+    model = _tiny()
+    with pytest.raises(ConfigError, match="device"):
+        benchmark(model, device="tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA"):
+            benchmark(model, device="cuda")
+    with pytest.raises(ConfigError, match="amp"):
+        benchmark(model, amp="int8")
+    with pytest.raises(ConfigError, match="batch_sizes"):
+        benchmark(model, batch_sizes=())
+    with pytest.raises(ConfigError, match="iters"):
+        benchmark(model, iters=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_memory_method():
+    res = benchmark(_tiny(), device="cuda", batch_sizes=(1, 4), train_batch=4, warmup=1, iters=2, amp="fp16")
+    assert res["mem_method"] == "cuda_max_memory_allocated" and res["amp"] == "float16"
+    assert res["train_peak_mem_mb"] > 0
