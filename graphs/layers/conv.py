@@ -1,0 +1,43 @@
+"""Pre-activation convolution (BN -> activation -> conv) and the hard-swish activation.
+
+CondenseNet (Huang et al., CVPR 2018) and CondenseNetV2 (Yang et al., CVPR 2021) build every plain
+convolution as ``Conv`` = Sequential(``norm``, ``relu`` | ``activation``, ``conv``) with no bias; the
+child names match the official checkpoints (v1 names the activation ``relu``, v2 ``activation``).
+"""
+import torch.nn as nn
+
+from utils.errors import check
+
+ACTIVATIONS = ("ReLU", "HS")
+
+
+class HS(nn.Module):
+    """Hard swish ``x * relu6(x + 3) / 6`` (MobileNetV3); the ``relu6`` child matches the official layout."""
+
+    def __init__(self, inplace=True):
+        super().__init__()
+        self.relu6 = nn.ReLU6(inplace=inplace)
+
+    def forward(self, x):
+        return x * self.relu6(x + 3.0) / 6.0
+
+
+def make_activation(kind="ReLU"):
+    """``'ReLU'`` -> nn.ReLU(inplace=True), ``'HS'`` -> :class:`HS`."""
+    check(kind in ACTIVATIONS, f"unknown activation {kind!r}; use one of {', '.join(ACTIVATIONS)}")
+    return nn.ReLU(inplace=True) if kind == "ReLU" else HS()
+
+
+class Conv(nn.Sequential):
+    """BatchNorm2d -> activation -> Conv2d (no bias); children ``norm``, ``relu``/``activation``, ``conv``."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1,
+                 activation="ReLU", act_name="relu", bn_momentum=0.1):
+        check(in_channels % groups == 0 and out_channels % groups == 0,
+              f"a {kernel_size}x{kernel_size} conv with {in_channels} inputs and {out_channels} outputs "
+              f"cannot be split into {groups} groups; choose widths that are multiples of the group count")
+        super().__init__()
+        self.add_module("norm", nn.BatchNorm2d(in_channels, momentum=bn_momentum))
+        self.add_module(act_name, make_activation(activation))
+        self.add_module("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                                          padding=padding, groups=groups, bias=False))

@@ -1,0 +1,457 @@
+"""CondenseNet: "CondenseNet: An Efficient DenseNet using Learned Group Convolutions"
+(Huang, Liu, van der Maaten, Weinberger, CVPR 2018), https://arxiv.org/abs/1711.09224.
+
+Module and buffer names follow the official code (ShichenLiu/CondenseNet), so official checkpoints
+load strictly: ``features.init_conv``, ``features.denseblock_%d.denselayer_%d.conv_1`` (learned group
+conv) / ``conv_2`` (3x3 group conv), ``features.transition_%d``, ``features.norm_last``,
+``relu_last``, ``pool_last`` and ``classifier``. ``converted=True`` builds the deployable network
+(index + grouped conv layers, classifier pruned to half its inputs) that ``convert()`` produces and
+official ``converted_*`` files hold.
+"""
+import re
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from graphs.layers import (CondensedLGC, CondensedSFR, CondensingModule, LearnedGroupConv, SFR,
+                           _DenseBlock, _Transition)
+from graphs.layers.lgc import stage_for_progress
+from utils.errors import ConfigError, check
+
+from .registry import register_model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_DATA = {"cifar": "cifar", "cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet"}
+
+
+def cifar_data_cfg():
+    return dict(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear", mean=None, std=None)
+
+
+def imagenet_data_cfg(interpolation="bilinear"):
+    return dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation=interpolation,
+                mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def check_data(data):
+    check(data in _DATA, f"unknown data {data!r}; use 'cifar' (stem stride 1, final pool 8) or "
+                         f"'imagenet' (stem stride 2, final pool 7)")
+    return _DATA[data]
+
+
+def check_int_list(name, values, min_value=1):
+    check(isinstance(values, (list, tuple)) and len(values) > 0
+          and all(isinstance(v, int) and not isinstance(v, bool) and v >= min_value for v in values),
+          f"{name} must be a non-empty list of integers >= {min_value}, got {values!r}")
+    return tuple(values)
+
+
+def check_positive_int(name, value):
+    check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+          f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class CondensingLinear(nn.Module):
+    """Classifier pruned at conversion: keeps the ``int(keep*in)`` inputs with the largest L1 column norm.
+
+    The ``index`` is stored in ascending-norm order, as the official ``CondensingLinear`` does.
+    """
+
+    def __init__(self, in_features, out_features, keep=0.5):
+        super().__init__()
+        self.in_features = int(in_features * keep)
+        self.register_buffer("index", torch.zeros(self.in_features, dtype=torch.long))
+        self.linear = nn.Linear(self.in_features, out_features)
+
+    @torch.no_grad()
+    def load_from_linear(self, linear):
+        norms = linear.weight.abs().sum(0)
+        order = norms.sort()[1]
+        index = order[linear.in_features - self.in_features:]
+        self.index.copy_(index)
+        self.linear.weight.copy_(linear.weight[:, index])
+        self.linear.bias.copy_(linear.bias)
+        return self
+
+    def forward(self, x):
+        return self.linear(x.index_select(1, self.index))
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared by CondenseNet and CondenseNetV2
+# ------------------------------------------------------------------------------------------------
+class CondenseFamilyMixin:
+    """Condensation schedule, conversion weight copy, reuse matrices and mismatch hints."""
+
+    def condensing_modules(self):
+        """The LGC / SFR layers (cached: the structure of a built model does not change)."""
+        cache = self.__dict__.get("_condensing_cache")
+        if cache is None:
+            cache = [m for m in self.modules() if isinstance(m, CondensingModule)]
+            self.__dict__["_condensing_cache"] = cache
+        return cache
+
+    def set_progress(self, progress):
+        """Apply the condensation schedule for training progress ``progress`` in [0, 1] (host-side).
+
+        Every pending pruning event is applied (also after a jump over several stages); returns the
+        number of events applied.
+        """
+        events = 0
+        for m in self.condensing_modules():
+            events += m.advance(stage_for_progress(progress, m.condense_factor))
+        return events
+
+    def sync_condensation_state(self):
+        """Refresh every layer's host-side stage from its buffers (after copying masks by hand)."""
+        for m in self.condensing_modules():
+            m.sync_from_buffers()
+
+    def condensation_stage(self):
+        """(min stage, final stage) over the condensing layers; (0, 0) for a converted model."""
+        mods = self.condensing_modules()
+        if not mods:
+            return 0, 0
+        return min(m.stage for m in mods), max(m.final_stage for m in mods)
+
+    def _check_convertible(self):
+        check(not self.is_converted, "this model is already converted; convert() needs the training-time model")
+        for name, m in self.named_modules():
+            if isinstance(m, CondensingModule) and m.stage < m.final_stage:
+                raise ConfigError(f"{name} is at condensation stage {m.stage} of {m.final_stage}; finish "
+                                  f"condensation (train past progress 0.5, or set_progress(1.0)) before "
+                                  f"converting")
+
+    @torch.no_grad()
+    def _fill_converted(self, new, skip_prefixes=()):
+        """Copy every key of ``self`` that ``new`` has with the same shape, then map LGC/SFR layers."""
+        src_modules = dict(self.named_modules())
+        converted = []
+        for name, m in new.named_modules():
+            if isinstance(m, CondensedLGC):
+                m.load_from_lgc(src_modules[name])
+                converted.append(name + ".")
+            elif isinstance(m, CondensedSFR):
+                m.load_from_sfr(src_modules[name])
+                converted.append(name + ".")
+        skip = tuple(converted) + tuple(skip_prefixes)
+        dst = new.state_dict()
+        for k, v in self.state_dict().items():
+            if k.startswith(skip) or k not in dst:
+                continue
+            if dst[k].shape != v.shape:
+                raise ConfigError(f"cannot map {k} during conversion ({list(v.shape)} vs {list(dst[k].shape)})")
+            dst[k].copy_(v)
+        new.data_cfg = dict(self.data_cfg)
+        new.train(self.training)
+        return new
+
+    # ---- Figure 7(d)-style reuse heatmaps ------------------------------------------------------
+    @torch.no_grad()
+    def reuse_matrices(self):
+        """Per-source connection strengths of every dense layer (unconverted model).
+
+        Returns ``{'lgc': M}`` (v2 also ``'sfr'``), each M of shape [n_layers, n_layers + 1]: row t =
+        dense layer t (all blocks in order), column 0 = stem features, column j = dense layer j's new
+        features. LGC: mean over the source's input channels of the column L1 of |w*mask|; SFR: mean
+        over the source's channels of the row L1 of |w*mask|. Rows are divided by their max; NaN where
+        the source is not an input of the target.
+        """
+        check(not self.is_converted, "reuse_matrices needs the training-time (unconverted) model")
+        layers = [m for _, m in self.dense_layers()]
+        n = len(layers)
+        segments = [(0, 0, self.features.init_conv.out_channels)]
+        out = {"lgc": np.full((n, n + 1), np.nan)}
+        has_sfr = all(isinstance(getattr(l, "sfr", None), SFR) for l in layers) and n > 0
+        if has_sfr:
+            out["sfr"] = np.full((n, n + 1), np.nan)
+        for t, layer in enumerate(layers):
+            lgc = layer.conv_1
+            col = (lgc.conv.weight * lgc.mask).abs().view(lgc.out_channels, lgc.in_channels).sum(0)
+            col = col.float().cpu().numpy()
+            row_l1 = None
+            if has_sfr:
+                s = layer.sfr
+                row_l1 = (s.conv.weight * s.mask).abs().view(s.out_channels, s.in_channels).sum(1)
+                row_l1 = row_l1.float().cpu().numpy()
+            for src, a, b in segments:
+                out["lgc"][t, src] = col[a:b].mean()
+                if row_l1 is not None:
+                    out["sfr"][t, src] = row_l1[a:b].mean()
+            width = segments[-1][2]
+            segments.append((t + 1, width, width + layer.conv_2.conv.out_channels))
+        for m in out.values():
+            for t in range(n):
+                mx = np.nanmax(m[t]) if np.any(np.isfinite(m[t])) else np.nan
+                if np.isfinite(mx) and mx > 0:
+                    m[t] /= mx
+        return out
+
+    def dense_layers(self):
+        """[(name, layer)] of the dense layers in forward order."""
+        return [(name, m) for name, m in self.named_modules()
+                if re.fullmatch(r"features\.denseblock_\d+\.denselayer_\d+", name)]
+
+    # ---- load diagnostics ----------------------------------------------------------------------
+    def mismatch_hint(self, missing, unexpected, shapes):
+        """A short clause guessing which model setting makes a weight file not fit."""
+        hints = []
+        miss_mask = any(k.endswith("._mask") for k in missing)
+        extra_mask = any(k.endswith("._mask") for k in unexpected)
+        miss_index = any(k.endswith(".index") for k in missing)
+        extra_index = any(k.endswith(".index") for k in unexpected)
+        if miss_mask and extra_index:
+            hints.append("the file is a converted (deployable) checkpoint: build the model with converted=True")
+        elif miss_index and extra_mask:
+            hints.append("the file is a training-time (unconverted) checkpoint: build the model with "
+                         "converted=False (and convert() it afterwards)")
+        # stages from missing / extra dense layers
+        pat = re.compile(r"features\.denseblock_(\d+)\.denselayer_(\d+)\.")
+        stages = list(self.stages)
+
+        def layer_ids(keys):
+            found = {}
+            for k in keys:
+                m = pat.match(k)
+                if m:
+                    found.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+            return found
+        extra, gone = layer_ids(unexpected), layer_ids(missing)
+        file_stages = list(stages)
+        for b, ids in extra.items():
+            while len(file_stages) < b:
+                file_stages.append(0)
+            file_stages[b - 1] = max(file_stages[b - 1], max(ids))
+        for b, ids in gone.items():
+            if b <= len(file_stages) and not (b in extra):
+                own = self._layer_keys(b, min(ids))
+                if own and all(k in missing for k in own):
+                    file_stages[b - 1] = min(ids) - 1
+        if file_stages != stages:
+            file_stages = [s for s in file_stages]
+            while file_stages and file_stages[-1] == 0:
+                file_stages.pop()
+            hints.append(f"the file looks like stages={'-'.join(map(str, file_stages))} "
+                         f"(this model has {'-'.join(map(str, stages))})")
+        # groups / condense factor / growth / classes from shapes
+        for k, got, want in shapes:
+            if k.endswith("conv_1.conv.weight") and len(got) == 4 and self.is_converted and got[1] != want[1] \
+                    and got[0] == want[0]:
+                lgc = self.get_submodule(k[:-len(".conv.weight")])
+                c_file = lgc.in_channels / got[1]
+                hints.append(f"the file's learned group convs keep {got[1]} inputs per group, i.e. "
+                             f"condense_factor={c_file:g} (this model has {lgc.condense_factor}); build the "
+                             f"matching variant (e.g. the _g{int(c_file)} / G={int(c_file)} one) or pass "
+                             f"group_1x1/condense_factor")
+                break
+            if k.endswith("conv_2.conv.weight") and len(got) == 4 and got[0] == want[0] and got[1] != want[1]:
+                g_file = want[1] * self._group_3x3 / got[1]
+                hints.append(f"the file's 3x3 convs look like group_3x3={g_file:g} (this model has "
+                             f"{self._group_3x3})")
+                break
+            if k.endswith("conv_2.conv.weight") and len(got) == 4 and got[0] != want[0]:
+                hints.append(f"the file's growth rate looks like {got[0]} where this model has {want[0]}")
+                break
+            if k.endswith("sfr.conv.weight") and len(got) == 4 and self.is_converted and got[1] != want[1]:
+                sfr = self.get_submodule(k[:-len(".conv.weight")])
+                hints.append(f"the file's SFR layers look like group_trans={sfr.in_channels / got[1]:g} "
+                             f"(this model has {sfr.groups})")
+                break
+        for k, got, want in shapes:
+            if k in ("classifier.weight", "classifier.linear.weight") and got[0] != want[0]:
+                hints.append(f"the file has {got[0]} classes: pass num_classes={got[0]}")
+                break
+        return "; ".join(hints)
+
+    def _layer_keys(self, block, layer):
+        prefix = f"features.denseblock_{block}.denselayer_{layer}."
+        return [k for k in self.state_dict() if k.startswith(prefix)]
+
+    def _feature_info(self, reductions, block_channels):
+        info = []
+        n = len(block_channels)
+        for i, (red, ch) in enumerate(zip(reductions, block_channels)):
+            module = f"features.denseblock_{i + 1}" if i < n - 1 else "features.relu_last"
+            info.append(dict(num_chs=ch, reduction=red, module=module))
+        return info
+
+
+class CondenseNet(CondenseFamilyMixin, nn.Module):
+    """CondenseNet (v1).
+
+    Args:
+        stages: dense layers per block, e.g. (14, 14, 14).
+        growth: growth rate per block (doubles per block in the paper), same length as ``stages``.
+        bottleneck: width of the 1x1 layer is ``bottleneck * growth``.
+        group_1x1, group_3x3: groups G of the learned 1x1 and of the 3x3 convs.
+        condense_factor: C (default ``group_1x1``); the 1x1 keeps ``in/C`` inputs per group.
+        dropout_rate: dropout inside the learned group convs (official default 0).
+        num_classes: classifier width.
+        data: ``'cifar'`` (stem stride 1, final pool 8) or ``'imagenet'`` (stride 2, pool 7).
+        converted: build the deployable network (load converted checkpoints into it).
+        prune_classifier: with ``converted``, the classifier is the official half-width
+            ``CondensingLinear`` (keys ``classifier.index``/``classifier.linear.*``); else a Linear.
+    """
+
+    flops_rule = "v1"
+
+    def __init__(self, stages=(14, 14, 14), growth=(8, 16, 32), bottleneck=4, group_1x1=4, group_3x3=4,
+                 condense_factor=None, dropout_rate=0.0, num_classes=10, data="cifar", converted=False,
+                 prune_classifier=True):
+        super().__init__()
+        stages = check_int_list("stages", stages)
+        growth = check_int_list("growth", growth)
+        check(len(stages) == len(growth), f"stages {list(stages)} and growth {list(growth)} must have the "
+                                          f"same length (one growth rate per block)")
+        for name, v in (("bottleneck", bottleneck), ("group_1x1", group_1x1), ("group_3x3", group_3x3),
+                        ("num_classes", num_classes)):
+            check_positive_int(name, v)
+        condense_factor = group_1x1 if condense_factor is None else check_positive_int("condense_factor",
+                                                                                         condense_factor)
+        check(isinstance(dropout_rate, (int, float)) and 0 <= dropout_rate < 1,
+              f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+        kind = check_data(data)
+        self._cfg = dict(stages=stages, growth=growth, bottleneck=bottleneck, group_1x1=group_1x1,
+                         group_3x3=group_3x3, condense_factor=condense_factor, dropout_rate=dropout_rate,
+                         num_classes=num_classes, data=data)
+        self.stages, self.growth = stages, growth
+        self._group_3x3 = group_3x3
+        self.is_converted = bool(converted)
+        self.num_classes = num_classes
+        stride, pool = (1, 8) if kind == "cifar" else (2, 7)
+        self.data_cfg = cifar_data_cfg() if kind == "cifar" else imagenet_data_cfg("bilinear")
+
+        self.features = nn.Sequential()
+        width = 2 * growth[0]
+        self.features.add_module("init_conv", nn.Conv2d(3, width, 3, stride=stride, padding=1, bias=False))
+        reductions, block_channels = [], []
+        red = stride
+        for i, (n, k) in enumerate(zip(stages, growth)):
+            self.features.add_module(f"denseblock_{i + 1}", _DenseBlock(
+                n, width, k, bottleneck=bottleneck, group_1x1=group_1x1, group_3x3=group_3x3,
+                condense_factor=condense_factor, dropout_rate=dropout_rate, converted=converted))
+            width += n * k
+            reductions.append(red)
+            block_channels.append(width)
+            if i != len(stages) - 1:
+                self.features.add_module(f"transition_{i + 1}", _Transition())
+                red *= 2
+        self.features.add_module("norm_last", nn.BatchNorm2d(width))
+        self.features.add_module("relu_last", nn.ReLU(inplace=True))
+        self.features.add_module("pool_last", nn.AvgPool2d(pool))
+        self.num_features = width
+        if converted and prune_classifier:
+            self.classifier = CondensingLinear(width, num_classes, 0.5)
+        else:
+            self.classifier = nn.Linear(width, num_classes)
+        self.feature_info = self._feature_info(reductions, block_channels)
+        self._initialize()
+
+    def _initialize(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                m.weight.data.normal_(0, (2.0 / n) ** 0.5)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.data.fill_(1)
+                m.bias.data.zero_()
+            elif isinstance(m, nn.Linear):
+                m.bias.data.zero_()
+
+    def forward_features(self, x):
+        """The final feature map after ``norm_last``/``relu_last`` (before global pooling)."""
+        for name, module in self.features.named_children():
+            if name == "pool_last":
+                break
+            x = module(x)
+        return x
+
+    def forward_head(self, x):
+        x = self.features.pool_last(x)
+        return self.classifier(x.flatten(1))
+
+    def forward(self, x, progress=None):
+        if progress:
+            self.set_progress(progress)
+        return self.forward_head(self.forward_features(x))
+
+    def convert(self, prune_classifier=True):
+        """A NEW converted model (grouped convs; classifier pruned to half its inputs unless told not to)."""
+        self._check_convertible()
+        ref = next(self.parameters())
+        new = CondenseNet(**self._cfg, converted=True, prune_classifier=prune_classifier)
+        new.to(device=ref.device, dtype=ref.dtype)
+        skip = ("classifier.",) if prune_classifier else ()
+        self._fill_converted(new, skip)
+        if prune_classifier:
+            new.classifier.load_from_linear(self.classifier)
+        return new
+
+
+def _build(defaults, num_classes, converted, kwargs):
+    cfg = dict(defaults)
+    cfg.update(kwargs)
+    return CondenseNet(num_classes=num_classes, converted=converted, **cfg)
+
+
+_CIFAR = dict(growth=(8, 16, 32), bottleneck=4, group_1x1=4, group_3x3=4, condense_factor=4, data="cifar")
+
+
+@register_model(model_class=CondenseNet)
+def condensenet_50(num_classes=10, converted=False, **kwargs):
+    """CondenseNet-50 (CIFAR, 8-8-8, growth 8-16-32, G=C=4): 28.6M FLOPs / 0.22M params."""
+    return _build(dict(_CIFAR, stages=(8, 8, 8)), num_classes, converted, kwargs)
+
+
+@register_model(model_class=CondenseNet)
+def condensenet_74(num_classes=10, converted=False, **kwargs):
+    """CondenseNet-74 (CIFAR, 12-12-12, growth 8-16-32, G=C=4): 51.9M / 0.41M."""
+    return _build(dict(_CIFAR, stages=(12, 12, 12)), num_classes, converted, kwargs)
+
+
+@register_model(model_class=CondenseNet)
+def condensenet_86(num_classes=10, converted=False, **kwargs):
+    """CondenseNet-86 (CIFAR, 14-14-14, growth 8-16-32, G=C=4): 65.8M / 0.52M."""
+    return _build(dict(_CIFAR, stages=(14, 14, 14)), num_classes, converted, kwargs)
+
+
+@register_model(model_class=CondenseNet)
+def condensenet_98(num_classes=10, converted=False, **kwargs):
+    """CondenseNet-98 (CIFAR, 16-16-16, growth 8-16-32, G=C=4): 81.3M / 0.65M."""
+    return _build(dict(_CIFAR, stages=(16, 16, 16)), num_classes, converted, kwargs)
+
+
+@register_model(model_class=CondenseNet)
+def condensenet_110(num_classes=10, converted=False, **kwargs):
+    """CondenseNet-110 (CIFAR, 18-18-18, growth 8-16-32, G=C=4): 98.2M / 0.79M."""
+    return _build(dict(_CIFAR, stages=(18, 18, 18)), num_classes, converted, kwargs)
+
+
+@register_model(model_class=CondenseNet)
+def condensenet_122(num_classes=10, converted=False, **kwargs):
+    """CondenseNet-122 (CIFAR, 20-20-20, growth 8-16-32, G=C=4): 116.7M / 0.95M."""
+    return _build(dict(_CIFAR, stages=(20, 20, 20)), num_classes, converted, kwargs)
+
+
+@register_model(model_class=CondenseNet)
+def condensenet_182(num_classes=10, converted=False, **kwargs):
+    """CondenseNet-182 (CIFAR, 30-30-30, growth 12-24-48 inferred from 513M / 4.2M, G=C=4)."""
+    return _build(dict(_CIFAR, stages=(30, 30, 30), growth=(12, 24, 48)), num_classes, converted, kwargs)
+
+
+_IMAGENET = dict(stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), bottleneck=4, data="imagenet")
+
+
+@register_model(model_class=CondenseNet)
+def condensenet_74_g4(num_classes=1000, converted=False, **kwargs):
+    """ImageNet CondenseNet-74, G=C=4 (1x1, 3x3, condense): 529M FLOPs / 4.8M params (converted)."""
+    return _build(dict(_IMAGENET, group_1x1=4, group_3x3=4, condense_factor=4), num_classes, converted, kwargs)
+
+
+@register_model(model_class=CondenseNet)
+def condensenet_74_g8(num_classes=1000, converted=False, **kwargs):
+    """ImageNet CondenseNet-74, G=C=8 (1x1, 3x3, condense): 274M FLOPs / 2.9M params (converted)."""
+    return _build(dict(_IMAGENET, group_1x1=8, group_3x3=8, condense_factor=8), num_classes, converted, kwargs)

@@ -1,0 +1,201 @@
+"""CondenseNetV2: "CondenseNetV2: Sparse Feature Reactivation for Deep Networks"
+(Yang, Huang, Liu, Huang, Song, Huang, CVPR 2021), https://arxiv.org/abs/2104.04382.
+
+Each dense layer is a learned group conv (``conv_1``) and a 3x3 group conv (``conv_2``), optionally
+an SE layer (``se``, reduction 1) on the new features, and a sparse feature reactivation (``sfr``)
+that adds a learned-sparse 1x1 projection of the new features to the layer's input:
+``out = cat([x + sfr(new), new])``. Blocks from ``hs_start_block`` use hard swish, from
+``se_start_block`` SE. The head is BN -> ReLU -> avg pool -> SE(r=16) -> fc -> hard swish -> classifier.
+Names follow the official code (jianghaojun/CondenseNetV2); ``hs_start_block``/``se_start_block`` are
+its ``HS_start_block``/``SE_start_block``. ``converted=True`` builds the deployable network (classifier
+and fc unchanged); official converted files (float C x C SFR index matrices) load into it.
+"""
+import torch.nn as nn
+
+from graphs.layers import HS, SELayer, _SFRDenseBlock, _Transition
+from utils.errors import check
+
+from .condensenet import (CondenseFamilyMixin, check_data, check_int_list, check_positive_int,
+                          cifar_data_cfg, imagenet_data_cfg)
+from .registry import register_model
+
+
+class CondenseNetV2(CondenseFamilyMixin, nn.Module):
+    """CondenseNetV2.
+
+    Args:
+        stages, growth: layers and growth rate per block (same length).
+        bottleneck: the 1x1 layer has ``bottleneck * growth`` outputs.
+        group_1x1, group_3x3: groups of the learned 1x1 and 3x3 convs; condense_factor: C (default G).
+        group_trans, trans_factor: groups / condense factor of the SFR (trans_factor default group_trans).
+        hs_start_block, se_start_block: 0-based first block with hard swish / with SE.
+        fc_channel: width of the fc layer before the classifier; last_se_reduction: head SE reduction.
+        dropout_rate: dropout inside the learned group convs (official 0).
+        data: ``'imagenet'`` (stem stride 2, pool 7) or ``'cifar'`` (stride 1, pool 8).
+        converted: build the deployable network.
+    """
+
+    flops_rule = "v2"
+
+    def __init__(self, stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), bottleneck=4, group_1x1=8,
+                 group_3x3=8, group_trans=8, condense_factor=None, trans_factor=None, hs_start_block=2,
+                 se_start_block=3, fc_channel=1024, last_se_reduction=16, dropout_rate=0.0,
+                 num_classes=1000, data="imagenet", converted=False):
+        super().__init__()
+        stages = check_int_list("stages", stages)
+        growth = check_int_list("growth", growth)
+        check(len(stages) == len(growth), f"stages {list(stages)} and growth {list(growth)} must have the "
+                                          f"same length (one growth rate per block)")
+        for name, v in (("bottleneck", bottleneck), ("group_1x1", group_1x1), ("group_3x3", group_3x3),
+                        ("group_trans", group_trans), ("fc_channel", fc_channel),
+                        ("last_se_reduction", last_se_reduction), ("num_classes", num_classes)):
+            check_positive_int(name, v)
+        condense_factor = group_1x1 if condense_factor is None else check_positive_int("condense_factor",
+                                                                                         condense_factor)
+        trans_factor = group_trans if trans_factor is None else check_positive_int("trans_factor", trans_factor)
+        for name, v in (("hs_start_block", hs_start_block), ("se_start_block", se_start_block)):
+            check(isinstance(v, int) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
+        check(isinstance(dropout_rate, (int, float)) and 0 <= dropout_rate < 1,
+              f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+        kind = check_data(data)
+        self._cfg = dict(stages=stages, growth=growth, bottleneck=bottleneck, group_1x1=group_1x1,
+                         group_3x3=group_3x3, group_trans=group_trans, condense_factor=condense_factor,
+                         trans_factor=trans_factor, hs_start_block=hs_start_block,
+                         se_start_block=se_start_block, fc_channel=fc_channel,
+                         last_se_reduction=last_se_reduction, dropout_rate=dropout_rate,
+                         num_classes=num_classes, data=data)
+        self.stages, self.growth = stages, growth
+        self._group_3x3 = group_3x3
+        self.is_converted = bool(converted)
+        self.num_classes = num_classes
+        stride, pool = (1, 8) if kind == "cifar" else (2, 7)
+        self.data_cfg = cifar_data_cfg() if kind == "cifar" else imagenet_data_cfg("bicubic")
+
+        self.features = nn.Sequential()
+        width = 2 * growth[0]
+        self.features.add_module("init_conv", nn.Conv2d(3, width, 3, stride=stride, padding=1, bias=False))
+        reductions, block_channels = [], []
+        red = stride
+        for i, (n, k) in enumerate(zip(stages, growth)):
+            self.features.add_module(f"denseblock_{i + 1}", _SFRDenseBlock(
+                n, width, k, bottleneck=bottleneck, group_1x1=group_1x1, group_3x3=group_3x3,
+                group_trans=group_trans, condense_factor=condense_factor, trans_factor=trans_factor,
+                activation="HS" if i >= hs_start_block else "ReLU", use_se=i >= se_start_block,
+                dropout_rate=dropout_rate, converted=converted))
+            width += n * k
+            reductions.append(red)
+            block_channels.append(width)
+            if i != len(stages) - 1:
+                self.features.add_module(f"transition_{i + 1}", _Transition())
+                red *= 2
+        self.features.add_module("norm_last", nn.BatchNorm2d(width))
+        self.features.add_module("relu_last", nn.ReLU(inplace=True))
+        self.features.add_module("pool_last", nn.AvgPool2d(pool))
+        self.features.add_module("se_last", SELayer(width, reduction=last_se_reduction))
+        self.num_features = width
+        self.fc = nn.Linear(width, fc_channel)
+        self.fc_act = HS()
+        self.classifier = nn.Linear(fc_channel, num_classes)
+        self.feature_info = self._feature_info(reductions, block_channels)
+        self._initialize()
+
+    def _initialize(self):
+        # Official _initialize: kaiming fan-out for convs; EVERY BN (also the SFR's) to 1/0; Linear default.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x):
+        """The final feature map after ``norm_last``/``relu_last`` (before global pooling)."""
+        for name, module in self.features.named_children():
+            if name == "pool_last":
+                break
+            x = module(x)
+        return x
+
+    def forward_head(self, x):
+        x = self.features.se_last(self.features.pool_last(x))
+        return self.classifier(self.fc_act(self.fc(x.flatten(1))))
+
+    def forward(self, x, progress=None):
+        if progress:
+            self.set_progress(progress)
+        return self.forward_head(self.forward_features(x))
+
+    def convert(self, prune_classifier=False):
+        """A NEW converted model (LGC -> index + grouped conv, SFR -> grouped conv + index_add).
+
+        The official v2 converter leaves ``fc`` and ``classifier`` untouched; ``prune_classifier`` is
+        accepted (so callers can treat both families alike) and ignored.
+        """
+        self._check_convertible()
+        ref = next(self.parameters())
+        new = CondenseNetV2(**self._cfg, converted=True)
+        new.to(device=ref.device, dtype=ref.dtype)
+        return self._fill_converted(new)
+
+
+def _build(defaults, num_classes, converted, kwargs, interpolation=None):
+    cfg = dict(defaults)
+    cfg.update(kwargs)
+    model = CondenseNetV2(num_classes=num_classes, converted=converted, **cfg)
+    if interpolation is not None:
+        model.data_cfg["interpolation"] = interpolation
+    return model
+
+
+def _imagenet(g, **kw):
+    return dict(bottleneck=4, group_1x1=g, group_3x3=g, group_trans=g, condense_factor=g, trans_factor=g,
+                hs_start_block=2, se_start_block=3, last_se_reduction=16, data="imagenet", **kw)
+
+
+@register_model(model_class=CondenseNetV2)
+def cdnv2_a(num_classes=1000, converted=False, **kwargs):
+    """CondenseNetV2-A (ImageNet): stages 1-1-4-6-8, growth 8-8-16-32-64, G=C=8, fc 828; 46M / 2.0M."""
+    return _build(_imagenet(8, stages=(1, 1, 4, 6, 8), growth=(8, 8, 16, 32, 64), fc_channel=828),
+                  num_classes, converted, kwargs, "bicubic")
+
+
+@register_model(model_class=CondenseNetV2)
+def cdnv2_b(num_classes=1000, converted=False, **kwargs):
+    """CondenseNetV2-B (ImageNet): stages 2-4-6-8-6, growth 6-12-24-48-96, G=C=6, fc 1024; 146M / 3.6M."""
+    return _build(_imagenet(6, stages=(2, 4, 6, 8, 6), growth=(6, 12, 24, 48, 96), fc_channel=1024),
+                  num_classes, converted, kwargs, "bicubic")
+
+
+@register_model(model_class=CondenseNetV2)
+def cdnv2_c(num_classes=1000, converted=False, **kwargs):
+    """CondenseNetV2-C (ImageNet): stages 4-6-8-10-8, growth 8-16-32-64-128, G=C=8, fc 1024; 309M / 6.1M."""
+    return _build(_imagenet(8, stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), fc_channel=1024),
+                  num_classes, converted, kwargs, "bilinear")
+
+
+_CIFAR = dict(growth=(8, 16, 32), bottleneck=4, group_1x1=4, group_3x3=4, group_trans=4, condense_factor=4,
+              trans_factor=4, hs_start_block=1, se_start_block=2, last_se_reduction=16, data="cifar")
+
+
+@register_model(model_class=CondenseNetV2)
+def cdnv2_110(num_classes=10, converted=False, **kwargs):
+    """CondenseNetV2-110 (CIFAR). The paper reports 41M FLOPs / 0.48M params but its config is published
+    nowhere; this is a reconstruction: stages 18-18-18 (6*18+2 = 110 convs), growth 8-16-32,
+    bottleneck 4, G = C = 4 for the 1x1, 3x3 and SFR, hard swish from block 2 (hs_start_block=1) and SE
+    from block 3 (se_start_block=2) -- the ImageNet models' "last 3/5 HS, last 2/5 SE" scaled to three
+    blocks -- head SE reduction 16 and fc_channel 256. By the v2 counting rules this is 114.2M FLOPs /
+    1.343M params (unconverted = converted), i.e. ~2.8x the paper; the paper's numbers are not
+    reachable with this stage/growth family (growth 4-8-16 would give 30.1M / 0.416M)."""
+    return _build(dict(_CIFAR, stages=(18, 18, 18), fc_channel=256), num_classes, converted, kwargs)
+
+
+@register_model(model_class=CondenseNetV2)
+def cdnv2_146(num_classes=10, converted=False, **kwargs):
+    """CondenseNetV2-146 (CIFAR). The paper reports 62M FLOPs / 0.78M params but its config is published
+    nowhere; this is a reconstruction: stages 24-24-24 (6*24+2 = 146 convs), growth 8-16-32,
+    bottleneck 4, G = C = 4 (1x1, 3x3, SFR), hs_start_block=1, se_start_block=2, head SE reduction 16,
+    fc_channel 256 (see ``cdnv2_110``). By the v2 counting rules: 186.1M FLOPs / 2.144M params, ~3x the
+    paper (growth 4-8-16 would give 48.9M / 0.646M)."""
+    return _build(dict(_CIFAR, stages=(24, 24, 24), fc_channel=256), num_classes, converted, kwargs)
+
+
