@@ -92,10 +92,14 @@ class ClassificationAgent(BaseAgent):
                                    cfg.warmup_lr, cfg.lr_milestones, cfg.lr_gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.ema = ModelEma(self.model, cfg.ema_decay) if cfg.ema else None
+        if hasattr(self.model, "set_memory_efficient"):
+            self.model.set_memory_efficient(cfg.memory_efficient)
         self.train_model = self.model
         if self.dist.enabled:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
         self.writer = None
         if self.dist.is_main:
             for name in os.listdir(self.dirs.checkpoints):  # left by a process killed mid-write

@@ -102,6 +102,9 @@ SCHEMA = [
     O("amp", "str", "none", "Mixed precision: `bf16` (cuda or cpu) or `fp16` (cuda only).",
       choices=("none", "bf16", "fp16")),
     O("channels_last", "bool", False, "Use the channels-last memory format."),
+    O("memory_efficient", "bool", True, "Training: recompute the cheap BN-ReLU(-concat) parts of dense layers in "
+      "the backward pass instead of storing them (same results, far less memory)."),
+    O("compile", "bool", False, "Training: run the model through `torch.compile`."),
     # --- logging, checkpoints, evaluation ---
     O("validate_every", "int", 1, "Validate every N epochs (and after the last).", min=1),
     O("log_interval", "int", 20, "Refresh the progress bar every N iterations.", min=1),
