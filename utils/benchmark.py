@@ -32,7 +32,7 @@ import time
 import torch
 
 from utils.errors import ConfigError
-from utils.export import atomic_path, resolve_input_size
+from utils.export import atomic_path, first_output, resolve_input_size
 
 __all__ = ["benchmark", "format_table", "write_json", "RESULT_FIELDS"]
 
@@ -180,14 +180,6 @@ def _resolve_amp(amp, device):
     return dtype
 
 
-def _output(out):
-    if isinstance(out, (list, tuple)):
-        out = out[0]
-    if isinstance(out, dict):
-        out = next(iter(out.values()))
-    return out
-
-
 # ------------------------------------------------------------------------------------ benchmark
 def benchmark(model, input_size=None, device="cpu", batch_sizes=(1, 16), train_batch=16, warmup=2,
               iters=5, channels_last=False, amp=None, name=None, lr=1e-4, seed=0):
@@ -270,14 +262,14 @@ def benchmark(model, input_size=None, device="cpu", batch_sizes=(1, 16), train_b
         scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16 and dev.type == "cuda")
         x = make_input(train_batch)
         with torch.no_grad(), autocast():
-            num_classes = _output(net.eval()(x[:1])).shape[-1]
+            num_classes = first_output(net.eval()(x[:1])).shape[-1]
         net.train()
         y = torch.randint(0, num_classes, (train_batch,), generator=gen).to(dev)
 
         def step():
             opt.zero_grad(set_to_none=True)
             with autocast():
-                loss = torch.nn.functional.cross_entropy(_output(net(x)).float(), y)
+                loss = torch.nn.functional.cross_entropy(first_output(net(x)).float(), y)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()

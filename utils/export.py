@@ -130,7 +130,8 @@ def _model_device_dtype(model):
     return torch.device("cpu"), torch.float32
 
 
-def _first_output(out):
+def first_output(out):
+    """The logits of a model output (a tensor, or the first entry of a tuple/list/dict)."""
     if isinstance(out, (list, tuple)):
         out = out[0]
     if isinstance(out, dict):
@@ -156,7 +157,7 @@ def _check_inputs(input_size, batch_sizes, seed=0):
 @torch.no_grad()
 def _reference(model, x):
     device, dtype = _model_device_dtype(model)
-    return _first_output(model(x.to(device=device, dtype=dtype))).float().cpu()
+    return first_output(model(x.to(device=device, dtype=dtype))).float().cpu()
 
 
 # ------------------------------------------------------------------------------------ ONNX
@@ -330,7 +331,7 @@ def export_torchscript(model, path, input_size=None, method="trace", check=True,
                     ref = _reference(model, x)
                     # no profiling re-optimisation per new shape: the check stays fast
                     with torch.no_grad(), torch.jit.optimized_execution(False):
-                        out = _first_output(loaded(x.to(device=device, dtype=dtype))).float().cpu()
+                        out = first_output(loaded(x.to(device=device, dtype=dtype))).float().cpu()
                     if out.shape != ref.shape:
                         raise ExportError(f"the TorchScript model returns shape {tuple(out.shape)} for a batch "
                                           f"of {x.shape[0]} but PyTorch returns {tuple(ref.shape)}")
