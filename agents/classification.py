@@ -13,6 +13,7 @@ from agents.base import BaseAgent
 from datasets import build_loaders
 from graphs.losses import build_loss
 from graphs.models import create_model, load_weights
+from graphs.models.registry import model_arg_names
 from utils.checkpoint import FORMAT, atomic_write, plain, load_checkpoint, recovery_checkpoints, save_checkpoint
 from utils.distributed import convert_sync_batchnorm, init_distributed
 from utils.ema import ModelEma
@@ -47,8 +48,10 @@ class ClassificationAgent(BaseAgent):
 
     # ------------------------------------------------------------------ building blocks
     def build_model(self, converted=False):
-        model = create_model(self.config.model, num_classes=self.num_classes, converted=converted,
-                             **self.config.model_args)
+        kwargs = dict(self.config.model_args)
+        if converted and "prune_classifier" in model_arg_names(self.config.model):
+            kwargs.setdefault("prune_classifier", self.config.prune_classifier)  # v1's converted classifier
+        model = create_model(self.config.model, num_classes=self.num_classes, converted=converted, **kwargs)
         model = model.to(self.device)
         if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -456,9 +459,7 @@ class ClassificationAgent(BaseAgent):
         return converted
 
     def _convert(self, model):
-        kwargs = {"prune_classifier": self.config.prune_classifier} \
-            if "prune_classifier" in model.convert.__code__.co_varnames else {}
-        return model.convert(**kwargs).eval()
+        return model.convert(prune_classifier=self.config.prune_classifier).eval()
 
     def run_flops(self):
         rows = [("training-time" if hasattr(self.model, "convert") else "model", self.model)]
