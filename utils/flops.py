@@ -26,8 +26,10 @@ which is what the module costs as it runs.
 
 The pass uses a batch of one image; every count is per image (the v2 reference uses a batch of
 two and divides by it, which gives the same numbers in eval mode). ``count_ops`` therefore sees
-batch-1 tensors.
+batch-1 tensors; they are usually meta tensors (shapes only, no values), because the pass runs on
+a meta-device copy of the model, falling back to a real pass when the forward needs values.
 """
+import copy
 import math
 import os
 
@@ -194,24 +196,18 @@ def _tidy(x):
     return int(x) if float(x).is_integer() else float(x)
 
 
-def profile(model, input_size=None, rule=None):
-    """``(flops, params)`` per image of ``model`` under ``rule`` (default ``model.flops_rule``).
+def _meta_copy(model):
+    """A copy of ``model`` whose parameters and buffers live on the meta device (no data copied)."""
+    memo = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
 
-    ``input_size`` is the shape of one sample, e.g. (C, H, W), or an int side of a 3-channel image;
-    default ``model.data_cfg['input_size']``,
-    else (3, 224, 224). The model's train/eval state (per module) is restored and all hooks removed.
-    """
-    rule = rule if rule is not None else getattr(model, "flops_rule", None)
-    if rule not in RULES:
-        raise ValueError(f"unknown FLOPs rule {rule!r}; use one of {', '.join(RULES)} "
-                         f"(or give the model a flops_rule attribute)")
-    input_size = _resolve_input_size(model, input_size)
-    ref = next(model.parameters(), None)
-    if ref is None:
-        ref = next(model.buffers(), None)
-    device = ref.device if ref is not None else torch.device("cpu")
-    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
 
+def _count_pass(model, rule, x):
+    """Ops and params of one forward pass of ``x`` through ``model`` (hooks removed afterwards)."""
     totals = {"ops": 0, "params": 0}
     seen = set()  # params of a module are counted once, even if it is called several times
 
@@ -222,8 +218,8 @@ def profile(model, input_size=None, rule=None):
 
     def hook_custom(module, inputs, output):
         ops, params = module.count_ops(inputs, output)
-        totals["ops"] += ops
-        add_params(module, params)
+        totals["ops"] += float(ops) if torch.is_tensor(ops) else ops
+        add_params(module, float(params) if torch.is_tensor(params) else params)
 
     def hook_leaf(module, inputs, output):
         inp, out = _first_tensor(inputs), _first_tensor(output)
@@ -240,15 +236,52 @@ def profile(model, input_size=None, rule=None):
             handles.append(module.register_forward_hook(hook_custom if kind == "custom" else hook_leaf))
         model.eval()
         with torch.no_grad():
-            model(torch.zeros((1,) + input_size, device=device, dtype=dtype))
+            model(x)
     finally:
         for h in handles:
             h.remove()
         for m, training in states.items():
             m.training = training
+    return totals["ops"], totals["params"]
+
+
+def profile(model, input_size=None, rule=None):
+    """``(flops, params)`` per image of ``model`` under ``rule`` (default ``model.flops_rule``).
+
+    ``input_size`` is the shape of one sample, e.g. (C, H, W), or an int side of a 3-channel image;
+    default ``model.data_cfg['input_size']``, else (3, 224, 224).
+
+    The pass runs on a copy of the model on the meta device (shapes only: fast, and the model's
+    buffers are not touched); a model whose forward needs real values (data-dependent control
+    flow) is run for real instead, in eval mode under no_grad, with each module's train/eval
+    state restored and all hooks removed afterwards.
+    """
+    rule = rule if rule is not None else getattr(model, "flops_rule", None)
+    if rule not in RULES:
+        raise ValueError(f"unknown FLOPs rule {rule!r}; use one of {', '.join(RULES)} "
+                         f"(or give the model a flops_rule attribute)")
+    input_size = _resolve_input_size(model, input_size)
+    _plan(model, rule)  # raise for modules the rule cannot count before running anything
+    ref = next(model.parameters(), None)
+    if ref is None:
+        ref = next(model.buffers(), None)
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    try:
+        ops, params = _count_pass(_meta_copy(model), rule,
+                                  torch.zeros((1,) + input_size, device="meta", dtype=dtype))
+    except Exception:  # noqa: BLE001 - any failure of the shape-only pass: count a real pass
+        device = ref.device if ref is not None else torch.device("cpu")
+        mkldnn_was = torch.backends.mkldnn.enabled
+        # oneDNN builds a kernel per new conv shape on its first call (seconds for a deep dense
+        # net); the counts need shapes only, so the plain CPU kernels are used for this one pass
+        torch.backends.mkldnn.enabled = False
+        try:
+            ops, params = _count_pass(model, rule, torch.zeros((1,) + input_size, device=device, dtype=dtype))
+        finally:
+            torch.backends.mkldnn.enabled = mkldnn_was
     if rule == "macs":
-        totals["params"] = _all_params(model)
-    return _tidy(totals["ops"]), _tidy(totals["params"])
+        params = _all_params(model)
+    return _tidy(ops), _tidy(params)
 
 
 _UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from utils.errors import ConfigError, check
 
 from .conv import make_activation
+from .efficient import bn_act_conv, can_use
 
 
 def stage_for_progress(progress, condense_factor):
@@ -77,6 +78,8 @@ class ShuffleLayerTrans(nn.Module):
 
 class CondensingModule(nn.Module):
     """Shared machinery of LGC and SFR: official buffers, host-side stage mirror, pruning schedule."""
+
+    memory_efficient = False    # recompute BN-activation in backward (see graphs.layers.efficient)
 
     def _init_condensing(self, weight_shape):
         # registration order = official state-dict order: _count, _stage, _mask
@@ -252,14 +255,28 @@ class LearnedGroupConv(CondensingModule):
 
     # ---- forward ----------------------------------------------------------------------------------
     def forward(self, x):
+        # Condensed form (gather + grouped conv) only on NCHW inputs: on channels_last tensors the channel
+        # gather / its index_add backward are strided and measured far slower than the masked dense GEMM.
+        first = x[0] if isinstance(x, (list, tuple)) else x
+        condensed = self.condensed_forward and self._condensed_ready and not (
+            first.dim() == 4 and not first.is_contiguous() and first.is_contiguous(memory_format=torch.channels_last))
+        if condensed and self._keep_index.device != self._mask.device:
+            self._keep_index = self._keep_index.to(self._mask.device)
+        if self.dropout_rate == 0 and can_use(self, self.norm, self.act):
+            conv = self.conv
+            if condensed:
+                y = bn_act_conv(x, self.norm, self.act, self.gathered_weight(), conv.stride, conv.padding,
+                                conv.dilation, self.groups, self._keep_index)
+                n, c, h, w = y.shape
+                return y.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+            return bn_act_conv(x, self.norm, self.act, conv.weight * self._mask, conv.stride, conv.padding,
+                               conv.dilation, 1)
         if isinstance(x, (list, tuple)):
             x = torch.cat(x, 1)
         x = self.act(self.norm(x))
         if self.dropout_rate > 0:
             x = self.drop(x)
-        if self.condensed_forward and self._condensed_ready:
-            if self._keep_index.device != x.device:
-                self._keep_index = self._keep_index.to(x.device)
+        if condensed:
             x = x.index_select(1, self._keep_index)
             y = F.conv2d(x, self.gathered_weight(), stride=self.conv.stride,
                          padding=self.conv.padding, groups=self.groups)

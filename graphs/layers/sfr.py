@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from utils.errors import CheckpointError, ConfigError, check
 
 from .conv import make_activation
+from .efficient import bn_act_conv, can_use
 from .lgc import CondensingModule, ShuffleLayerTrans, _first_input, _numel_per_sample
 
 
@@ -91,6 +92,9 @@ class SFR(CondensingModule):
 
     def forward(self, x_new, x_old=None):
         """``r`` (C_in channels) from the new features, or ``x_old + r`` when ``x_old`` is given."""
+        if self.dropout_rate == 0 and can_use(self, self.norm, self.act):
+            r = bn_act_conv(x_new, self.norm, self.act, self.conv.weight * self._mask)
+            return r if x_old is None else x_old + r
         y = self.act(self.norm(x_new))
         if self.dropout_rate > 0:
             y = self.drop(y)

@@ -16,6 +16,9 @@ import torch.nn as nn
 
 from graphs.layers import (CondensedLGC, CondensedSFR, CondensingModule, LearnedGroupConv, SFR,
                            _DenseBlock, _Transition)
+from graphs.layers import HS
+from graphs.layers.efficient import set_memory_efficient
+from graphs.layers.fused import FusedDenseBlock
 from graphs.layers.lgc import stage_for_progress
 from utils.errors import ConfigError, check
 
@@ -86,6 +89,8 @@ class CondensingLinear(nn.Module):
 class CondenseFamilyMixin:
     """Condensation schedule, conversion weight copy, reuse matrices and mismatch hints."""
 
+    is_fused = False
+
     def condensing_modules(self):
         """The LGC / SFR layers (cached: the structure of a built model does not change)."""
         cache = self.__dict__.get("_condensing_cache")
@@ -104,6 +109,33 @@ class CondenseFamilyMixin:
         for m in self.condensing_modules():
             events += m.advance(stage_for_progress(progress, m.condense_factor))
         return events
+
+    def set_memory_efficient(self, enabled=True):
+        """Memory-efficient training: every LGC, SFR and 3x3 ``Conv`` recomputes its concatenation,
+        BN and activation in the backward pass instead of storing them (same results; see
+        ``graphs.layers.efficient``). Returns ``self``."""
+        set_memory_efficient(self, enabled)
+        return self
+
+    @torch.no_grad()
+    def fuse(self):
+        """Inference-only fast form (``graphs.layers.fused``): BN folded into the grouped 1x1 conv, dense
+        blocks in one preallocated buffer, in-place / single-kernel activations. Modifies and returns a
+        converted model in eval mode; a training-time model is converted first (``self`` unchanged).
+        Same logits as the converted model up to float rounding; not trainable, not for checkpoints."""
+        if not self.is_converted:
+            return self.convert().fuse()
+        self.eval()
+        for name, child in list(self.features.named_children()):
+            if name.startswith("denseblock_") and not isinstance(child, FusedDenseBlock):
+                setattr(self.features, name, FusedDenseBlock(child))
+        for parent in list(self.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, HS):
+                    setattr(parent, name, nn.Hardswish(inplace=False))
+        self.requires_grad_(False)
+        self.is_fused = True
+        return self
 
     def sync_condensation_state(self):
         """Refresh every layer's host-side stage from its buffers (after copying masks by hand)."""

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from graphs.layers.conv import Conv
+from graphs.layers.efficient import set_memory_efficient
 from graphs.models.registry import register_model
 from utils.errors import check
 
@@ -31,6 +32,9 @@ class _DenseLayer(nn.Module):
         self.conv_2 = Conv(bottleneck * growth, growth, 3, padding=1, groups=group_3x3)
 
     def forward(self, x):
+        """``x``: a tensor (returns cat([x, new])) or a list of maps (returns only the new maps)."""
+        if isinstance(x, (list, tuple)):
+            return self.conv_2(self.conv_1(x))
         return torch.cat([x, self.conv_2(self.conv_1(x))], 1)
 
 
@@ -40,6 +44,14 @@ class _DenseBlock(nn.Sequential):
         for i in range(num_layers):
             self.add_module(f"denselayer_{i + 1}",
                             _DenseLayer(in_channels + i * growth, growth, bottleneck, group_1x1, group_3x3))
+
+    def forward(self, x):
+        # the layers get the list of earlier maps and concatenate inside their first conv, so with
+        # memory_efficient only the k-channel maps are kept for backward (no per-layer concatenations)
+        features = [x]
+        for layer in self.children():
+            features.append(layer(features))
+        return torch.cat(features, 1)
 
 
 class _Transition(nn.Module):
@@ -102,6 +114,12 @@ class DenseNetBC(nn.Module):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
+
+    def set_memory_efficient(self, enabled=True):
+        """Memory-efficient training: every BN-ReLU-conv recomputes its concatenation, BN and ReLU in the
+        backward pass instead of storing them (same results; ``graphs.layers.efficient``). Returns self."""
+        set_memory_efficient(self, enabled)
+        return self
 
     def forward_features(self, x):
         for name, module in self.features.named_children():

@@ -176,6 +176,7 @@ class LinearBottleneck(nn.Module):
                  lite=False, bn_kwargs=None):
         super().__init__()
         self.use_shortcut = stride == 1 and in_channels <= channels
+        self.inplace_shortcut = False    # set by fuse(): inference-only in-place (partial) shortcut
         self.in_channels = in_channels
         self.out_channels = channels
         self.stride = stride
@@ -200,7 +201,10 @@ class LinearBottleneck(nn.Module):
         out = self.out(x)
         if self.use_shortcut:
             if self.in_channels == self.out_channels:
-                return out + x
+                return out.add_(x) if self.inplace_shortcut else out + x
+            if self.inplace_shortcut:
+                out[:, :self.in_channels] += x
+                return out
             return torch.cat((out[:, :self.in_channels] + x, out[:, self.in_channels:]), dim=1)
         return out
 
@@ -241,6 +245,28 @@ class _ReXNetBase(nn.Module):
             info[red] = dict(num_chs=blk.out_channels, reduction=red,
                              module=f"features.{self.first_block + j}")
         return [info[r] for r in sorted(info)]
+
+    is_fused = False
+
+    @torch.no_grad()
+    def fuse(self):
+        """Inference-only fast form: every conv -> BN pair folded into one conv with bias (the BN
+        becomes an Identity), partial shortcuts added in place. Modifies and returns ``self`` in eval
+        mode; same logits up to float rounding; not trainable (the official layout is gone)."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+        self.eval()
+        for seq in [m for m in self.modules() if isinstance(m, nn.Sequential)]:
+            for i in range(len(seq) - 1):
+                a, b = seq[i], seq[i + 1]
+                if isinstance(a, nn.Conv2d) and type(b) is nn.BatchNorm2d:
+                    seq[i] = fuse_conv_bn_eval(a, b)
+                    seq[i + 1] = nn.Identity()
+        for m in self.modules():
+            if isinstance(m, LinearBottleneck):
+                m.inplace_shortcut = True
+        self.requires_grad_(False)
+        self.is_fused = True
+        return self
 
     def blocks(self):
         return [self.features[self.first_block + j] for j in range(self.num_blocks)]
