@@ -110,3 +110,12 @@ class _Transition(nn.Module):
 
     def forward(self, x):
         return self.pool(x)
+
+
+def features_before_pool(features, x):
+    """Run a ``features`` Sequential up to (not including) its ``pool_last`` module."""
+    for name, module in features.named_children():
+        if name == "pool_last":
+            break
+        x = module(x)
+    return x

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from graphs.layers import (CondensedLGC, CondensedSFR, CondensingModule, LearnedGroupConv, SFR,
+from graphs.layers import (CondensedLGC, CondensedSFR, CondensingModule, SFR,
                            _DenseBlock, _Transition)
 from graphs.layers import HS
+from graphs.layers.dense import features_before_pool
 from graphs.layers.efficient import set_memory_efficient
 from graphs.layers.fused import FusedDenseBlock
 from graphs.layers.lgc import stage_for_progress
@@ -395,11 +396,7 @@ class CondenseNet(CondenseFamilyMixin, nn.Module):
 
     def forward_features(self, x):
         """The final feature map after ``norm_last``/``relu_last`` (before global pooling)."""
-        for name, module in self.features.named_children():
-            if name == "pool_last":
-                break
-            x = module(x)
-        return x
+        return features_before_pool(self.features, x)
 
     def forward_head(self, x):
         x = self.features.pool_last(x)

@@ -13,6 +13,7 @@ and fc unchanged); official converted files (float C x C SFR index matrices) loa
 import torch.nn as nn
 
 from graphs.layers import HS, SELayer, _SFRDenseBlock, _Transition
+from graphs.layers.dense import features_before_pool
 from utils.errors import check
 
 from .condensenet import (CondenseFamilyMixin, check_data, check_int_list, check_positive_int,
@@ -110,11 +111,7 @@ class CondenseNetV2(CondenseFamilyMixin, nn.Module):
 
     def forward_features(self, x):
         """The final feature map after ``norm_last``/``relu_last`` (before global pooling)."""
-        for name, module in self.features.named_children():
-            if name == "pool_last":
-                break
-            x = module(x)
-        return x
+        return features_before_pool(self.features, x)
 
     def forward_head(self, x):
         x = self.features.se_last(self.features.pool_last(x))

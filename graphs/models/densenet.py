@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from graphs.layers.conv import Conv
+from graphs.layers.dense import features_before_pool
 from graphs.layers.efficient import set_memory_efficient
 from graphs.models.registry import register_model
 from utils.errors import check
@@ -122,11 +123,8 @@ class DenseNetBC(nn.Module):
         return self
 
     def forward_features(self, x):
-        for name, module in self.features.named_children():
-            if name == "pool_last":
-                break
-            x = module(x)
-        return x
+        """The final feature map after ``norm_last``/``relu_last`` (before global pooling)."""
+        return features_before_pool(self.features, x)
 
     def forward(self, x):
         x = self.features(x)
