@@ -14,6 +14,7 @@ from datasets import build_loaders
 from graphs.losses import build_loss
 from graphs.models import create_model, load_weights
 from graphs.models.registry import model_arg_names
+from utils.allocator import active_allocator
 from utils.checkpoint import FORMAT, atomic_write, plain, load_checkpoint, recovery_checkpoints, save_checkpoint
 from utils.distributed import convert_sync_batchnorm, init_distributed
 from utils.ema import ModelEma
@@ -120,7 +121,8 @@ class ClassificationAgent(BaseAgent):
             self.logger.info(f"{self.config.exp_name}: already trained for {cfg.max_epoch} epochs; nothing to do")
             return
         self.logger.info(f"training {cfg.model} on {cfg.dataset} for {cfg.max_epoch} epochs on {self.device} "
-                         f"({self.dist.world_size} process(es)); experiment folder {self.dirs.root}")
+                         f"({self.dist.world_size} process(es), malloc: {active_allocator()}); "
+                         f"experiment folder {self.dirs.root}")
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.epoch < cfg.max_epoch:

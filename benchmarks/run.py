@@ -10,10 +10,10 @@ peak RSS (``ru_maxrss``, whole process: torch, model, activations, allocator cac
 table gives images/s (training) or ms (batch-1 latency), peak RSS and the speed ratio optimized /
 baseline. ``--quick`` uses tiny models/inputs, 1 timed iteration and runs in-process (for the tests).
 
-All subprocesses get the same environment; by default glibc's mmap threshold is pinned to 128 KiB
-(``MALLOC_MMAP_THRESHOLD_=131072``) so freed activation buffers go back to the OS instead of fragmenting
-the heap (measured: CondenseNet-86 memory-efficient training peak RSS 1.76 GB -> 1.09 GB);
-``--no-malloc-tuning`` turns that off.
+All subprocesses run on the same C allocator: tcmalloc where the system has it (as ``run.sh`` does),
+else glibc; ``--allocator`` picks one (``glibc-mmap`` = glibc with ``MALLOC_MMAP_THRESHOLD_=131072``,
+low memory but a page fault per buffer). The allocator is part of the measurement: see
+benchmarks/README.md.
 """
 import argparse
 import json
@@ -147,8 +147,43 @@ def measure(row, variant, quick=False, threads=2, warmup=None, iters=None):
             med, times = _time(lambda: model(x), warmup, iters)
         out.update(batch=1, input=[3, res, res], ms=med, img_s=1000.0 / med, fused=optimized,
                    converted=bool(getattr(model, "is_converted", False)))
-    out.update(ms_min=min(times), peak_rss_mb=_peak_rss_mb())
+    from utils.allocator import active_allocator
+    out.update(ms_min=min(times), peak_rss_mb=_peak_rss_mb(), allocator=active_allocator())
     return out
+
+
+def _allocator_env(choice):
+    """(environment for the measuring subprocesses, allocator label)."""
+    from utils.allocator import find_tcmalloc
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_MMAP_THRESHOLD_")}
+    lib = find_tcmalloc()
+    if choice == "tcmalloc" and not lib:
+        raise SystemExit("error: --allocator tcmalloc: no tcmalloc found; install it (Debian/Ubuntu: "
+                         "apt install libtcmalloc-minimal4) or pick --allocator glibc")
+    if choice in ("auto", "tcmalloc") and lib:
+        env["LD_PRELOAD"] = lib
+        return env, f"tcmalloc ({lib})"
+    if choice == "glibc-mmap":
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+        return env, "glibc, MALLOC_MMAP_THRESHOLD_=131072"
+    return env, "glibc"
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def _torch_version():
+    import torch
+    return torch.__version__
 
 
 def _load_avg():
@@ -196,7 +231,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=None, help="timed iterations (default 5 train / 30 infer)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed iterations (default 2 train / 5 infer)")
-    ap.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's mmap threshold dynamic")
+    ap.add_argument("--allocator", choices=("auto", "tcmalloc", "glibc", "glibc-mmap"), default="auto",
+                    help="C allocator of the measuring subprocesses (auto: tcmalloc if installed, else glibc)")
     ap.add_argument("--measure", nargs=2, metavar=("ROW", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.measure:
@@ -207,9 +243,7 @@ def main(argv=None):
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
-    env = dict(os.environ)
-    if not args.no_malloc_tuning:
-        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    env, allocator = _allocator_env(args.allocator)
     results = []
     for row in rows:
         entry = dict(row=row, description=ROWS[row][0], kind=ROWS[row][1], load_avg_1min=_load_avg())
@@ -227,14 +261,16 @@ def main(argv=None):
                                      for v in ("baseline", "optimized")), file=sys.stderr, flush=True)
     table = format_table(results)
     print(table)
-    print(f"\nthreads {args.threads}, 1-min load average at start/end: "
+    print(f"\n{_cpu_name()} ({os.cpu_count()} logical CPUs), torch {_torch_version()}, "
+          f"threads {args.threads}, 1-min load average at start/end: "
           f"{results[0]['load_avg_1min'] if results else '-'} / {_load_avg()}; "
-          f"malloc tuning {'off' if args.no_malloc_tuning else 'MALLOC_MMAP_THRESHOLD_=131072'}"
+          f"allocator {allocator}"
           f"{'; QUICK (tiny settings)' if args.quick else ''}")
     path = args.json or os.path.join(ROOT, "benchmarks", "results.json")
     from utils.benchmark import write_json
-    write_json(dict(rows=results, table=table, quick=args.quick, threads=args.threads,
-                    malloc_tuning=not args.no_malloc_tuning), path)
+    write_json(dict(rows=results, table=table, quick=args.quick, threads=args.threads, cpu=_cpu_name(),
+                    cpu_count=os.cpu_count(), torch_version=_torch_version(),
+                    allocator=allocator), path)
     return 0
 
 

@@ -36,17 +36,14 @@ def act_kind(module):
 def _act_(y, kind):
     if kind == "relu":
         return y.relu_()
-    return y * F.relu6(y + 3.0) / 6.0          # hard swish, same op order as HS.forward
+    return F.hardswish(y)                      # as HS.forward
 
 
-def _act_backward(grad, y, kind):
+def _act_backward(grad, y, z, kind):
+    """Gradient through the activation with the native kernels (a masked_fill_ is ~10x slower)."""
     if kind == "relu":
-        return grad.masked_fill_(y <= 0, 0.0)
-    # d/dy [y * relu6(y + 3) / 6]: 0 for y < -3, 1 for y > 3, (2y + 3) / 6 between
-    # (autograd's relu6 gradient is 0 at both ends of [-3, 3]: match it exactly)
-    inner = (y > -3.0) & (y < 3.0)
-    d = torch.where(inner, (2.0 * y + 3.0) / 6.0, (y >= 3.0).to(y.dtype))
-    return grad * d
+        return torch.ops.aten.threshold_backward(grad, z, 0)   # z = relu(y) > 0 exactly where y > 0
+    return torch.ops.aten.hardswish_backward(grad, y)
 
 
 class BNActConv(torch.autograd.Function):
@@ -80,7 +77,9 @@ class BNActConv(torch.autograd.Function):
         scale = invstd if gamma is None else gamma * invstd
         shift = -mean * scale if beta is None else beta - mean * scale
         y = torch.addcmul(shift.view(shape), x, scale.view(shape))
-        z = y.clone().relu_() if kind == "relu" else _act_(y, kind)
+        z = _act_(y, kind)
+        if kind == "relu":
+            y = None                     # relu ran in place: z is y's storage, its mask is all we need
         zin = z.index_select(1, index) if index is not None else z
         need_w = ctx.needs_input_grad[1]
         grad_z, grad_w, _ = torch.ops.aten.convolution_backward(
@@ -89,9 +88,8 @@ class BNActConv(torch.autograd.Function):
         del zin
         if index is not None:
             grad_z = torch.zeros_like(z).index_add_(1, index, grad_z)
-        del z
-        grad_y = _act_backward(grad_z, y, kind)
-        del y
+        grad_y = _act_backward(grad_z, y, z, kind)
+        del y, z, grad_z
         needs_bn = (ctx.needs_input_grad[2], ctx.needs_input_grad[3])
         grad_x, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
             grad_y, x, gamma, None, None, mean, invstd, True, eps,
