@@ -1,4 +1,5 @@
 """ClassificationAgent: trains, validates, converts and inspects any registered classifier."""
+import copy
 import csv
 import io
 import os
@@ -563,10 +564,12 @@ class ClassificationAgent(BaseAgent):
         candidates = [("training-time", self.model)]
         if hasattr(self.model, "convert") and not getattr(self.model, "is_converted", False):
             candidates.append(("converted", self._deployable()))
+        if hasattr(candidates[-1][1], "fuse"):    # inference-only form: BN folded, dense blocks in one buffer
+            candidates.append(("fused", copy.deepcopy(candidates[-1][1]).fuse()))
         rows = []
         for label, model in candidates:
             rows.append(benchmark(model, self._input_size(), device=self.device, batch_sizes=(1, n),
-                                  train_batch=n if label != "converted" else None, channels_last=cfg.channels_last,
+                                  train_batch=n if label == "training-time" else None, channels_last=cfg.channels_last,
                                   amp=amp, name=f"{cfg.model} ({label})"))
         print(format_table(rows))
         out = os.path.join(self.dirs.out, "benchmark.json")

@@ -117,17 +117,18 @@ def test_export_writes_onnx_and_torchscript_for_a_converted_condensenet(tmp_path
     assert err.count("max |difference| to PyTorch") == 2
 
 
-def test_benchmark_emits_json_for_training_time_and_converted_models(tmp_path, capsys):
+def test_benchmark_emits_json_for_training_time_converted_and_fused_models(tmp_path, capsys):
     path = config(tmp_path, model="condensenet_50", model_args={"stages": [1, 1, 1], "growth": [4, 4, 4]},
                   benchmark_batch_size=4)
     out, _ = run(capsys, [path, "--mode", "benchmark"])
     data = json.loads((tmp_path / "exp" / "m" / "out" / "benchmark.json").read_text())
     rows = data["rows"]
-    assert [r["model"] for r in rows] == ["condensenet_50 (training-time)", "condensenet_50 (converted)"]
+    assert [r["model"] for r in rows] == ["condensenet_50 (training-time)", "condensenet_50 (converted)",
+                                          "condensenet_50 (fused)"]
     for r in rows:
         assert r["latency_ms_median"] > 0 and r["throughput_img_s"] > 0 and r["num_threads"] >= 1
-    assert rows[0]["train_img_s"] > 0
-    assert "|" in out and "converted" in out
+    assert rows[0]["train_img_s"] > 0 and rows[1]["train_img_s"] is None and rows[2]["train_img_s"] is None
+    assert "|" in out and "converted" in out and "fused" in out
 
 
 def test_convert_flops_and_visualize_for_a_condensenetv2(tmp_path, capsys):

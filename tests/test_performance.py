@@ -3,6 +3,7 @@ fused inference, no host syncs in forward, and the benchmark suite's quick mode.
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -178,9 +179,8 @@ def test_fused_rexnet_same_logits():
         assert _rel(m(x), f(x)) < 1e-5
 
 
-@pytest.mark.skipif(os.environ.get("RUN_COMPILE_TESTS") != "1",
-                    reason="torch.compile (inductor C++ codegen) of a whole model takes minutes on 2 CPU cores; "
-                           "set RUN_COMPILE_TESTS=1 to run")
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                    reason="torch.compile's CPU backend (inductor) needs a C++ compiler")
 def test_compiled_fused_same_logits():
     torch.manual_seed(0)
     m = condensed(create_model("cdnv2_110", stages=(1, 1, 1)))
