@@ -202,8 +202,8 @@ class LinearBottleneck(nn.Module):
         if self.use_shortcut:
             if self.in_channels == self.out_channels:
                 return out.add_(x) if self.inplace_shortcut else out + x
-            if self.inplace_shortcut:
-                out[:, :self.in_channels] += x
+            if self.inplace_shortcut and not torch.compiler.is_compiling():
+                out[:, :self.in_channels] += x    # eager only: inductor (freezing) fails on the slice write
                 return out
             return torch.cat((out[:, :self.in_channels] + x, out[:, self.in_channels:]), dim=1)
         return out
