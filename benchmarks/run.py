@@ -92,8 +92,9 @@ def _time(fn, warmup, iters):
     return statistics.median(times), times
 
 
-def measure(row, variant, quick=False, threads=2, warmup=None, iters=None):
-    """Measure one (row, variant) in this process; returns a JSON-ready dict."""
+def measure(row, variant, quick=False, threads=2, warmup=None, iters=None, profile=False):
+    """Measure one (row, variant) in this process; returns a JSON-ready dict. ``profile`` also prints
+    torch.profiler's top operators (by self CPU time, grouped by input shapes) to stderr."""
     import torch
     import torch.nn.functional as F
     from graphs.models import create_model
@@ -136,6 +137,7 @@ def measure(row, variant, quick=False, threads=2, warmup=None, iters=None):
             F.cross_entropy(model(x), y).backward()
             opt.step()
         med, times = _time(step, warmup, iters)
+        fn = step
         out.update(batch=batch, input=[3, res, res], ms=med, img_s=batch * 1000.0 / med,
                    memory_efficient=optimized and hasattr(model, "set_memory_efficient"), channels_last=cl,
                    progress=s.get("progress"))
@@ -161,11 +163,28 @@ def measure(row, variant, quick=False, threads=2, warmup=None, iters=None):
             out.update(compile_s=time.perf_counter() - t0)
         with torch.inference_mode():
             med, times = _time(lambda: model(x), warmup, iters)
+
+        def fn():
+            with torch.inference_mode():
+                model(x)
         out.update(batch=1, input=[3, res, res], ms=med, img_s=1000.0 / med, fused=optimized,
                    compiled=variant == "compiled", converted=bool(getattr(model, "is_converted", False)))
+    if profile:
+        _print_profile(fn)
     from utils.allocator import active_allocator
     out.update(ms_min=min(times), peak_rss_mb=_peak_rss_mb(), allocator=active_allocator())
     return out
+
+
+def _print_profile(fn, calls=3, rows=20):
+    from torch.profiler import profile
+    with profile(record_shapes=True) as prof:
+        for _ in range(calls):
+            fn()
+    print(f"top operators over {calls} calls:", file=sys.stderr)
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows,
+                                                             max_name_column_width=28, max_shapes_column_width=60),
+          file=sys.stderr)
 
 
 def _allocator_env(choice):
@@ -255,11 +274,17 @@ def main(argv=None):
                     help="skip the torch.compile variant of the inference rows")
     ap.add_argument("--allocator", choices=("auto", "tcmalloc", "glibc", "glibc-mmap"), default="auto",
                     help="C allocator of the measuring subprocesses (auto: tcmalloc if installed, else glibc)")
+    ap.add_argument("--profile", nargs=2, metavar=("ROW", "VARIANT"),
+                    help="measure one variant of one row in this process and print its top operators")
     ap.add_argument("--measure", nargs=2, metavar=("ROW", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.measure:
-        print(json.dumps(measure(args.measure[0], args.measure[1], args.quick, args.threads, args.warmup,
-                                 args.iters)))
+    one = args.measure or args.profile
+    if one:
+        if one[0] not in ROWS or one[1] not in VARIANTS[ROWS[one[0]][1]]:
+            ap.error(f"unknown row/variant {one}; rows: {', '.join(ROWS)}; variants: baseline, optimized, "
+                     f"compiled (inference rows)")
+        print(json.dumps(measure(one[0], one[1], args.quick, args.threads, args.warmup, args.iters,
+                                 profile=bool(args.profile))))
         return 0
     rows = list(ROWS) if not args.rows else [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
