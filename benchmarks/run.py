@@ -181,7 +181,13 @@ def _print_profile(fn, calls=3, rows=20):
     with profile(record_shapes=True) as prof:
         for _ in range(calls):
             fn()
-    print(f"top operators over {calls} calls:", file=sys.stderr)
+    averages = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in averages) or 1.0
+    print(f"top operators over {calls} calls (share of self CPU time):", file=sys.stderr)
+    for e in sorted(averages, key=lambda e: -e.self_cpu_time_total)[:rows]:
+        print(f"  {e.key:40s} {100.0 * e.self_cpu_time_total / total:5.1f} %  {e.count // calls:5d} calls/iter",
+              file=sys.stderr)
+    print("by input shapes:", file=sys.stderr)
     print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows,
                                                              max_name_column_width=28, max_shapes_column_width=60),
           file=sys.stderr)
