@@ -60,12 +60,16 @@ ROWS = {
                                quick=dict(batch=4, kwargs=dict(stages=(2, 2, 2))))),
     "rexnet_latency": ("ReXNet-1.0 batch 1, 224x224 (baseline: timm rexnet_100)", "infer",
                        dict(model="rexnet_1_0", res=224, timm="rexnet_100", quick=dict(res=64))),
+    "cifar_loader": ("CIFAR-10 loading + train augmentation (4-pixel pad crop, flip, normalise), b64, 1 thread "
+                     "(baseline: torchvision transforms per image)", "loader",
+                     dict(images=10000, quick=dict(images=256))),
     "rexnet_train": ("ReXNet-1.0 training step b16, 224x224 (baseline: timm rexnet_100; both channels_last)", "train",
                      dict(model="rexnet_1_0", batch=16, res=224, timm="rexnet_100", quick=dict(batch=2, res=64))),
 }
 
 
-VARIANTS = {"train": ("baseline", "optimized"), "infer": ("baseline", "optimized", "compiled")}
+VARIANTS = {"train": ("baseline", "optimized"), "infer": ("baseline", "optimized", "compiled"),
+            "loader": ("baseline", "optimized")}
 
 
 def _settings(row, quick):
@@ -101,8 +105,10 @@ def measure(row, variant, quick=False, threads=2, warmup=None, iters=None, profi
 
     torch.set_num_threads(threads)
     desc, kind, s = ROWS[row][0], ROWS[row][1], _settings(row, quick)
-    warmup = (0 if quick else (2 if kind == "train" else 5)) if warmup is None else warmup
-    iters = (1 if quick else (5 if kind == "train" else 30)) if iters is None else iters
+    warmup = (0 if quick else {"train": 2, "infer": 5, "loader": 1}[kind]) if warmup is None else warmup
+    iters = (1 if quick else {"train": 5, "infer": 30, "loader": 3}[kind]) if iters is None else iters
+    if kind == "loader":
+        return _measure_loader(row, variant, s, warmup, iters, quick)
     optimized = variant in ("optimized", "compiled")
     torch.manual_seed(0)
     if s.get("timm") and not optimized:
@@ -174,6 +180,44 @@ def measure(row, variant, quick=False, threads=2, warmup=None, iters=None, profi
     from utils.allocator import active_allocator
     out.update(ms_min=min(times), peak_rss_mb=_peak_rss_mb(), allocator=active_allocator())
     return out
+
+
+def _measure_loader(row, variant, s, warmup, iters, quick):
+    """One pass over ``images`` random uint8 CIFAR-sized images with the training augmentation, 1 thread."""
+    import torch
+    from datasets.cifar import MEAN, STD
+    torch.set_num_threads(1)
+    n, batch = s["images"], 64
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (n,), generator=gen)
+    mean, std = MEAN["cifar10"], STD["cifar10"]
+    if variant == "optimized":
+        from datasets.loader import InMemoryLoader
+        loader = InMemoryLoader(images, labels, [str(i) for i in range(10)], batch_size=batch, train=True,
+                                device="cpu", mean=mean, std=std, crop_padding=4, hflip=0.5)
+    else:                      # the official pipeline: torchvision's CIFAR10 + per-image transforms
+        import torchvision.transforms as T
+        from PIL import Image
+        arrays = images.permute(0, 2, 3, 1).numpy()
+        tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+
+        class Data(torch.utils.data.Dataset):
+            def __len__(self):
+                return n
+
+            def __getitem__(self, i):
+                return tf(Image.fromarray(arrays[i])), int(labels[i])
+        loader = torch.utils.data.DataLoader(Data(), batch_size=batch, shuffle=True, num_workers=0)
+
+    def one_pass():
+        for x, y in loader:
+            pass
+    med, times = _time(one_pass, warmup, iters)
+    from utils.allocator import active_allocator
+    return dict(row=row, description=ROWS[row][0], variant=variant, kind="loader", threads=1, images=n, batch=batch,
+                torch_version=torch.__version__, warmup=warmup, iters=iters, quick=quick, ms=med,
+                img_s=n * 1000.0 / med, ms_min=min(times), peak_rss_mb=_peak_rss_mb(), allocator=active_allocator())
 
 
 def _print_profile(fn, calls=3, rows=20):
@@ -256,7 +300,9 @@ def format_table(rows):
         if "error" in b or "error" in o or not b or not o:
             lines.append(f"| {r['description']} | error | error | - | - | - | - |")
             continue
-        if r["kind"] == "train":
+        if r["kind"] == "loader":
+            cell = lambda d: f"{d['img_s']:.0f} img/s"  # noqa: E731
+        elif r["kind"] == "train":
             cell = lambda d: f"{d['img_s']:.1f} img/s"  # noqa: E731
         else:
             cell = lambda d: f"{d['ms']:.2f} ms"  # noqa: E731

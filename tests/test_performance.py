@@ -199,12 +199,12 @@ def test_compiled_fused_same_logits(name):
 def test_benchmark_quick_writes_json(tmp_path):
     path = tmp_path / "bench.json"
     p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--quick", "--json", str(path),
-                        "--rows", "cnet86_converted,densenet100_train"],
+                        "--rows", "cnet86_converted,densenet100_train,cifar_loader"],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "| workload |" in p.stdout
     data = json.loads(path.read_text())
-    assert [r["row"] for r in data["rows"]] == ["cnet86_converted", "densenet100_train"]
+    assert [r["row"] for r in data["rows"]] == ["cnet86_converted", "densenet100_train", "cifar_loader"]
     for r in data["rows"]:
         assert r["speed_ratio"] > 0
         for v in ("baseline", "optimized"):

@@ -9,8 +9,8 @@ with forward hooks and returns ``(flops, params)`` per image, counted with one o
           Linear: weight numel + bias numel; BatchNorm/Dropout: 0 ops.
           Params: every parameter of every *counted* module.
 ``'v2'``  CondenseNetV2 (``utils/tools.measure_model``): as v1, but Linear counts the weight numel
-          only (no bias adds), ReLU6 and hard-swish one op per element (HS through its ``relu6``
-          child), Sigmoid two ops per element, MaxPool2d/Identity 0.
+          only (no bias adds), ReLU6 and hard-swish one op per element (the reference charges HS
+          through its ``relu6`` child), Sigmoid two ops per element, MaxPool2d/Identity 0.
 ``'macs'`` ReXNet/timm style: multiply-accumulates of Conv and Linear layers only; params are all
           learnable parameters of the model.
 
@@ -134,7 +134,7 @@ def _leaf_ops(module, inp, out, rule):
     if isinstance(module, (nn.ReLU, nn.ReLU6)):
         return _numel(inp)
     if rule == "v2" and _is_hard_swish(module):
-        return _numel(inp)  # a hard-swish without a relu6 child: one op per element
+        return _numel(inp)  # one op per element, what the reference charges its relu6
     if rule == "v2" and isinstance(module, nn.Sigmoid):
         return 2 * _numel(inp)
     if isinstance(module, _AVGPOOL):
@@ -166,8 +166,7 @@ def _plan(model, rule):
             plan.append((module, "custom"))
             return
         children = list(module.named_children())
-        if rule == "v2" and _is_hard_swish(module) and not any(
-                isinstance(c, nn.ReLU6) for _, c in children):
+        if rule == "v2" and _is_hard_swish(module):   # a leaf even with its (unused) relu6 child
             plan.append((module, "leaf"))
             return
         if not children:
