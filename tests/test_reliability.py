@@ -75,24 +75,23 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_a_readable_checkpoint(tmp_path):
     rng = random.Random(0)
-    path = config(tmp_path, "kill", max_epoch=8, recovery_every=2, recovery_keep=2)  # outlasts 12+ kills
+    # far more epochs than 16 short runs can train, so every run is killed, however fast the machine
+    path = config(tmp_path, "kill", max_epoch=500, recovery_every=2, recovery_keep=2)
     folder = ckpt_dir(tmp_path, "kill")
-    kills = 0
-    for _ in range(24):
+    for _ in range(16):
         proc = start(path)
         # kill at a random moment: during start-up, training, or a checkpoint write
         time.sleep(rng.uniform(1.5, 4.0))
-        if proc.poll() is not None:
-            break
+        assert proc.poll() is None, f"training ended before it was killed: {proc.communicate()[1][-2000:]}"
         proc.kill()
         proc.wait()
-        kills += 1
         for p in [folder / "last.pth", *map(type(folder), recovery_checkpoints(folder))]:
             if p.exists():
                 load_checkpoint(p)  # every checkpoint on disk is complete
-    assert kills >= 12
-    assert main.main([path]) == 0
-    assert load_checkpoint(folder / "last.pth")["epoch"] == 8
+    # resume from whatever survived and finish one more epoch
+    reached = load_checkpoint(folder / "last.pth")["epoch"] if (folder / "last.pth").exists() else 0
+    assert main.main([path, "--set", f"max_epoch={reached + 1}"]) == 0
+    assert load_checkpoint(folder / "last.pth")["epoch"] == reached + 1
     assert not [f for f in os.listdir(folder) if ".tmp-" in f], "stale temporary files are cleaned up"
 
 
