@@ -108,7 +108,7 @@ def measure(row, variant, quick=False, threads=2, warmup=None, iters=None, profi
     warmup = (0 if quick else {"train": 2, "infer": 5, "loader": 1}[kind]) if warmup is None else warmup
     iters = (1 if quick else {"train": 5, "infer": 30, "loader": 3}[kind]) if iters is None else iters
     if kind == "loader":
-        return _measure_loader(row, variant, s, warmup, iters, quick)
+        return _measure_loader(row, variant, s, warmup, iters, quick, profile)
     optimized = variant in ("optimized", "compiled")
     torch.manual_seed(0)
     if s.get("timm") and not optimized:
@@ -182,7 +182,7 @@ def measure(row, variant, quick=False, threads=2, warmup=None, iters=None, profi
     return out
 
 
-def _measure_loader(row, variant, s, warmup, iters, quick):
+def _measure_loader(row, variant, s, warmup, iters, quick, profile=False):
     """One pass over ``images`` random uint8 CIFAR-sized images with the training augmentation, 1 thread."""
     import torch
     from datasets.cifar import MEAN, STD
@@ -214,6 +214,8 @@ def _measure_loader(row, variant, s, warmup, iters, quick):
         for x, y in loader:
             pass
     med, times = _time(one_pass, warmup, iters)
+    if profile:
+        _print_profile(one_pass, calls=1)
     from utils.allocator import active_allocator
     return dict(row=row, description=ROWS[row][0], variant=variant, kind="loader", threads=1, images=n, batch=batch,
                 torch_version=torch.__version__, warmup=warmup, iters=iters, quick=quick, ms=med,
@@ -227,7 +229,7 @@ def _print_profile(fn, calls=3, rows=20):
             fn()
     averages = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in averages) or 1.0
-    print(f"top operators over {calls} calls (share of self CPU time):", file=sys.stderr)
+    print(f"top operators over {calls} call(s) (share of self CPU time):", file=sys.stderr)
     for e in sorted(averages, key=lambda e: -e.self_cpu_time_total)[:rows]:
         print(f"  {e.key:40s} {100.0 * e.self_cpu_time_total / total:5.1f} %  {e.count // calls:5d} calls/iter",
               file=sys.stderr)
@@ -255,15 +257,9 @@ def _allocator_env(choice):
 
 
 def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
+    import torch
+    from utils.benchmark import device_name
+    return device_name(torch.device("cpu"))
 
 
 def _torch_version():

@@ -1,9 +1,9 @@
 """The C allocator (malloc) this process runs on, and where to find tcmalloc.
 
 A training step frees and reallocates many large activation buffers of varying sizes. glibc's heap
-fragments under that (CondenseNet-86, CIFAR batch 64: peak RSS 1.75 GB), and pinning glibc's mmap
+fragments under that (CondenseNet-86, CIFAR batch 64: peak RSS 1.78 GB), and pinning glibc's mmap
 threshold (``MALLOC_MMAP_THRESHOLD_``) trades the fragmentation for a page fault on every buffer, which
-halves the step rate. tcmalloc reuses freed pages without either cost (benchmarks/README.md has the
+more than halves the step rate. tcmalloc reuses freed pages without either cost (benchmarks/README.md has the
 figures), so ``run.sh`` preloads it when the system has it (Debian/Ubuntu: ``apt install
 libtcmalloc-minimal4``); ``ALLOCATOR=glibc sh run.sh ...`` opts out. An allocator can only be chosen
 before the process starts (``LD_PRELOAD``), hence a launcher, not a config key.

@@ -136,7 +136,8 @@ def _percentile(values, q):
     return float(v[lo] + (v[hi] - v[lo]) * (pos - lo))
 
 
-def _device_name(device):
+def device_name(device):
+    """The GPU's name, or the CPU model from /proc/cpuinfo."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     name = platform.processor() or ""
@@ -222,7 +223,7 @@ def benchmark(model, input_size=None, device="cpu", batch_sizes=(1, 16), train_b
 
     mem = _PeakMemory(dev)
     result = {
-        "model": name, "device": str(dev), "device_name": _device_name(dev),
+        "model": name, "device": str(dev), "device_name": device_name(dev),
         "torch_version": torch.__version__, "num_threads": int(torch.get_num_threads()),
         "input_size": list(input_size), "channels_last": bool(channels_last),
         "amp": None if amp_dtype is None else str(amp_dtype).replace("torch.", ""),

@@ -16,10 +16,11 @@ ACTIVATIONS = ("ReLU", "HS")
 
 
 class HS(nn.Module):
-    """Hard swish ``x * relu6(x + 3) / 6`` (MobileNetV3); the ``relu6`` child matches the official layout.
+    """Hard swish ``x * relu6(x + 3) / 6`` (MobileNetV3).
 
     Runs as the single fused kernel ``F.hardswish`` (same function; the official three-op form costs three
-    passes over the tensor forward and more backward)."""
+    passes over the tensor forward and more backward). The ``relu6`` child is not called: it is kept so the
+    module prints like the official one and so ``efficient.act_kind`` recognises the activation."""
 
     def __init__(self, inplace=True):
         super().__init__()
