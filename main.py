@@ -44,8 +44,8 @@ def main(argv=None):
         overrides = list(args.set) + ([f"checkpoint={_json_str(args.checkpoint)}"] if args.checkpoint else []) \
             + ([f"images={json.dumps([os.fspath(i) for i in args.images])}"] if args.images else [])
         config = load_config(args.config, overrides, mode=args.mode)
-        from agents import AGENTS
-        agent = AGENTS[config.agent](config)
+        from agents import build_agent
+        agent = build_agent(config)
         try:
             agent.run()
         finally:

@@ -1,40 +1,51 @@
-"""The agent contract: an agent owns one experiment and runs the mode its config asks for."""
+"""The agent contract: an agent owns one experiment. It assembles what its task needs (model, data,
+loss) from graphs/ and datasets/, trains with the engine, and hands every other mode to a command.
+
+Whatever a command needs from the agent is the :class:`commands.Context` protocol (config, device,
+dist, dirs, logger, model, loaders, ...); an agent for another task (detection) provides the same.
+"""
+import os
 from abc import ABC, abstractmethod
+from typing import Callable, Dict
+
+from utils.distributed import init_distributed
+from utils.errors import ConfigError
+from utils.experiment import prepare_experiment, resolve_device, seed_everything, setup_logging
 
 
 class BaseAgent(ABC):
+    #: mode -> command(agent); ``train`` is the agent's own
+    commands: Dict[str, Callable] = {}
+
     def __init__(self, config):
         self.config = config
+        self.dist = init_distributed(config.device, config.dist_timeout)
+        self.device = resolve_device(config.device, self.dist.local_rank)
+        if config.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("amp 'fp16' needs a CUDA device and none is available; use --set amp=bf16 (or none) "
+                              "to run on the CPU")
+        self.dirs = prepare_experiment(config, is_main=self.dist.is_main, save_config=config.mode == "train")
+        self.logger = setup_logging(os.path.join(self.dirs.logs, f"{config.mode}.log"), self.dist.is_main)
+        seed_everything(config.seed, config.deterministic)
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Check the names the agent will assemble (model, dataset, loss, ...) before any work starts."""
 
     def run(self):
-        """Run the configured mode (train, validate, ...)."""
-        handler = getattr(self, f"run_{self.config.mode}", None)
-        if handler is None:
-            raise NotImplementedError(f"{type(self).__name__} has no mode {self.config.mode!r}")
-        return handler()
-
-    def run_train(self):
-        return self.train()
+        """Run the configured mode: ``train``, or the command registered for it."""
+        mode = self.config.mode
+        if mode == "train":
+            return self.train()
+        if mode not in self.commands:
+            raise ConfigError(f"{type(self).__name__} has no mode {mode!r}; its modes are: train, "
+                              f"{', '.join(self.commands)}")
+        return self.commands[mode](self)
 
     @abstractmethod
     def train(self):
         """The whole training run, from the current (possibly resumed) position to the last epoch."""
 
-    @abstractmethod
-    def train_one_epoch(self, epoch):
-        """One pass over the training data; returns the epoch's training metrics."""
-
-    @abstractmethod
-    def validate(self, model=None):
-        """Evaluate on the validation split; returns loss, top-1 and top-5."""
-
-    @abstractmethod
-    def save_checkpoint(self, best=False):
-        """Write the training state atomically."""
-
-    @abstractmethod
-    def load_checkpoint(self, path):
-        """Restore the training state from ``path``."""
-
-    def finalize(self):
+    def finalize(self) -> None:
         """Release resources (writers, process groups)."""
+        self.dist.destroy()

@@ -1,23 +1,24 @@
 """Data sets and loaders.
 
-    train_loader, val_loader = build_loaders(config, data_cfg, device, rank=0, world_size=1)
+    train_loader, val_loader = build_loaders(config, model.pretrained_cfg, device, rank=0, world_size=1)
 
-``config`` holds the data keys (see notes/DESIGN.md, "Config"); ``data_cfg`` is the model's eval config
-(input_size, crop_pct, interpolation, mean, std; mean/std None = the data set's constants). The loaders
-yield ``(images, labels)`` on ``device`` and are described in :mod:`datasets.loader`.
+``config`` holds the data keys (utils/config.py); the model's ``pretrained_cfg``
+(utils.model_cfg.PretrainedCfg) gives the eval geometry (input_size, crop_pct, interpolation) and the
+normalisation (mean, std; None = the data set's constants). The loaders yield ``(images, labels)`` on
+``device`` and are described in :mod:`datasets.loader`.
 """
 from datasets import cifar, imagenet, synthetic
 from datasets.loader import FolderLoader, InMemoryLoader, loader_settings, subset
-from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, build_eval_transform,
-                                 build_train_transform, check_interpolation)
+from datasets.transforms import build_eval_transform, build_train_transform, check_interpolation, eval_transform
 from utils.errors import ConfigError, DataError, closest
+from utils.model_cfg import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PretrainedCfg
 
-__all__ = ["build_loaders", "list_datasets", "DATASETS", "InMemoryLoader", "FolderLoader"]
+__all__ = ["build_loaders", "list_datasets", "class_names_for", "dataset_mean_std", "eval_transform", "DATASETS", "InMemoryLoader",
+           "FolderLoader"]
 
 
-def _mean_std(data_cfg, channels, default_mean, default_std):
-    data_cfg = data_cfg or {}
-    mean, std = data_cfg.get("mean"), data_cfg.get("std")
+def _mean_std(model_cfg, channels, default_mean, default_std):
+    mean, std = (model_cfg.mean, model_cfg.std) if model_cfg is not None else (None, None)
     mean = tuple(default_mean) if mean is None else tuple(mean)
     std = tuple(default_std) if std is None else tuple(std)
     if len(mean) != channels or len(std) != channels:
@@ -54,15 +55,15 @@ def _in_memory(train, val, names, mean, std, s, device, rank, world_size, crop_p
 
 
 def _build_cifar(name):
-    def build(config, data_cfg, device, rank, world_size, s):
+    def build(config, model_cfg, device, rank, world_size, s):
         tx, ty, vx, vy, names = cifar.load_cifar(name, s["data_root"], s["download"])
-        mean, std = _mean_std(data_cfg, 3, cifar.MEAN[name], cifar.STD[name])
+        mean, std = _mean_std(model_cfg, 3, cifar.MEAN[name], cifar.STD[name])
         return _in_memory((tx, ty), (vx, vy), names, mean, std, s, device, rank, world_size, 4, name)
     build.__name__ = f"build_{name}"
     return build
 
 
-def _build_synthetic(config, data_cfg, device, rank, world_size, s):
+def _build_synthetic(config, model_cfg, device, rank, world_size, s):
     shape = tuple(int(v) for v in (config.get("synthetic_shape") or (3, 32, 32)))
     if len(shape) != 3 or min(shape) <= 0:
         raise ConfigError(f"synthetic_shape must be [C, H, W] with positive sizes, got {list(shape)}")
@@ -74,31 +75,31 @@ def _build_synthetic(config, data_cfg, device, rank, world_size, s):
     train = synthetic.make_split(num_classes, shape, n_train, s["seed"], "train")
     val = synthetic.make_split(num_classes, shape, n_val, s["seed"], "val")
     m, sd = synthetic.MEAN_STD
-    mean, std = _mean_std(data_cfg, shape[0], (m,) * shape[0], (sd,) * shape[0])
+    mean, std = _mean_std(model_cfg, shape[0], (m,) * shape[0], (sd,) * shape[0])
     names = [f"class_{i}" for i in range(num_classes)]
     crop_padding = 4 if shape[1:] == (32, 32) else 0  # CIFAR-style crop only at CIFAR size; flip always
     return _in_memory(train, val, names, mean, std, s, device, rank, world_size, crop_padding, "synthetic")
 
 
-def _build_imagenet(config, data_cfg, device, rank, world_size, s):
-    data_cfg = data_cfg or {}
+def _build_imagenet(config, model_cfg, device, rank, world_size, s):
+    model_cfg = model_cfg if model_cfg is not None else PretrainedCfg()
     train_samples, train_classes = imagenet.load_split(s["data_root"], "train")
     val_samples, val_classes = imagenet.load_split(s["data_root"], "val")
     if train_classes != val_classes:
         raise DataError(f"train/ has {len(train_classes)} class folders and val/ {len(val_classes)} "
                           f"(or their names differ) under {s['data_root']}; both need the same class folders")
-    size = _size(s["input_size"] if s["input_size"] is not None else data_cfg.get("input_size", 224),
+    size = _size(s["input_size"] if s["input_size"] is not None else model_cfg.input_size,
                  "input_size")
-    crop_pct = float(s["crop_pct"] if s["crop_pct"] is not None else data_cfg.get("crop_pct", 0.875))
+    crop_pct = float(s["crop_pct"] if s["crop_pct"] is not None else model_cfg.crop_pct)
     if not 0 < crop_pct <= 1:
         raise ConfigError(f"crop_pct must be in (0, 1], got {crop_pct}")
-    eval_interp = s["eval_interpolation"] or data_cfg.get("interpolation") or "bilinear"
+    eval_interp = s["eval_interpolation"] or model_cfg.interpolation
     check_interpolation(eval_interp, False, "eval_interpolation")
     if s["remode"] not in ("pixel", "const", "rand"):
         raise ConfigError(f"remode must be 'pixel', 'const' or 'rand', got {s['remode']!r}")
     if not 0 <= s["reprob"] <= 1:
         raise ConfigError(f"reprob must be in [0, 1], got {s['reprob']}")
-    mean, std = _mean_std(data_cfg, 3, IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = _mean_std(model_cfg, 3, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     train_tf = build_train_transform(size, s["train_interpolation"], s["hflip"], s["auto_augment"], mean)
     eval_tf = build_eval_transform(size, crop_pct, eval_interp)
     erasing = None
@@ -130,12 +131,36 @@ DATASETS = {
 }
 
 
+def class_names_for(dataset, num_classes, data_root=None):
+    """Readable names of the ``num_classes`` outputs of a model trained on ``dataset`` without reading the
+    data set itself (predict): CIFAR's label names, ImageNet-1k's category names (torchvision's
+    metadata), else ``class_0``, ``class_1``, ..."""
+    n = int(num_classes)
+    if dataset in ("cifar10", "cifar100") and n == cifar.FILES[dataset]["classes"]:
+        return cifar.class_names(dataset, data_root)
+    if dataset == "imagenet" and n == 1000:
+        names = imagenet.imagenet1k_names()
+        if names:
+            return names
+    return [f"class_{i}" for i in range(n)]
+
+
+def dataset_mean_std(dataset):
+    """The normalisation constants of ``dataset`` (used where the model's cfg has none)."""
+    if dataset in cifar.MEAN:
+        return cifar.MEAN[dataset], cifar.STD[dataset]
+    if dataset == "synthetic":
+        m, sd = synthetic.MEAN_STD
+        return (m,) * 3, (sd,) * 3
+    return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+
 def list_datasets():
     """Names accepted by the ``dataset`` config key."""
     return sorted(DATASETS)
 
 
-def build_loaders(config, data_cfg, device, rank=0, world_size=1):
+def build_loaders(config, model_cfg, device, rank=0, world_size=1):
     """(train_loader, val_loader) for ``config.dataset``, sharded for ``rank`` of ``world_size``."""
     name = config.get("dataset")
     if name not in DATASETS:
@@ -144,7 +169,7 @@ def build_loaders(config, data_cfg, device, rank=0, world_size=1):
     if not (isinstance(world_size, int) and world_size >= 1 and 0 <= rank < world_size):
         raise ValueError(f"bad rank {rank} / world_size {world_size}")
     settings = loader_settings(config, world_size)
-    train_loader, val_loader = DATASETS[name](config, data_cfg, device, rank, world_size, settings)
+    train_loader, val_loader = DATASETS[name](config, model_cfg, device, rank, world_size, settings)
     for ld in (train_loader, val_loader):
         ld.dataset_name = name
         if not hasattr(ld, "readable_class_names"):

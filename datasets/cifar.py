@@ -29,6 +29,24 @@ MEAN = {"cifar10": (0.4914, 0.4824, 0.4467), "cifar100": (0.5071, 0.4867, 0.4408
 STD = {"cifar10": (0.2471, 0.2435, 0.2616), "cifar100": (0.2675, 0.2565, 0.2761)}
 PRETTY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
+# The label names of the releases' meta files, for when the data is not on this machine (predict).
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+# The CIFAR-100 fine labels in label-index order (the order of ``fine_label_names`` in ``meta``).
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle",
+    "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear",
+    "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon",
+    "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail",
+    "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
+    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "willow_tree", "wolf", "woman", "worm",
+)
+
 _cache = {}
 
 
@@ -116,3 +134,19 @@ def load_cifar(name, root, download=False):
     _cache.clear()  # keep only the last data set (150 MB)
     _cache[key] = (train_x, train_y, test_x, test_y, names)
     return _cache[key]
+
+
+def class_names(name, root=None):
+    """The label names of ``name`` ('cifar10' | 'cifar100'): from the meta file under ``root`` when it is
+    readable, else the releases' names."""
+    spec = FILES[name]
+    path = os.path.join(os.path.expanduser(str(root)), FOLDERS[name], spec["meta"]) if root else None
+    if path and os.path.isfile(path):
+        try:
+            names = _unpickle(path).get(spec["names_key"])
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+            if len(names) == spec["classes"]:
+                return names
+        except (DataError, TypeError):
+            pass    # a corrupt meta file: the standard names are just as good for printing
+    return list(CIFAR10_CLASSES if name == "cifar10" else CIFAR100_CLASSES)

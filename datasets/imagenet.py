@@ -12,7 +12,6 @@ interpolation.
 import os
 import re
 
-from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported defaults)
 from utils.errors import DataError
 
 _WNID = re.compile(r"^n\d{8}$")
@@ -37,12 +36,17 @@ def load_split(root, split):
     return samples, classes
 
 
-def readable_names(class_names):
-    """ImageNet-1k category names for the 1000 standard wnid folders, else None."""
-    if len(class_names) != 1000 or not all(_WNID.match(c) for c in class_names):
-        return None
+def imagenet1k_names():
+    """The ImageNet-1k category names in the standard (sorted wnid) order, from torchvision's metadata."""
     try:
         from torchvision.models import ResNet50_Weights
         return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
     except Exception:  # very old/new torchvision without the metadata: names stay the wnids
         return None
+
+
+def readable_names(class_names):
+    """ImageNet-1k category names for the 1000 standard wnid folders, else None."""
+    if len(class_names) != 1000 or not all(_WNID.match(c) for c in class_names):
+        return None
+    return imagenet1k_names()

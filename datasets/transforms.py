@@ -13,9 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.errors import ConfigError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from utils.model_cfg import IMAGENET_DEFAULT_MEAN
 
 _M64 = (1 << 64) - 1
 # Stream tags, so that different uses of the same (seed, epoch, batch) never share random numbers.
@@ -91,7 +89,7 @@ def check_interpolation(name, allow_random, key):
 
 
 def build_train_transform(size, interpolation="bilinear", hflip=0.5, auto_augment=None,
-                          mean=IMAGENET_MEAN, scale=(0.08, 1.0)):
+                          mean=IMAGENET_DEFAULT_MEAN, scale=(0.08, 1.0)):
     """PIL image -> uint8 CHW tensor: RandomResizedCrop, flip, optional timm AutoAugment/RandAugment."""
     from timm.data.auto_augment import (augment_and_mix_transform, auto_augment_transform,
                                         rand_augment_transform)
@@ -158,3 +156,26 @@ def seeded_global_rngs(seed, device=None):
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+
+
+def eval_transform(model_cfg, mean, std, input_size=None, crop_pct=None, interpolation=None):
+    """PIL image -> normalised float32 CHW tensor: the validation pipeline as one per-image transform.
+
+    Resize(floor(size / crop_pct), interpolation) -> CenterCrop(size) (:func:`build_eval_transform`, as
+    validation) -> [0, 1] float -> Normalize(mean, std) (what the loaders do on the device). Arguments
+    left None come from ``model_cfg`` (a ``PretrainedCfg``); ``mean``/``std`` are the data set's
+    constants, used where the model's cfg has none (CIFAR models).
+    """
+    from torchvision import transforms as T
+
+    size = tuple(input_size if input_size is not None else model_cfg.input_size)
+    size = (size[-1], size[-1]) if len(size) == 1 else tuple(size[-2:])
+    crop_pct = float(crop_pct if crop_pct is not None else model_cfg.crop_pct)
+    if not 0 < crop_pct <= 1:
+        raise ConfigError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    mean = tuple(model_cfg.mean if model_cfg.mean is not None else mean)
+    std = tuple(model_cfg.std if model_cfg.std is not None else std)
+    if len(mean) != len(std) or not all(s > 0 for s in std):
+        raise ConfigError(f"mean {mean} and std {std} must have the same length and std must be positive")
+    base = build_eval_transform(size, crop_pct=crop_pct, interpolation=interpolation or model_cfg.interpolation)
+    return T.Compose(list(base.transforms) + [T.ConvertImageDtype(torch.float32), T.Normalize(mean, std)])

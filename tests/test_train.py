@@ -9,6 +9,7 @@ import torch
 
 import main
 from agents import ClassificationAgent
+from engine.checkpoint import CheckpointManager
 from utils.checkpoint import load_checkpoint
 from utils.config import load_config
 
@@ -56,17 +57,17 @@ def test_resume_after_epoch_gives_identical_weights(tmp_path, monkeypatch):
     # the same run, stopped after epoch 1 (its checkpoint kept aside), then resumed to the end
     path = make_config(tmp_path, "int.json", exp_name="int", ema=True, label_smoothing=0.1)
     snapshot = tmp_path / "after_epoch1.pth"
-    original = ClassificationAgent.save_checkpoint
+    original = CheckpointManager.save
 
-    def save_then_stop(self, best=False):
-        original(self, best)
-        if self.epoch == 1:
-            shutil.copy(os.path.join(self.dirs.checkpoints, "last.pth"), snapshot)
+    def save_then_stop(self, payload, best=False):
+        original(self, payload, best)
+        if load_checkpoint(self.path("last.pth"))["epoch"] == 1:
+            shutil.copy(self.path("last.pth"), snapshot)
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ClassificationAgent, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(CheckpointManager, "save", save_then_stop)
     assert main.main([path]) == 130
-    monkeypatch.setattr(ClassificationAgent, "save_checkpoint", original)
+    monkeypatch.setattr(CheckpointManager, "save", original)
     shutil.copy(snapshot, tmp_path / "exp" / "int" / "checkpoints" / "last.pth")
     assert main.main([path]) == 0
     resumed = final_weights(tmp_path, "int")
@@ -128,11 +129,10 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, capsys):
 def test_multistep_warmup_schedule_and_ndim2_decay(tmp_path):
     cfg = load_config(make_config(tmp_path, lr_schedule="multistep", lr_milestones=[1, 2], warmup_epochs=0.5,
                                   warmup_lr=0.01, weight_decay_mode="ndim2"))
-    agent = ClassificationAgent(cfg)
-    agent._setup_training()
-    s = agent.schedule
+    trainer = ClassificationAgent(cfg).build_trainer()
+    s = trainer.schedule
     assert s.lr_at(0) == pytest.approx(0.01) and s.lr_at(3) == pytest.approx(0.05)
     assert s.lr_at(6) == pytest.approx(0.005) and s.lr_at(12) == pytest.approx(0.0005)
-    groups = agent.optimizer.param_groups
+    groups = trainer.optimizer.param_groups
     assert groups[1]["weight_decay"] == 0 and all(p.ndim < 2 for p in groups[1]["params"])
     assert all(p.ndim >= 2 for p in groups[0]["params"])

@@ -3,7 +3,8 @@
 Every key is declared once in ``SCHEMA`` (type, default, range, meaning); the README's key table is
 generated from it (``python -m utils.config``). Validation runs before anything heavy and raises a
 one-sentence ConfigError for malformed JSON, unknown keys, wrong types, out-of-range values, missing
-required keys, unknown names and contradictory options.
+required keys and contradictory options. The names of agents, models, data sets and losses are checked
+where those layers are assembled (``agents.build_agent``), so this ground floor imports none of them.
 """
 import json
 import os
@@ -235,27 +236,8 @@ def validate(data, source="config"):
                 raise ConfigError(f"key {o.name!r} must be >= {o.min}, got {v}")
             if o.max is not None and v > o.max:
                 raise ConfigError(f"key {o.name!r} must be <= {o.max}, got {v}")
-    _check_names(cfg)
     _check_consistency(cfg)
     return EasyDict(cfg)
-
-
-def _check_names(cfg):
-    from agents import AGENTS
-    from datasets import list_datasets
-    from graphs.losses import LOSSES
-    from graphs.models.registry import check_model_args, get_builder
-
-    for kind, name, valid in (("agent", cfg["agent"], AGENTS), ("dataset", cfg["dataset"], list_datasets()),
-                              ("loss", cfg["loss"], LOSSES)):
-        if name not in valid:
-            raise ConfigError(f"unknown {kind} {name!r}{closest(name, valid)}; valid {kind}s are: "
-                              f"{', '.join(sorted(valid))}")
-    get_builder(cfg["model"])
-    for reserved in ("num_classes", "converted"):
-        if reserved in cfg["model_args"]:
-            raise ConfigError(f"set {reserved!r} as a top-level config key, not inside model_args")
-    check_model_args(cfg["model"], cfg["model_args"])
 
 
 def _check_consistency(cfg):

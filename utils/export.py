@@ -109,11 +109,12 @@ def _first_line(exc):
 
 # ------------------------------------------------------------------------------------ model helpers
 def resolve_input_size(model, input_size=None):
-    """``input_size`` as a (C, H, W) tuple of ints, defaulting to ``model.data_cfg['input_size']``."""
+    """``input_size`` as a (C, H, W) tuple of ints, defaulting to ``model.pretrained_cfg.input_size``."""
     if input_size is None:
-        input_size = (getattr(model, "data_cfg", None) or {}).get("input_size")
-        if input_size is None:
-            raise ConfigError("the model has no data_cfg['input_size']; pass input_size=(C, H, W)")
+        cfg = getattr(model, "pretrained_cfg", None)
+        if cfg is None:
+            raise ConfigError("the model has no pretrained_cfg; pass input_size=(C, H, W)")
+        input_size = cfg.input_size
     try:
         size = tuple(int(v) for v in input_size)
     except (TypeError, ValueError):
@@ -245,7 +246,7 @@ def export_onnx(model, path, input_size=None, opset=17, check=True, exporter="au
     """Export ``model`` (eval mode) to ONNX at ``path`` with a dynamic batch axis.
 
     The graph is traced with a random batch of 2 of ``input_size`` (default: the model's
-    ``data_cfg['input_size']``); input ``'input'`` (N, C, H, W) float32, output ``'output'`` (N, classes).
+    ``pretrained_cfg.input_size``); input ``'input'`` (N, C, H, W) float32, output ``'output'`` (N, classes).
     ``exporter``: 'auto' | 'legacy' (TorchScript-based, ``dynamo=False``) | 'dynamo'.
     With ``check`` the file is validated by ``onnx.checker`` and run with onnxruntime
     (CPUExecutionProvider) on batches of ``batch_sizes``; a maximum absolute difference to PyTorch

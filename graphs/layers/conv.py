@@ -1,4 +1,4 @@
-"""Pre-activation convolution (BN -> activation -> conv) and the hard-swish activation.
+"""Pre-activation convolution (BN -> activation -> conv).
 
 CondenseNet (Huang et al., CVPR 2018) and CondenseNetV2 (Yang et al., CVPR 2021) build every plain
 convolution as ``Conv`` = Sequential(``norm``, ``relu`` | ``activation``, ``conv``) with no bias; the
@@ -6,34 +6,11 @@ child names match the official checkpoints (v1 names the activation ``relu``, v2
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from utils.errors import check
 
+from .activation import make_activation
 from .efficient import bn_act_conv, can_use
-
-ACTIVATIONS = ("ReLU", "HS")
-
-
-class HS(nn.Module):
-    """Hard swish ``x * relu6(x + 3) / 6`` (MobileNetV3).
-
-    Runs as the single fused kernel ``F.hardswish`` (same function; the official three-op form costs three
-    passes over the tensor forward and more backward). The ``relu6`` child is not called: it is kept so the
-    module prints like the official one and so ``efficient.act_kind`` recognises the activation."""
-
-    def __init__(self, inplace=True):
-        super().__init__()
-        self.relu6 = nn.ReLU6(inplace=inplace)
-
-    def forward(self, x):
-        return F.hardswish(x)
-
-
-def make_activation(kind="ReLU"):
-    """``'ReLU'`` -> nn.ReLU(inplace=True), ``'HS'`` -> :class:`HS`."""
-    check(kind in ACTIVATIONS, f"unknown activation {kind!r}; use one of {', '.join(ACTIVATIONS)}")
-    return nn.ReLU(inplace=True) if kind == "ReLU" else HS()
 
 
 class Conv(nn.Sequential):

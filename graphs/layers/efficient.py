@@ -27,8 +27,7 @@ def act_kind(module):
     """'relu' | 'hs' | None (unsupported activation: use the plain path)."""
     if isinstance(module, nn.ReLU):
         return "relu"
-    # HS lives in conv.py (imports would be circular); recognise it by its relu6 child
-    if type(module).__name__ == "HS" and isinstance(getattr(module, "relu6", None), nn.ReLU6):
+    if isinstance(module, nn.Hardswish):     # CondenseNetV2's HS is one
         return "hs"
     return None
 

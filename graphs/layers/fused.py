@@ -28,7 +28,7 @@ def fused_activation(act):
     """An in-place single-kernel activation equivalent to ``act`` (ReLU or HS)."""
     if isinstance(act, nn.ReLU):
         return nn.ReLU(inplace=True)
-    if type(act).__name__ == "HS":
+    if isinstance(act, nn.Hardswish):
         return nn.Hardswish(inplace=True)
     return act
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from utils.errors import ConfigError, check
 
-from .conv import make_activation
+from .activation import make_activation
 from .efficient import bn_act_conv, can_use
 
 
@@ -33,23 +33,6 @@ def stage_for_progress(progress, condense_factor):
         if 2.0 * progress < (i + 1) / (c - 1):
             return i
     return c - 1
-
-
-def _numel_per_sample(x):
-    if isinstance(x, (list, tuple)):
-        return sum(_numel_per_sample(t) for t in x)
-    return x.numel() // max(1, x.shape[0])
-
-
-def _first_input(inputs):
-    """The layer's input from a hook-style ``inputs`` tuple (may itself be a list of tensors)."""
-    if isinstance(inputs, tuple) and len(inputs) >= 1 and not torch.is_tensor(inputs):
-        return inputs[0]
-    return inputs
-
-
-def _batch(x):
-    return (x[0] if isinstance(x, (list, tuple)) else x).shape[0]
 
 
 class ShuffleLayer(nn.Module):
@@ -284,15 +267,6 @@ class LearnedGroupConv(CondensingModule):
             return y.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
         return F.conv2d(x, self.conv.weight * self._mask, stride=self.conv.stride,
                         padding=self.conv.padding, dilation=self.conv.dilation)
-
-    def count_ops(self, inputs, output):
-        """(ops, params) per sample: activation over the input + conv MACs / C; BN + weight / C."""
-        x = _first_input(inputs)
-        act_ops = _numel_per_sample(x)
-        h, w = output.shape[-2:]
-        macs = self.in_channels * self.out_channels * h * w / self.condense_factor
-        params = 2 * self.in_channels + self.conv.weight.numel() / self.condense_factor
-        return act_ops + macs, params
 
     def extra_repr(self):
         return (f"groups={self.groups}, condense_factor={self.condense_factor}, stage={self.stage}, "

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from utils.errors import CheckpointError, ConfigError, check
 
-from .conv import make_activation
+from .activation import make_activation
 from .efficient import bn_act_conv, can_use
-from .lgc import CondensingModule, ShuffleLayerTrans, _first_input, _numel_per_sample
+from .lgc import CondensingModule, ShuffleLayerTrans
 
 
 class SFR(CondensingModule):
@@ -100,14 +100,6 @@ class SFR(CondensingModule):
             y = self.drop(y)
         r = F.conv2d(y, self.conv.weight * self._mask)
         return r if x_old is None else x_old + r
-
-    def count_ops(self, inputs, output):
-        """(ops, params) per sample: activation over the k-channel input + k*C_in*HW/C_t; BN + weight/C_t."""
-        x = _first_input(inputs)
-        h, w = x.shape[-2:]
-        ops = _numel_per_sample(x) + self.in_channels * self.out_channels * h * w / self.condense_factor
-        params = 2 * self.in_channels + self.conv.weight.numel() / self.condense_factor
-        return ops, params
 
     def extra_repr(self):
         return f"groups={self.groups}, condense_factor={self.condense_factor}, stage={self.stage}"

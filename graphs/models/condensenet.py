@@ -14,29 +14,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from graphs.layers import (CondensedLGC, CondensedSFR, CondensingModule, SFR,
-                           _DenseBlock, _Transition)
-from graphs.layers import HS
+from graphs.layers import CondensedLGC, CondensedSFR, CondensingModule, SFR, _DenseBlock, _Transition
 from graphs.layers.dense import features_before_pool
 from graphs.layers.efficient import set_memory_efficient
 from graphs.layers.fused import FusedDenseBlock
 from graphs.layers.lgc import stage_for_progress
 from utils.errors import ConfigError, check
+from utils.model_cfg import Published
 
-from .registry import register_model
+from .base import ModelBase, cifar_cfg, imagenet_cfg
+from .registry import register_cfgs, register_model
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _DATA = {"cifar": "cifar", "cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet"}
-
-
-def cifar_data_cfg():
-    return dict(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear", mean=None, std=None)
-
-
-def imagenet_data_cfg(interpolation="bilinear"):
-    return dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation=interpolation,
-                mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 def check_data(data):
@@ -90,7 +79,11 @@ class CondensingLinear(nn.Module):
 class CondenseFamilyMixin:
     """Condensation schedule, conversion weight copy, reuse matrices and mismatch hints."""
 
-    is_fused = False
+    @property
+    def capabilities(self):
+        if self.is_converted:
+            return frozenset() if self.is_fused else frozenset({"fuse"})
+        return frozenset({"condense", "convert", "fuse", "memory_efficient", "reuse_maps"})
 
     def condensing_modules(self):
         """The LGC / SFR layers (cached: the structure of a built model does not change)."""
@@ -130,10 +123,6 @@ class CondenseFamilyMixin:
         for name, child in list(self.features.named_children()):
             if name.startswith("denseblock_") and not isinstance(child, FusedDenseBlock):
                 setattr(self.features, name, FusedDenseBlock(child))
-        for parent in list(self.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, HS):
-                    setattr(parent, name, nn.Hardswish(inplace=False))
         self.requires_grad_(False)
         self.is_fused = True
         return self
@@ -178,7 +167,7 @@ class CondenseFamilyMixin:
             if dst[k].shape != v.shape:
                 raise ConfigError(f"cannot map {k} during conversion ({list(v.shape)} vs {list(dst[k].shape)})")
             dst[k].copy_(v)
-        new.data_cfg = dict(self.data_cfg)
+        new.pretrained_cfg = self.pretrained_cfg
         new.train(self.training)
         return new
 
@@ -312,7 +301,7 @@ class CondenseFamilyMixin:
         return info
 
 
-class CondenseNet(CondenseFamilyMixin, nn.Module):
+class CondenseNet(CondenseFamilyMixin, ModelBase):
     """CondenseNet (v1).
 
     Args:
@@ -355,7 +344,7 @@ class CondenseNet(CondenseFamilyMixin, nn.Module):
         self.is_converted = bool(converted)
         self.num_classes = num_classes
         stride, pool = (1, 8) if kind == "cifar" else (2, 7)
-        self.data_cfg = cifar_data_cfg() if kind == "cifar" else imagenet_data_cfg("bilinear")
+        self.pretrained_cfg = cifar_cfg() if kind == "cifar" else imagenet_cfg(interpolation="bilinear")
 
         self.features = nn.Sequential()
         width = 2 * growth[0]
@@ -402,9 +391,7 @@ class CondenseNet(CondenseFamilyMixin, nn.Module):
         x = self.features.pool_last(x)
         return self.classifier(x.flatten(1))
 
-    def forward(self, x, progress=None):
-        if progress:
-            self.set_progress(progress)
+    def forward(self, x):
         return self.forward_head(self.forward_features(x))
 
     def convert(self, prune_classifier=True):
@@ -420,67 +407,93 @@ class CondenseNet(CondenseFamilyMixin, nn.Module):
         return new
 
 
+PAPER = ("CondenseNet: An Efficient DenseNet using Learned Group Convolutions (Huang, Liu, van der Maaten, "
+         "Weinberger, CVPR 2018), https://arxiv.org/abs/1711.09224")
+_README = "ShichenLiu/CondenseNet README"
+
+
+def _cifar(flops, params, error):
+    return cifar_cfg(paper=PAPER, published=Published(flops, params, top1=round(100 - error, 2), dataset="cifar10",
+                                                      source=f"{_README} (CIFAR-10 error {error}%)"))
+
+
+def _imagenet(flops, params, error1, error5):
+    return imagenet_cfg(interpolation="bilinear", paper=PAPER, published=Published(
+        flops, params, top1=round(100 - error1, 2), top5=round(100 - error5, 2),
+        source=f"{_README} (top-1/top-5 error {error1}/{error5}%; converted model)"))
+
+
+default_cfgs = register_cfgs({
+    "condensenet_50": _cifar("28.6M", "0.22M", 6.22),
+    "condensenet_74": _cifar("51.9M", "0.41M", 5.28),
+    "condensenet_86": _cifar("65.8M", "0.52M", 5.06),
+    "condensenet_98": _cifar("81.3M", "0.65M", 4.83),
+    "condensenet_110": _cifar("98.2M", "0.79M", 4.63),
+    "condensenet_122": _cifar("116.7M", "0.95M", 4.48),
+    "condensenet_182": _cifar("513M", "4.2M", 3.76),
+    "condensenet_74_g4": _imagenet("529M", "4.8M", 26.2, 8.3),
+    "condensenet_74_g8": _imagenet("274M", "2.9M", 29.0, 10.0),
+})
+
+
 def _build(defaults, num_classes, converted, kwargs):
-    cfg = dict(defaults)
-    cfg.update(kwargs)
-    return CondenseNet(num_classes=num_classes, converted=converted, **cfg)
+    return CondenseNet(num_classes=num_classes, converted=converted, **{**defaults, **kwargs})
 
 
 _CIFAR = dict(growth=(8, 16, 32), bottleneck=4, group_1x1=4, group_3x3=4, condense_factor=4, data="cifar")
+_IMAGENET = dict(stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), bottleneck=4, data="imagenet")
 
 
 @register_model(model_class=CondenseNet)
 def condensenet_50(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-50 (CIFAR, 8-8-8, growth 8-16-32, G=C=4): 28.6M FLOPs / 0.22M params."""
+    """CondenseNet-50 (CIFAR): stages 8-8-8, growth 8-16-32, G = C = 4."""
     return _build(dict(_CIFAR, stages=(8, 8, 8)), num_classes, converted, kwargs)
 
 
 @register_model(model_class=CondenseNet)
 def condensenet_74(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-74 (CIFAR, 12-12-12, growth 8-16-32, G=C=4): 51.9M / 0.41M."""
+    """CondenseNet-74 (CIFAR): stages 12-12-12, growth 8-16-32, G = C = 4."""
     return _build(dict(_CIFAR, stages=(12, 12, 12)), num_classes, converted, kwargs)
 
 
 @register_model(model_class=CondenseNet)
 def condensenet_86(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-86 (CIFAR, 14-14-14, growth 8-16-32, G=C=4): 65.8M / 0.52M."""
+    """CondenseNet-86 (CIFAR): stages 14-14-14, growth 8-16-32, G = C = 4."""
     return _build(dict(_CIFAR, stages=(14, 14, 14)), num_classes, converted, kwargs)
 
 
 @register_model(model_class=CondenseNet)
 def condensenet_98(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-98 (CIFAR, 16-16-16, growth 8-16-32, G=C=4): 81.3M / 0.65M."""
+    """CondenseNet-98 (CIFAR): stages 16-16-16, growth 8-16-32, G = C = 4."""
     return _build(dict(_CIFAR, stages=(16, 16, 16)), num_classes, converted, kwargs)
 
 
 @register_model(model_class=CondenseNet)
 def condensenet_110(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-110 (CIFAR, 18-18-18, growth 8-16-32, G=C=4): 98.2M / 0.79M."""
+    """CondenseNet-110 (CIFAR): stages 18-18-18, growth 8-16-32, G = C = 4."""
     return _build(dict(_CIFAR, stages=(18, 18, 18)), num_classes, converted, kwargs)
 
 
 @register_model(model_class=CondenseNet)
 def condensenet_122(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-122 (CIFAR, 20-20-20, growth 8-16-32, G=C=4): 116.7M / 0.95M."""
+    """CondenseNet-122 (CIFAR): stages 20-20-20, growth 8-16-32, G = C = 4."""
     return _build(dict(_CIFAR, stages=(20, 20, 20)), num_classes, converted, kwargs)
 
 
 @register_model(model_class=CondenseNet)
 def condensenet_182(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-182 (CIFAR, 30-30-30, growth 12-24-48 inferred from 513M / 4.2M, G=C=4)."""
+    """CondenseNet-182 (CIFAR, 600 epochs): stages 30-30-30, growth 12-24-48 (not written in the official
+    code; the growth that reproduces the published FLOPs/params), G = C = 4."""
     return _build(dict(_CIFAR, stages=(30, 30, 30), growth=(12, 24, 48)), num_classes, converted, kwargs)
-
-
-_IMAGENET = dict(stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), bottleneck=4, data="imagenet")
 
 
 @register_model(model_class=CondenseNet)
 def condensenet_74_g4(num_classes=1000, converted=False, **kwargs):
-    """ImageNet CondenseNet-74, G=C=4 (1x1, 3x3, condense): 529M FLOPs / 4.8M params (converted)."""
+    """ImageNet CondenseNet-74: stages 4-6-8-10-8, growth 8-16-32-64-128, G = C = 4 (1x1, 3x3, condense)."""
     return _build(dict(_IMAGENET, group_1x1=4, group_3x3=4, condense_factor=4), num_classes, converted, kwargs)
 
 
 @register_model(model_class=CondenseNet)
 def condensenet_74_g8(num_classes=1000, converted=False, **kwargs):
-    """ImageNet CondenseNet-74, G=C=8 (1x1, 3x3, condense): 274M FLOPs / 2.9M params (converted)."""
+    """ImageNet CondenseNet-74: stages 4-6-8-10-8, growth 8-16-32-64-128, G = C = 8 (1x1, 3x3, condense)."""
     return _build(dict(_IMAGENET, group_1x1=8, group_3x3=8, condense_factor=8), num_classes, converted, kwargs)

@@ -15,13 +15,14 @@ import torch.nn as nn
 from graphs.layers import HS, SELayer, _SFRDenseBlock, _Transition
 from graphs.layers.dense import features_before_pool
 from utils.errors import check
+from utils.model_cfg import Published
 
-from .condensenet import (CondenseFamilyMixin, check_data, check_int_list, check_positive_int,
-                          cifar_data_cfg, imagenet_data_cfg)
-from .registry import register_model
+from .base import ModelBase, cifar_cfg, imagenet_cfg
+from .condensenet import CondenseFamilyMixin, check_data, check_int_list, check_positive_int
+from .registry import register_cfgs, register_model
 
 
-class CondenseNetV2(CondenseFamilyMixin, nn.Module):
+class CondenseNetV2(CondenseFamilyMixin, ModelBase):
     """CondenseNetV2.
 
     Args:
@@ -70,7 +71,7 @@ class CondenseNetV2(CondenseFamilyMixin, nn.Module):
         self.is_converted = bool(converted)
         self.num_classes = num_classes
         stride, pool = (1, 8) if kind == "cifar" else (2, 7)
-        self.data_cfg = cifar_data_cfg() if kind == "cifar" else imagenet_data_cfg("bicubic")
+        self.pretrained_cfg = cifar_cfg() if kind == "cifar" else imagenet_cfg()
 
         self.features = nn.Sequential()
         width = 2 * growth[0]
@@ -117,9 +118,7 @@ class CondenseNetV2(CondenseFamilyMixin, nn.Module):
         x = self.features.se_last(self.features.pool_last(x))
         return self.classifier(self.fc_act(self.fc(x.flatten(1))))
 
-    def forward(self, x, progress=None):
-        if progress:
-            self.set_progress(progress)
+    def forward(self, x):
         return self.forward_head(self.forward_features(x))
 
     def convert(self, prune_classifier=False):
@@ -135,13 +134,34 @@ class CondenseNetV2(CondenseFamilyMixin, nn.Module):
         return self._fill_converted(new)
 
 
-def _build(defaults, num_classes, converted, kwargs, interpolation=None):
-    cfg = dict(defaults)
-    cfg.update(kwargs)
-    model = CondenseNetV2(num_classes=num_classes, converted=converted, **cfg)
-    if interpolation is not None:
-        model.data_cfg["interpolation"] = interpolation
-    return model
+PAPER = ("CondenseNet V2: Sparse Feature Reactivation for Deep Networks (Yang, Jiang, Cai, Wang, Song, Huang, "
+         "Tian, CVPR 2021), https://arxiv.org/abs/2104.04382")
+_README = "jianghaojun/CondenseNetV2 README"
+
+
+def _imagenet_cfg(interpolation, flops, params, error):
+    # eval resize: bicubic for A and B, bilinear for C, as the official test.py / convert_and_eval.py
+    return imagenet_cfg(interpolation=interpolation, paper=PAPER, published=Published(
+        flops, params, top1=round(100 - error, 2), source=f"{_README} (top-1 error {error}%)"))
+
+
+def _cifar_cfg(flops, params, error):
+    return cifar_cfg(paper=PAPER, published=Published(flops, params, top1=round(100 - error, 2), dataset="cifar10",
+                                                      source=f"{_README} (CIFAR-10 error {error}%; no config "
+                                                             f"published, see the builder)"))
+
+
+default_cfgs = register_cfgs({
+    "cdnv2_a": _imagenet_cfg("bicubic", "46M", "2.0M", 35.6),
+    "cdnv2_b": _imagenet_cfg("bicubic", "146M", "3.6M", 28.1),
+    "cdnv2_c": _imagenet_cfg("bilinear", "309M", "6.1M", 24.1),
+    "cdnv2_110": _cifar_cfg("41M", "0.48M", 4.65),
+    "cdnv2_146": _cifar_cfg("62M", "0.78M", 4.35),
+})
+
+
+def _build(defaults, num_classes, converted, kwargs):
+    return CondenseNetV2(num_classes=num_classes, converted=converted, **{**defaults, **kwargs})
 
 
 def _imagenet(g, **kw):
@@ -151,23 +171,23 @@ def _imagenet(g, **kw):
 
 @register_model(model_class=CondenseNetV2)
 def cdnv2_a(num_classes=1000, converted=False, **kwargs):
-    """CondenseNetV2-A (ImageNet): stages 1-1-4-6-8, growth 8-8-16-32-64, G=C=8, fc 828; 46M / 2.0M."""
+    """CondenseNetV2-A (ImageNet): stages 1-1-4-6-8, growth 8-8-16-32-64, G = C = 8, fc 828."""
     return _build(_imagenet(8, stages=(1, 1, 4, 6, 8), growth=(8, 8, 16, 32, 64), fc_channel=828),
-                  num_classes, converted, kwargs, "bicubic")
+                  num_classes, converted, kwargs)
 
 
 @register_model(model_class=CondenseNetV2)
 def cdnv2_b(num_classes=1000, converted=False, **kwargs):
-    """CondenseNetV2-B (ImageNet): stages 2-4-6-8-6, growth 6-12-24-48-96, G=C=6, fc 1024; 146M / 3.6M."""
+    """CondenseNetV2-B (ImageNet): stages 2-4-6-8-6, growth 6-12-24-48-96, G = C = 6, fc 1024."""
     return _build(_imagenet(6, stages=(2, 4, 6, 8, 6), growth=(6, 12, 24, 48, 96), fc_channel=1024),
-                  num_classes, converted, kwargs, "bicubic")
+                  num_classes, converted, kwargs)
 
 
 @register_model(model_class=CondenseNetV2)
 def cdnv2_c(num_classes=1000, converted=False, **kwargs):
-    """CondenseNetV2-C (ImageNet): stages 4-6-8-10-8, growth 8-16-32-64-128, G=C=8, fc 1024; 309M / 6.1M."""
+    """CondenseNetV2-C (ImageNet): stages 4-6-8-10-8, growth 8-16-32-64-128, G = C = 8, fc 1024."""
     return _build(_imagenet(8, stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), fc_channel=1024),
-                  num_classes, converted, kwargs, "bilinear")
+                  num_classes, converted, kwargs)
 
 
 _CIFAR = dict(growth=(8, 16, 32), bottleneck=4, group_1x1=4, group_3x3=4, group_trans=4, condense_factor=4,
@@ -176,23 +196,15 @@ _CIFAR = dict(growth=(8, 16, 32), bottleneck=4, group_1x1=4, group_3x3=4, group_
 
 @register_model(model_class=CondenseNetV2)
 def cdnv2_110(num_classes=10, converted=False, **kwargs):
-    """CondenseNetV2-110 (CIFAR). The paper reports 41M FLOPs / 0.48M params but its config is published
-    nowhere; this is a reconstruction: stages 18-18-18 (6*18+2 = 110 convs), growth 8-16-32,
-    bottleneck 4, G = C = 4 for the 1x1, 3x3 and SFR, hard swish from block 2 (hs_start_block=1) and SE
-    from block 3 (se_start_block=2) -- the ImageNet models' "last 3/5 HS, last 2/5 SE" scaled to three
-    blocks -- head SE reduction 16 and fc_channel 256. By the v2 counting rules this is 114.2M FLOPs /
-    1.343M params (unconverted = converted), i.e. ~2.8x the paper; the paper's numbers are not
-    reachable with this stage/growth family (growth 4-8-16 would give 30.1M / 0.416M)."""
+    """CondenseNetV2-110 (CIFAR). Its config is published nowhere; this is a reconstruction: stages
+    18-18-18 (6*18+2 = 110 convs), growth 8-16-32, bottleneck 4, G = C = 4 for the 1x1, 3x3 and SFR, hard
+    swish from block 2 (hs_start_block=1) and SE from block 3 (se_start_block=2) -- the ImageNet models'
+    "last 3/5 HS, last 2/5 SE" scaled to three blocks -- head SE reduction 16 and fc_channel 256. By the v2
+    counting rules it is about 2.8x the paper's FLOPs (growth 4-8-16 comes close instead; see README)."""
     return _build(dict(_CIFAR, stages=(18, 18, 18), fc_channel=256), num_classes, converted, kwargs)
 
 
 @register_model(model_class=CondenseNetV2)
 def cdnv2_146(num_classes=10, converted=False, **kwargs):
-    """CondenseNetV2-146 (CIFAR). The paper reports 62M FLOPs / 0.78M params but its config is published
-    nowhere; this is a reconstruction: stages 24-24-24 (6*24+2 = 146 convs), growth 8-16-32,
-    bottleneck 4, G = C = 4 (1x1, 3x3, SFR), hs_start_block=1, se_start_block=2, head SE reduction 16,
-    fc_channel 256 (see ``cdnv2_110``). By the v2 counting rules: 186.1M FLOPs / 2.144M params, ~3x the
-    paper (growth 4-8-16 would give 48.9M / 0.646M)."""
+    """CondenseNetV2-146 (CIFAR), reconstructed like ``cdnv2_110`` with stages 24-24-24 (6*24+2 = 146)."""
     return _build(dict(_CIFAR, stages=(24, 24, 24), fc_channel=256), num_classes, converted, kwargs)
-
-

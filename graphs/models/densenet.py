@@ -3,8 +3,7 @@
 "Densely Connected Convolutional Networks" (Huang et al., CVPR 2017), in the form of the official
 CondenseNet repository's ``models/densenet.py``: pre-activation layers (BN-ReLU-conv), bottleneck 1x1
 to ``bottleneck * k`` channels, 3x3 to ``k``; transitions BN-ReLU-1x1 conv to half the width (rounded
-up to a multiple of ``group_1x1``) then 2x2 average pooling. Published DenseNet-BC-100 (k=12) on CIFAR:
-0.8M params, 292M FLOPs, 4.51% CIFAR-10 error.
+up to a multiple of ``group_1x1``) then 2x2 average pooling.
 """
 import math
 
@@ -14,12 +13,11 @@ from torch import nn
 from graphs.layers.conv import Conv
 from graphs.layers.dense import features_before_pool
 from graphs.layers.efficient import set_memory_efficient
-from graphs.models.registry import register_model
 from utils.errors import check
+from utils.model_cfg import Published
 
-CIFAR_CFG = dict(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear", mean=None, std=None)
-IMAGENET_CFG = dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bilinear",
-                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+from .base import ModelBase, cifar_cfg, imagenet_cfg
+from .registry import register_cfgs, register_model
 
 
 def _make_divisible(x, divisor):
@@ -65,11 +63,11 @@ class _Transition(nn.Module):
         return self.pool(self.conv(x))
 
 
-class DenseNetBC(nn.Module):
+class DenseNetBC(ModelBase):
     """DenseNet-BC with per-block ``stages`` and ``growth``; ``data`` picks the CIFAR or ImageNet stem."""
 
     flops_rule = "v1"
-    is_converted = False
+    capabilities = frozenset({"memory_efficient"})
 
     def __init__(self, stages=(16, 16, 16), growth=(12, 12, 12), bottleneck=4, compression=0.5,
                  group_1x1=1, group_3x3=1, data="cifar", num_classes=10):
@@ -80,7 +78,7 @@ class DenseNetBC(nn.Module):
               "stages, growth and bottleneck must be positive integers")
         check(data in ("cifar", "imagenet"), f"data must be 'cifar' or 'imagenet', got {data!r}")
         check(0 < compression <= 1, f"compression must be in (0, 1], got {compression}")
-        self.data_cfg = dict(CIFAR_CFG if data == "cifar" else IMAGENET_CFG)
+        self.pretrained_cfg = cifar_cfg() if data == "cifar" else imagenet_cfg(interpolation="bilinear")
         stride = 1 if data == "cifar" else 2
         width = 2 * growth[0]
         self.features = nn.Sequential()
@@ -102,6 +100,7 @@ class DenseNetBC(nn.Module):
         # the official 8x8 (CIFAR) / 7x7 (ImageNet) average pool, for any input size
         self.features.add_module("pool_last", nn.AdaptiveAvgPool2d(1))
         self.num_features = width
+        self.num_classes = num_classes
         self.classifier = nn.Linear(width, num_classes)
         self._initialize()
 
@@ -131,9 +130,20 @@ class DenseNetBC(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
+PAPER = ("Densely Connected Convolutional Networks (Huang, Liu, van der Maaten, Weinberger, CVPR 2017), "
+         "https://arxiv.org/abs/1608.06993")
+default_cfgs = register_cfgs({
+    "densenet_bc_100": cifar_cfg(paper=PAPER, published=Published(
+        "292M", "0.8M", top1=95.49, dataset="cifar10",
+        source="DenseNet paper Table 2 (C10+ error 4.51%); FLOPs from the CondenseNet paper's CIFAR table")),
+    "densenet_bc_190": cifar_cfg(paper=PAPER, published=Published(
+        None, "25.6M", top1=96.54, dataset="cifar10", source="DenseNet paper Table 2 (C10+ error 3.46%)")),
+})
+
+
 @register_model(model_class=DenseNetBC)
 def densenet_bc_100(num_classes=10, converted=False, **kwargs):
-    """DenseNet-BC-100, k=12, on CIFAR (0.8M params)."""
+    """DenseNet-BC-100, k=12, on CIFAR."""
     check(not converted, "DenseNet-BC has no converted form; set converted to false")
     kwargs = {"stages": (16, 16, 16), "growth": (12, 12, 12), **kwargs}
     return DenseNetBC(num_classes=num_classes, **kwargs)
@@ -141,7 +151,7 @@ def densenet_bc_100(num_classes=10, converted=False, **kwargs):
 
 @register_model(model_class=DenseNetBC)
 def densenet_bc_190(num_classes=10, converted=False, **kwargs):
-    """DenseNet-BC-190, k=40, on CIFAR (25.6M params)."""
+    """DenseNet-BC-190, k=40, on CIFAR."""
     check(not converted, "DenseNet-BC has no converted form; set converted to false")
     kwargs = {"stages": (31, 31, 31), "growth": (40, 40, 40), **kwargs}
     return DenseNetBC(num_classes=num_classes, **kwargs)

@@ -1,13 +1,19 @@
-"""Model registry: every published variant is a builder function registered by name."""
+"""Model registry: every published variant is a builder function registered by name, with its
+``pretrained_cfg`` (utils.model_cfg.PretrainedCfg) registered beside it."""
 import fnmatch
 import inspect
+from typing import Callable, Dict, List, Optional
+
+from torch import nn
 
 from utils.errors import ConfigError, closest
+from utils.model_cfg import PretrainedCfg
 
-_MODELS = {}
+_MODELS: Dict[str, Callable] = {}
+_CFGS: Dict[str, PretrainedCfg] = {}
 
 
-def register_model(fn=None, *, model_class=None):
+def register_model(fn: Optional[Callable] = None, *, model_class: Optional[type] = None):
     """Register a builder ``fn(num_classes=..., converted=False, **kwargs)`` under its name.
 
     Use bare (``@register_model``) or with the class the builder forwards ``**kwargs`` to
@@ -22,20 +28,36 @@ def register_model(fn=None, *, model_class=None):
     return wrap(fn) if fn is not None else wrap
 
 
-def list_models(pattern=None):
+def register_cfgs(cfgs: Dict[str, PretrainedCfg]) -> Dict[str, PretrainedCfg]:
+    """Register the ``pretrained_cfg`` of each variant (one table per family file)."""
+    for name, cfg in cfgs.items():
+        if name in _CFGS:
+            raise ValueError(f"pretrained_cfg of {name!r} is registered twice")
+        _CFGS[name] = cfg
+    return cfgs
+
+
+def get_pretrained_cfg(name: str) -> PretrainedCfg:
+    get_builder(name)
+    if name not in _CFGS:
+        raise ValueError(f"model {name!r} has no registered pretrained_cfg")
+    return _CFGS[name]
+
+
+def list_models(pattern: Optional[str] = None) -> List[str]:
     """Sorted names of the registered models, optionally filtered by a glob ``pattern``."""
     names = sorted(_MODELS)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
-def get_builder(name):
+def get_builder(name: str) -> Callable:
     if name not in _MODELS:
         raise ConfigError(f"unknown model {name!r}{closest(name, _MODELS)}; "
                           f"valid models are: {', '.join(list_models())}")
     return _MODELS[name]
 
 
-def model_arg_names(name):
+def model_arg_names(name: str) -> set:
     """Keyword arguments a model accepts: its builder's and its class constructor's."""
     builder = get_builder(name)
     names = set()
@@ -49,7 +71,7 @@ def model_arg_names(name):
     return names
 
 
-def check_model_args(name, kwargs):
+def check_model_args(name: str, kwargs: dict) -> None:
     """Raise ConfigError naming the closest valid argument for any unknown keyword in ``kwargs``."""
     valid = model_arg_names(name)
     for key in kwargs:
@@ -58,7 +80,20 @@ def check_model_args(name, kwargs):
                               f"valid arguments are: {', '.join(sorted(valid))}")
 
 
-def create_model(name, **kwargs):
-    """Build the registered model ``name``; ``kwargs`` (num_classes, converted, ...) go to its builder."""
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the registered model ``name``; ``kwargs`` (num_classes, converted, ...) go to its builder.
+
+    The model carries its variant's ``pretrained_cfg``; where the build arguments change the input
+    geometry (a CIFAR stem on an ImageNet variant, or the reverse) the model's own geometry is kept
+    and the published figures, which are for the other geometry, are dropped.
+    """
     check_model_args(name, kwargs)
-    return get_builder(name)(**kwargs)
+    model = get_builder(name)(**kwargs)
+    cfg = get_pretrained_cfg(name)
+    own = model.pretrained_cfg
+    if own.input_size == cfg.input_size:
+        model.pretrained_cfg = cfg
+    else:
+        model.pretrained_cfg = own.replace(weights=cfg.weights, paper=cfg.paper, classifier=cfg.classifier,
+                                           first_conv=cfg.first_conv, num_classes=cfg.num_classes)
+    return model

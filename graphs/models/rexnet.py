@@ -44,14 +44,13 @@ import torch
 import torch.nn as nn
 
 from utils.errors import CheckpointError, ConfigError
+from utils.model_cfg import Published
 
-from .registry import register_model
+from .base import ModelBase, cifar_cfg, imagenet_cfg
+from .registry import register_cfgs, register_model
 
 __all__ = ["ReXNetV1", "ReXNetV1Lite", "LinearBottleneck", "SEModule", "rexnet_channels",
            "rexnet_lite_channels", "to_official_state_dict", "to_timm_state_dict", "guess_model_name"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 STAGE_DEPTHS = (1, 2, 2, 3, 3, 5)
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2)
@@ -212,21 +211,15 @@ class LinearBottleneck(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Shared model behaviour
 # --------------------------------------------------------------------------------------------
-class _ReXNetBase(nn.Module):
+class _ReXNetBase(ModelBase):
     flops_rule = "macs"
-    is_converted = False
     lite = False
     first_block = 3          # index of the first block inside ``features``
 
     def _init_common(self, num_classes, cifar_stem):
         self.num_classes = num_classes
         self.cifar_stem = cifar_stem
-        if cifar_stem:
-            self.data_cfg = dict(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear",
-                                 mean=None, std=None)
-        else:
-            self.data_cfg = dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic",
-                                 mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        self.pretrained_cfg = cifar_cfg() if cifar_stem else imagenet_cfg()
 
     @staticmethod
     def _check_args(num_classes, width, dropout_ratio, width_name):
@@ -246,7 +239,9 @@ class _ReXNetBase(nn.Module):
                              module=f"features.{self.first_block + j}")
         return [info[r] for r in sorted(info)]
 
-    is_fused = False
+    @property
+    def capabilities(self):
+        return frozenset() if self.is_fused else frozenset({"fuse"})
 
     @torch.no_grad()
     def fuse(self):
@@ -622,6 +617,31 @@ def guess_model_name(state):
 # --------------------------------------------------------------------------------------------
 # Registered builders
 # --------------------------------------------------------------------------------------------
+PAPER = ("Rethinking Channel Dimensions for Efficient Model Design (Han, Yun, Heo, Yoo, CVPR 2021), "
+         "https://arxiv.org/abs/2007.00992")
+
+
+def _cfg(macs, params, top1, top5, lite=False):
+    # trained with timm; evaluated as timm does: resize 256 bicubic (crop_pct 0.875), centre-crop 224
+    return imagenet_cfg(paper=PAPER, classifier="output.4" if lite else "output.1", first_conv="features.0",
+                        published=Published(macs, params, top1=top1, top5=top5,
+                                            source="clovaai/rexnet README (FLOPs are multiply-accumulates)"))
+
+
+default_cfgs = register_cfgs({
+    "rexnet_0_9": _cfg("0.35G", "4.1M", 77.2, 93.5),
+    "rexnet_1_0": _cfg("0.40G", "4.8M", 77.9, 93.9),
+    "rexnet_1_3": _cfg("0.66G", "7.6M", 79.5, 94.7),
+    "rexnet_1_5": _cfg("0.88G", "9.7M", 80.3, 95.2),
+    "rexnet_2_0": _cfg("1.5G", "16M", 81.6, 95.7),
+    "rexnet_3_0": _cfg("3.4G", "34M", 82.8, 96.2),
+    "rexnet_lite_1_0": _cfg("0.41G", "4.7M", 76.2, 92.8, lite=True),
+    "rexnet_lite_1_3": _cfg("0.65G", "6.8M", 77.8, 93.8, lite=True),
+    "rexnet_lite_1_5": _cfg("0.84G", "8.3M", 78.6, 94.2, lite=True),
+    "rexnet_lite_2_0": _cfg("1.5G", "13M", 80.2, 95.0, lite=True),
+})
+
+
 def _no_converted(name, converted):
     if converted:
         raise ConfigError(f"{name} has no converted (deployment) form; set converted=false")
@@ -644,59 +664,59 @@ def _lite(name, num_classes, converted, kwargs):
 
 @register_model(model_class=ReXNetV1)
 def rexnet_0_9(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1 0.9x (4.1M params, 0.35 GMACs)."""
+    """ReXNet v1, width 0.9."""
     return _v1("rexnet_0_9", num_classes, converted, kwargs)
 
 
 @register_model(model_class=ReXNetV1)
 def rexnet_1_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1 1.0x (4.8M params, 0.40 GMACs, 77.9% top-1)."""
+    """ReXNet v1, width 1.0."""
     return _v1("rexnet_1_0", num_classes, converted, kwargs)
 
 
 @register_model(model_class=ReXNetV1)
 def rexnet_1_3(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1 1.3x (7.6M params, 0.66 GMACs, 79.5% top-1)."""
+    """ReXNet v1, width 1.3."""
     return _v1("rexnet_1_3", num_classes, converted, kwargs)
 
 
 @register_model(model_class=ReXNetV1)
 def rexnet_1_5(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1 1.5x (9.7M params, 0.88 GMACs, 80.3% top-1)."""
+    """ReXNet v1, width 1.5."""
     return _v1("rexnet_1_5", num_classes, converted, kwargs)
 
 
 @register_model(model_class=ReXNetV1)
 def rexnet_2_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1 2.0x (16M params, 1.5 GMACs, 81.6% top-1)."""
+    """ReXNet v1, width 2.0."""
     return _v1("rexnet_2_0", num_classes, converted, kwargs)
 
 
 @register_model(model_class=ReXNetV1)
 def rexnet_3_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1 3.0x (34M params, 3.4 GMACs, 82.8% top-1)."""
+    """ReXNet v1, width 3.0."""
     return _v1("rexnet_3_0", num_classes, converted, kwargs)
 
 
 @register_model(model_class=ReXNetV1Lite)
 def rexnet_lite_1_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet-lite 1.0x (4.7M params, 0.41 GMACs, 76.2% top-1)."""
+    """ReXNet-lite, multiplier 1.0."""
     return _lite("rexnet_lite_1_0", num_classes, converted, kwargs)
 
 
 @register_model(model_class=ReXNetV1Lite)
 def rexnet_lite_1_3(num_classes=1000, converted=False, **kwargs):
-    """ReXNet-lite 1.3x (6.8M params, 0.65 GMACs, 77.8% top-1)."""
+    """ReXNet-lite, multiplier 1.3."""
     return _lite("rexnet_lite_1_3", num_classes, converted, kwargs)
 
 
 @register_model(model_class=ReXNetV1Lite)
 def rexnet_lite_1_5(num_classes=1000, converted=False, **kwargs):
-    """ReXNet-lite 1.5x (8.3M params, 0.84 GMACs, 78.6% top-1)."""
+    """ReXNet-lite, multiplier 1.5."""
     return _lite("rexnet_lite_1_5", num_classes, converted, kwargs)
 
 
 @register_model(model_class=ReXNetV1Lite)
 def rexnet_lite_2_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet-lite 2.0x (13M params, 1.5 GMACs, 80.2% top-1)."""
+    """ReXNet-lite, multiplier 2.0."""
     return _lite("rexnet_lite_2_0", num_classes, converted, kwargs)

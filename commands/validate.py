@@ -1,0 +1,41 @@
+"""``--mode validate``: top-1/top-5 of a checkpoint on the validation split, per class and as a confusion matrix."""
+import csv
+import io
+from typing import List
+
+import torch
+
+from engine.evaluator import evaluate
+from utils.checkpoint import atomic_write
+
+from .common import load_for_eval, out_path
+
+
+def validate(ctx) -> dict:
+    """Evaluate the checkpoint with the model's own eval transform; write ``out/per_class_accuracy.csv``
+    and, for at most 100 classes, ``out/confusion_matrix.png``."""
+    path = load_for_eval(ctx)
+    _, loader = ctx.loaders
+    stats = evaluate(ctx.model, loader, ctx.device, ctx.dist, ctx.num_classes, amp=ctx.config.amp, confusion=True)
+    ctx.logger.info(f"{path}: top-1 {stats['top1']:.2f}%  top-5 {stats['top5']:.2f}%  "
+                    f"loss {stats['loss']:.4f}  ({stats['count']} images)")
+    if ctx.dist.is_main:
+        write_per_class(ctx, stats["confusion"], ctx.class_names())
+    return stats
+
+
+def write_per_class(ctx, confusion: torch.Tensor, names: List[str]) -> None:
+    """Per-class accuracy as CSV, and the confusion matrix as PNG for at most 100 classes."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["class_index", "class_name", "correct", "total", "accuracy"])
+    for i, name in enumerate(names):
+        total, correct = int(confusion[i].sum()), int(confusion[i, i])
+        writer.writerow([i, name, correct, total, f"{100.0 * correct / total:.2f}" if total else ""])
+    out = out_path(ctx, "per_class_accuracy.csv")
+    atomic_write(out, lambda f: f.write(buf.getvalue().encode()))
+    ctx.logger.info(f"wrote {out}")
+    if len(names) <= 100:
+        from utils.plots import plot_confusion_matrix
+        png = plot_confusion_matrix(confusion.numpy(), names, out_path(ctx, "confusion_matrix.png"))
+        ctx.logger.info(f"wrote {png}")

@@ -1,0 +1,12 @@
+"""The training engine: a Trainer over one explicit, serialisable TrainState, built from small parts.
+
+    state.py        TrainState (epoch, batch, step, best metric) and the RNG snapshot
+    optim.py        parameter groups (weight-decay rules) and the optimizer
+    checkpoint.py   CheckpointManager: save, rotate recovery files, resume, compatibility checks
+    evaluator.py    evaluate(): loss, top-1/top-5 (and a confusion matrix) over a sharded split
+    loggers.py      TensorBoard, metrics.csv and the console line of every epoch
+    trainer.py      Trainer.fit() / train_one_epoch()
+
+The engine imports utils/ and nothing from agents/, commands/, datasets/ or graphs/: the agent hands it
+a model, loaders, a loss and a config.
+"""

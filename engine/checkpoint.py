@@ -1,0 +1,100 @@
+"""CheckpointManager: where an experiment's checkpoints live, how they are saved, rotated and resumed.
+
+Files in ``<exp>/checkpoints/``: ``last.pth`` (every epoch), ``best.pth`` (best validation metric),
+``recovery-<step>.pth`` (every ``recovery_every`` steps, the newest ``keep`` kept). Every write is
+atomic (utils.checkpoint). Only the main process writes; every rank reads the same file on resume.
+"""
+import os
+from typing import Callable, Optional, Tuple
+
+from utils.checkpoint import FORMAT, load_checkpoint, recovery_checkpoints, save_checkpoint
+from utils.errors import CheckpointError
+
+__all__ = ["CheckpointManager", "FORMAT"]
+
+
+class CheckpointManager:
+    def __init__(self, folder: str, is_main: bool = True, keep_recovery: int = 2,
+                 barrier: Callable[[], None] = lambda: None, logger=None):
+        self.folder, self.is_main, self.keep_recovery = folder, is_main, keep_recovery
+        self.barrier, self.logger = barrier, logger
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.folder, name)
+
+    def remove_partial_writes(self) -> None:
+        """Delete temporary files left by a process killed in the middle of a write."""
+        if self.is_main:
+            for name in os.listdir(self.folder):
+                if ".tmp-" in name:
+                    os.remove(self.path(name))
+
+    def save(self, payload: Callable[[], dict], best: bool = False) -> None:
+        """``last.pth`` (and ``best.pth``); ``payload`` is called on the main process only."""
+        if self.is_main:
+            state = payload()
+            save_checkpoint(state, self.path("last.pth"))
+            if best:
+                save_checkpoint(state, self.path("best.pth"))
+        self.barrier()
+
+    def save_recovery(self, payload: Callable[[], dict], step: int) -> None:
+        """``recovery-<step>.pth``, keeping the newest ``keep_recovery``."""
+        if self.is_main:
+            save_checkpoint(payload(), self.path(f"recovery-{step}.pth"))
+            for old in recovery_checkpoints(self.folder)[self.keep_recovery:]:
+                os.remove(old)
+        self.barrier()
+
+    def find_resume(self) -> Optional[Tuple[dict, str]]:
+        """The newest readable of ``last.pth`` and the recovery checkpoints, as (state, path), or None.
+
+        An unreadable file is skipped with a warning; if every candidate is unreadable, one sentence."""
+        candidates, broken = [], []
+        for path in [self.path("last.pth")] + recovery_checkpoints(self.folder):
+            if os.path.exists(path):
+                try:
+                    candidates.append((load_checkpoint(path), path))
+                except CheckpointError as e:
+                    broken.append(path)
+                    self._warn(f"skipping {path}: {e}")
+        if candidates:
+            state, path = max(candidates, key=lambda c: c[0]["global_step"])
+            if broken:
+                self._warn(f"falling back to {path} because {', '.join(broken)} could not be read")
+            return state, path
+        if broken:
+            raise CheckpointError(f"every checkpoint in {self.folder} is unreadable; delete them to start over "
+                                  f"or set resume to a good checkpoint")
+        return None
+
+    def eval_path(self, explicit: Optional[str] = None) -> str:
+        """``explicit``, else the experiment's ``best.pth``, else its ``last.pth``."""
+        if explicit is not None:
+            return explicit
+        for name in ("best.pth", "last.pth"):
+            if os.path.exists(self.path(name)):
+                return self.path(name)
+        raise CheckpointError(f"no checkpoint given and none found in {self.folder}; train first or pass "
+                              f"--checkpoint PATH")
+
+    @staticmethod
+    def check_compatible(state: dict, path: str, arch: str, model_args: dict, converted: bool,
+                         num_classes: int) -> None:
+        """One sentence if the checkpoint holds another model than the config builds."""
+        if state["arch"] != arch or dict(state.get("model_args", {})) != dict(model_args):
+            raise CheckpointError(f"{path} holds model {state['arch']!r} with model_args {state.get('model_args')} "
+                                  f"but the config builds {arch!r} with {dict(model_args)}; set model and "
+                                  f"model_args to match the checkpoint")
+        if bool(state.get("converted")) != converted:
+            raise CheckpointError(f"{path} holds a {'converted' if state.get('converted') else 'training-time'} "
+                                  f"model but the config builds a {'converted' if converted else 'training-time'} "
+                                  f"one; set converted to {str(bool(state.get('converted'))).lower()}")
+        if state.get("num_classes") != num_classes:
+            raise CheckpointError(f"{path} was trained for {state.get('num_classes')} classes but the model has "
+                                  f"{num_classes}; to fine-tune on a new class count, start from these "
+                                  f"weights with a fresh classifier instead of resuming")
+
+    def _warn(self, message: str) -> None:
+        if self.logger is not None:
+            self.logger.warning(message)

@@ -1,0 +1,222 @@
+"""The Trainer: one explicit TrainState, advanced by ``fit()`` epoch by epoch and step by step.
+
+A step (``train_one_epoch``): training progress to the model (condensation), the per-iteration learning
+rate, forward under autocast, loss (+ an optional regulariser such as the group lasso), backward through
+the gradient scaler, optional clipping, optimizer step, EMA update. Nothing in a step waits for the host:
+the loss/accuracy sums stay on the device and the NaN check, the progress bar and the TensorBoard
+scalars read them every ``log_interval`` steps (every step on the CPU, where reading is free). A stop
+request (SIGINT/SIGTERM) is a host flag; under DDP the ranks agree on it every ``log_interval`` steps,
+so the vote costs one all-reduce per interval, not per step.
+
+Everything a resumed run needs is in the checkpoint payload: the model, optimizer, scaler and EMA
+states, the TrainState and the RNG states; data order and augmentation are functions of (seed, epoch,
+batch), so an interrupted run continues bit for bit.
+"""
+import signal
+import time
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from utils.checkpoint import load_checkpoint
+from utils.errors import CheckpointError, Interrupted, TrainingError
+from utils.metrics import RunningSums
+
+from .checkpoint import CheckpointManager
+from .evaluator import autocast, evaluate
+from .loggers import RunLogger
+from .state import TrainState, rng_state, set_rng_state
+
+__all__ = ["Trainer"]
+
+
+class Trainer:
+    """Trains ``model`` on ``train_loader`` and validates on ``val_loader``.
+
+    ``model`` is the module whose weights are saved; ``train_model`` the one called in the step (DDP /
+    compiled wrapper of it, default ``model``). ``meta()`` returns the checkpoint's identity fields
+    (arch, model_args, num_classes, converted, config). ``regulariser(model)``, if given, is added to
+    the loss. ``config`` supplies max_epoch, validate_every, log_interval, clip_grad_norm, amp,
+    recovery_every, resume and auto_resume.
+    """
+
+    def __init__(self, model: nn.Module, train_loader, val_loader, criterion: Callable, optimizer, schedule, *,
+                 config, dist, device: torch.device, checkpoints: CheckpointManager, run_logger: RunLogger,
+                 logger, meta: Callable[[], dict], num_classes: int, ema=None, train_model: Optional[nn.Module] = None,
+                 regulariser: Optional[Callable[[nn.Module], torch.Tensor]] = None):
+        self.model, self.train_model = model, train_model if train_model is not None else model
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.criterion, self.optimizer, self.schedule = criterion, optimizer, schedule
+        self.cfg, self.dist, self.device = config, dist, device
+        self.checkpoints, self.run_logger, self.logger, self.meta = checkpoints, run_logger, logger, meta
+        self.num_classes, self.ema, self.regulariser = num_classes, ema, regulariser
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+        self.state = TrainState()
+        self.iters_per_epoch = len(train_loader)
+        self._condenses = model.supports("condense")
+        self._stop_signal = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def payload(self) -> dict:
+        """The checkpoint of the current position (main process)."""
+        return {**self.meta(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                **self.state.state_dict(), "rng": rng_state()}
+
+    def resume(self) -> None:
+        """Continue from ``resume``, or from the experiment's newest readable checkpoint."""
+        if self.cfg.resume is not None:
+            self.load(load_checkpoint(self.cfg.resume), self.cfg.resume)
+        elif self.cfg.auto_resume:
+            found = self.checkpoints.find_resume()
+            if found is not None:
+                self.load(*found)
+
+    def load(self, state: dict, path: str) -> None:
+        """Restore model, optimizer, scaler, EMA, TrainState and RNG states from a checkpoint dict."""
+        meta = self.meta()
+        self.checkpoints.check_compatible(state, path, meta["arch"], meta["model_args"], meta["converted"],
+                                          self.num_classes)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"the model or optimizer state in {path} does not fit this model "
+                                  f"({str(e).splitlines()[0]}); start a new experiment or set auto_resume "
+                                  f"false") from e
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"] if state.get("ema") else state["model"])
+        self.state.load_state_dict(state)
+        set_rng_state(state["rng"])
+        self.logger.info(f"resumed from {path} at epoch {self.state.epoch + 1}, batch {self.state.batch} "
+                         f"(best top-1 so far {self.state.best_metric:.2f}%)")
+
+    # ------------------------------------------------------------------ the run
+    def fit(self) -> float:
+        """Train from the current (possibly resumed) position to ``max_epoch``; returns the best metric."""
+        cfg, st = self.cfg, self.state
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while st.epoch < cfg.max_epoch:
+                epoch, start = st.epoch, time.perf_counter()
+                train = self.train_one_epoch(epoch)
+                st.epoch, st.batch = epoch + 1, 0
+                row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                       **{f"train_{k}": train[k] for k in ("loss", "top1", "top5")},
+                       "train_images_per_s": train["images_per_s"]}
+                is_best = False
+                if (epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.max_epoch:
+                    row.update({f"val_{k}": v for k, v in self.validate().items() if k != "count"})
+                    if self.ema is not None:
+                        row.update({f"ema_val_{k}": v for k, v in self.validate(self.ema.module).items()
+                                    if k != "count"})
+                    metric = row["ema_val_top1"] if self.ema is not None else row["val_top1"]
+                    is_best = metric > st.best_metric
+                    st.best_metric = max(metric, st.best_metric)
+                row["epoch_time_s"] = time.perf_counter() - start
+                self.run_logger.epoch(row)
+                skipped = self.train_loader.skipped_images + self.val_loader.skipped_images
+                if skipped:
+                    self.logger.warning(f"skipped {skipped} unreadable image(s) so far (bad_images is 'skip')")
+                self.checkpoints.save(self.payload, best=is_best)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        return st.best_metric
+
+    def validate(self, model: Optional[nn.Module] = None, confusion: bool = False) -> dict:
+        return evaluate(model if model is not None else self.model, self.val_loader, self.device, self.dist,
+                        self.num_classes, amp=self.cfg.amp, confusion=confusion)
+
+    def _on_signal(self, signum, frame):
+        if self._stop_signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        self.logger.warning(f"received {signal.Signals(signum).name}: saving a checkpoint after this iteration")
+
+    def _set_progress(self, progress: float) -> None:
+        events = self.model.set_progress(progress)
+        if events:
+            self.dist.broadcast_buffers(self.model)     # every rank holds rank 0's masks
+            if self.ema is not None:
+                self.ema.sync_structure()
+            self.logger.info(f"condensation: {events} pruning event(s) at progress {progress:.4f} "
+                             f"(epoch {self.state.epoch + 1})")
+
+    def train_one_epoch(self, epoch: int) -> dict:
+        """One pass over the training data from ``state.batch``; returns loss, top-1, top-5, images/s."""
+        cfg, st, n = self.cfg, self.state, self.iters_per_epoch
+        self.train_loader.set_epoch(epoch, start_batch=st.batch)
+        self.model.train()
+        sums = RunningSums(self.device)
+        total_steps = cfg.max_epoch * n
+        bar = tqdm(total=n, initial=st.batch, desc=f"epoch {epoch + 1}/{cfg.max_epoch}",
+                   disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
+        images, start = 0, time.perf_counter()
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        on_cpu = self.device.type == "cpu"
+        for i, (x, y) in enumerate(self.train_loader, start=st.batch):
+            step = epoch * n + i
+            if self._condenses:
+                self._set_progress(step / total_steps)
+            lr = self.schedule.lr_at(step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss, output = self._step(x, y)
+            finite &= torch.isfinite(loss.detach())
+            sums.update(loss, output, y)
+            images += y.size(0)
+            st.batch, st.step = i + 1, step + 1
+            last = i + 1 == n
+            at_interval = (i + 1) % cfg.log_interval == 0 or last
+            if at_interval or on_cpu:
+                self._check_finite(finite, epoch, i)
+            if at_interval:
+                self._report(bar, sums, lr, images, start)
+            bar.update(1)
+            if cfg.recovery_every and st.step % cfg.recovery_every == 0 and not last:
+                self._check_finite(finite, epoch, i)
+                self.checkpoints.save_recovery(self.payload, st.step)
+            # single process: the flag is read every step; DDP: the ranks vote at the log interval
+            if (at_interval or not self.dist.enabled) and self.dist.any(self._stop_signal is not None, self.device):
+                bar.close()
+                self.checkpoints.save(self.payload)
+                raise Interrupted(self._stop_signal or signal.SIGTERM)
+        bar.close()
+        self.dist.all_reduce_sum(sums.sums)
+        stats = sums.compute()
+        stats["images_per_s"] = images * self.dist.world_size / max(time.perf_counter() - start, 1e-9)
+        return stats
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor):
+        with autocast(self.device, self.cfg.amp):
+            output = self.train_model(x)
+            loss = self.criterion(output, y)
+            if self.regulariser is not None:
+                loss = loss + self.regulariser(self.model)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update()
+        return loss, output
+
+    def _report(self, bar, sums: RunningSums, lr: float, images: int, start: float) -> None:
+        stats = sums.compute()
+        img_s = images * self.dist.world_size / (time.perf_counter() - start)
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", top1=f"{stats['top1']:.1f}", lr=f"{lr:.4f}", img_s=f"{img_s:.0f}")
+        self.run_logger.step(self.state.step, {"iter/running_loss": stats["loss"], "iter/lr": lr,
+                                               "iter/images_per_s": img_s})
+
+    def _check_finite(self, finite: torch.Tensor, epoch: int, i: int) -> None:
+        if not bool(finite):
+            raise TrainingError(f"the loss became NaN or infinite at epoch {epoch + 1}, iteration {i + 1}; the "
+                                f"last good checkpoint in {self.checkpoints.folder} is intact — lower lr or enable "
+                                f"clip_grad_norm and resume")
