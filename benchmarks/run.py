@@ -125,10 +125,11 @@ def measure(row, variant, quick=False, threads=2, warmup=None, iters=None, profi
                torch_version=torch.__version__, warmup=warmup, iters=iters, quick=quick)
     if kind == "train":
         batch = s["batch"]
-        if s.get("progress") and hasattr(model, "set_progress"):
+        own = not (s.get("timm") and not optimized)
+        if s.get("progress") and own:
             model.set_progress(s["progress"])
         cl = optimized or bool(s.get("timm"))   # the timm peer trains like for like (channels_last too)
-        if hasattr(model, "set_memory_efficient"):
+        if own:
             model.set_memory_efficient(optimized)
         model.train()
         x = torch.randn(batch, 3, res, res, generator=gen)
@@ -145,19 +146,17 @@ def measure(row, variant, quick=False, threads=2, warmup=None, iters=None, profi
         med, times = _time(step, warmup, iters)
         fn = step
         out.update(batch=batch, input=[3, res, res], ms=med, img_s=batch * 1000.0 / med,
-                   memory_efficient=optimized and hasattr(model, "set_memory_efficient"), channels_last=cl,
+                   memory_efficient=optimized and own and model.supports("memory_efficient"), channels_last=cl,
                    progress=s.get("progress"))
     else:
-        if hasattr(model, "set_progress"):
+        from commands.deploy import deployable
+        if s.get("timm") and not optimized:
+            model.eval()
+        elif s.get("unconverted"):
             model.set_progress(1.0)
-        model.eval()
-        if hasattr(model, "convert") and not s.get("unconverted"):
-            model = model.convert().eval()
-        if optimized and hasattr(model, "fuse"):
-            if s.get("unconverted"):
-                model = model.fuse()      # a training-time model is converted then fused
-            else:
-                model.fuse()
+            model = model.fuse() if optimized else model.eval()     # fuse() converts a training-time model
+        else:
+            model = deployable(model, fuse=optimized)
         x = torch.randn(1, 3, res, res, generator=gen)
         if variant == "compiled":
             import torch._inductor.config as inductor_config
@@ -174,7 +173,7 @@ def measure(row, variant, quick=False, threads=2, warmup=None, iters=None, profi
             with torch.inference_mode():
                 model(x)
         out.update(batch=1, input=[3, res, res], ms=med, img_s=1000.0 / med, fused=optimized,
-                   compiled=variant == "compiled", converted=bool(getattr(model, "is_converted", False)))
+                   compiled=variant == "compiled", converted=bool(getattr(model, "is_converted", False)))  # timm's peer has no such flag
     if profile:
         _print_profile(fn)
     from utils.allocator import active_allocator

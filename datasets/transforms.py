@@ -168,8 +168,8 @@ def eval_transform(model_cfg, mean, std, input_size=None, crop_pct=None, interpo
     """
     from torchvision import transforms as T
 
-    size = tuple(input_size if input_size is not None else model_cfg.input_size)
-    size = (size[-1], size[-1]) if len(size) == 1 else tuple(size[-2:])
+    size = input_size if input_size is not None else model_cfg.input_size
+    size = (size, size) if isinstance(size, int) else tuple(size[-2:])
     crop_pct = float(crop_pct if crop_pct is not None else model_cfg.crop_pct)
     if not 0 < crop_pct <= 1:
         raise ConfigError(f"crop_pct must be in (0, 1], got {crop_pct}")

@@ -23,22 +23,23 @@ def shared_path(*parts):
     return p
 
 
+def _make_shared_data(tmp_path_factory, tool, name):
+    """Run ``../shared/tools/<tool> DEST`` into a fresh temp folder and return it."""
+    dest = tmp_path_factory.mktemp(name)
+    subprocess.run([sys.executable, str(shared_path("tools", tool)), str(dest)], check=True, capture_output=True)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def cifar10_root(tmp_path_factory):
     """The real CIFAR-10 (python batches) built from ../shared into a temp dir, once per session."""
-    tool = shared_path("tools", "make_cifar10.py")
-    dest = tmp_path_factory.mktemp("cifar")
-    subprocess.run([sys.executable, str(tool), str(dest)], check=True, capture_output=True)
-    return dest
+    return _make_shared_data(tmp_path_factory, "make_cifar10.py", "cifar")
 
 
 @pytest.fixture(scope="session")
 def imagenet_sample_root(tmp_path_factory):
     """1000 real ImageNet images (one per class) as train/ and val/ ImageFolder trees."""
-    tool = shared_path("tools", "make_imagenet_sample.py")
-    dest = tmp_path_factory.mktemp("imagenet")
-    subprocess.run([sys.executable, str(tool), str(dest)], check=True, capture_output=True)
-    return dest
+    return _make_shared_data(tmp_path_factory, "make_imagenet_sample.py", "imagenet")
 
 
 @pytest.fixture

@@ -199,10 +199,6 @@ def test_bad_input_is_one_clear_sentence(case, tmp_path, capsys):
                 load_checkpoint(os.path.join(folder, name))
 
 
-def test_catalogue_is_large_enough():
-    assert len(CASES) >= 30
-
-
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="must be >= 1"):
         main.main([cfg(tmp_path, batch_size=0), "--debug"])

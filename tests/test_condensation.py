@@ -174,16 +174,12 @@ def test_condensed_forward_matches_masked_dense_model(name):
         assert (p.grad - q.grad).abs().max() <= 1e-8 * scale, n
 
 
-def test_count_ops():
-    m = _lgc(in_c=32, out_c=16, g=4, c=4)
-    x = torch.zeros(1, 32, 8, 8)
-    ops, params = m.count_ops((x,), m(x))
-    assert ops == 32 * 64 + 32 * 16 * 64 / 4
-    assert params == 64 + 32 * 16 / 4
+def test_flops_counters_charge_the_final_condensed_cost():
+    from utils.flops import profile
+    m = _lgc(in_c=32, out_c=16, g=4, c=4)     # hand count: ReLU over the input + MACs / C; BN + weight / C
+    assert profile(m, (32, 8, 8), "v1") == (32 * 64 + 32 * 16 * 64 / 4, 64 + 32 * 16 / 4)
     s = SFR(8, 32, groups=4, condense_factor=4)
-    x = torch.zeros(2, 8, 4, 4)
-    ops, params = s.count_ops((x,), s(x))
-    assert ops == 8 * 16 + 8 * 32 * 16 / 4 and params == 16 + 8 * 32 / 4
+    assert profile(s, (8, 4, 4), "v2") == (8 * 16 + 8 * 32 * 16 / 4, 16 + 8 * 32 / 4)
 
 
 def test_bad_arguments():

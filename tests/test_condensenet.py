@@ -17,7 +17,7 @@ def test_registered():
 
 def _input(model, n=2, seed=1):
     torch.manual_seed(seed)
-    return torch.randn(n, *model.data_cfg["input_size"])
+    return torch.randn(n, *model.pretrained_cfg.input_size)
 
 
 @pytest.mark.parametrize("name", V1)
@@ -41,7 +41,7 @@ def test_conversion_equivalence(name):
     with torch.no_grad():
         assert torch.allclose(target.eval()(x), pruned(x), atol=1e-6)
     assert pruned.is_converted and not model.is_converted
-    assert pruned.data_cfg == model.data_cfg
+    assert pruned.pretrained_cfg == model.pretrained_cfg
 
 
 def test_general_g_neq_c_conversion():
@@ -61,13 +61,13 @@ def test_init_and_attributes():
     torch.manual_seed(0)
     m = create_model("condensenet_86")
     assert m.flops_rule == "v1" and not m.is_converted
-    assert m.data_cfg["input_size"] == (3, 32, 32) and m.data_cfg["mean"] is None
+    assert m.pretrained_cfg.input_size == (3, 32, 32) and m.pretrained_cfg.mean is None
     w = m.features.denseblock_3.denselayer_1.conv_1.conv.weight
     assert abs(w.std().item() - (2.0 / w.shape[0]) ** 0.5) < 0.1 * (2.0 / w.shape[0]) ** 0.5
     assert float(m.classifier.bias.detach().abs().sum()) == 0.0
     assert all(float(b.weight.detach().min()) == 1.0 for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d))
     g8 = create_model("condensenet_74_g8")
-    assert g8.features.init_conv.stride == (2, 2) and g8.data_cfg["crop_pct"] == 0.875
+    assert g8.features.init_conv.stride == (2, 2) and g8.pretrained_cfg.crop_pct == 0.875
     assert g8.num_classes == 1000
     conv = create_model("condensenet_74_g4", converted=True)
     assert isinstance(conv.classifier, CondensingLinear) and conv.classifier.index.numel() == 1032
@@ -91,11 +91,12 @@ def test_feature_info(name, size):
         assert [i["reduction"] for i in m.feature_info][-3:] == [8, 16, 32]
 
 
-def test_forward_with_progress_and_reuse_matrices():
+def test_set_progress_and_reuse_matrices():
     torch.manual_seed(0)
     m = create_model("condensenet_50")
     m.train()
-    m(torch.randn(2, 3, 32, 32), 0.2)          # official-style call applies the schedule
+    m.set_progress(0.2)                        # C = 4: the first event is at progress 1/6
+    m(torch.randn(2, 3, 32, 32))
     assert {l.stage for l in m.condensing_modules()} == {1}
     r = m.reuse_matrices()
     assert set(r) == {"lgc"}

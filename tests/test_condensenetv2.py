@@ -17,8 +17,8 @@ def test_registered_and_configs():
     assert set(V2) <= set(list_models("cdnv2_*"))
     a = create_model("cdnv2_a")
     assert a.flops_rule == "v2" and a.num_features == 800 and a.fc.out_features == 828
-    assert a.data_cfg["interpolation"] == "bicubic" and a.data_cfg["crop_pct"] == 0.875
-    assert create_model("cdnv2_c").data_cfg["interpolation"] == "bilinear"
+    assert a.pretrained_cfg.interpolation == "bicubic" and a.pretrained_cfg.crop_pct == 0.875
+    assert create_model("cdnv2_c").pretrained_cfg.interpolation == "bilinear"
     assert create_model("cdnv2_b").num_features == 1176
     assert create_model("cdnv2_c").num_features == 2064
     # HS from block 3, SE from block 4 (ImageNet); SFR BN effective init gamma = 1
@@ -28,7 +28,7 @@ def test_registered_and_configs():
     assert isinstance(a.features.denseblock_4.denselayer_1.se, SELayer)
     assert float(a.features.denseblock_1.denselayer_1.sfr.norm.weight.detach().min()) == 1.0
     c110 = create_model("cdnv2_110")
-    assert c110.features.init_conv.stride == (1, 1) and c110.data_cfg["input_size"] == (3, 32, 32)
+    assert c110.features.init_conv.stride == (1, 1) and c110.pretrained_cfg.input_size == (3, 32, 32)
     assert c110.num_features == 1024 and create_model("cdnv2_146").num_features == 1360
 
 
@@ -37,7 +37,7 @@ def test_conversion_equivalence(name):
     torch.manual_seed(0)
     model = condensed(create_model(name))
     conv = model.convert().eval()
-    x = torch.randn(2, *model.data_cfg["input_size"])
+    x = torch.randn(2, *model.pretrained_cfg.input_size)
     with torch.no_grad():
         assert torch.allclose(conv(x), model(x), atol=1e-5)
     target = create_model(name, converted=True)

@@ -10,12 +10,13 @@ from datasets import DATASETS, build_loaders, list_datasets
 from datasets.loader import InMemoryLoader, shard_indices
 from datasets.transforms import random_crop_flip
 from utils.errors import ConfigError, DataError
+from utils.model_cfg import PretrainedCfg
 
 CPU = torch.device("cpu")
 C10_MEAN, C10_STD = (0.4914, 0.4824, 0.4467), (0.2471, 0.2435, 0.2616)
 C100_MEAN, C100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
-IMAGENET_DATA_CFG = dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic",
-                         mean=None, std=None)
+IMAGENET_DATA_CFG = PretrainedCfg(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic",
+                                  mean=None, std=None)
 
 
 def cfg(**kw):
@@ -105,22 +106,22 @@ def test_list_datasets_and_unknown_name():
     assert list_datasets() == ["cifar10", "cifar100", "imagenet", "synthetic"]
     assert sorted(DATASETS) == list_datasets()
     with pytest.raises(ConfigError) as e:
-        build_loaders(cfg(dataset="cifar11"), {}, CPU)
+        build_loaders(cfg(dataset="cifar11"), None, CPU)
     assert "cifar10" in str(e.value) and "synthetic" in str(e.value)
 
 
 def test_global_batch_must_divide_world_size(tmp_path):
     write_cifar10(tmp_path)
     with pytest.raises(ConfigError, match="multiple"):
-        build_loaders(cfg(data_root=str(tmp_path), batch_size=9), {}, CPU, rank=0, world_size=2)
-    tr, va = build_loaders(cfg(data_root=str(tmp_path), batch_size=8), {}, CPU, rank=1, world_size=2)
+        build_loaders(cfg(data_root=str(tmp_path), batch_size=9), None, CPU, rank=0, world_size=2)
+    tr, va = build_loaders(cfg(data_root=str(tmp_path), batch_size=8), None, CPU, rank=1, world_size=2)
     assert tr.batch_size == 4 and va.batch_size == 4
 
 
 # ------------------------------------------------------------------ CIFAR readers
 def test_cifar10_reader_small(tmp_path):
     write_cifar10(tmp_path, per_batch=6, n_test=5)
-    tr, va = build_loaders(cfg(data_root=str(tmp_path), batch_size=4), {}, CPU)
+    tr, va = build_loaders(cfg(data_root=str(tmp_path), batch_size=4), None, CPU)
     assert (tr.dataset_size, va.dataset_size, tr.num_classes) == (30, 5, 10)
     assert tr.class_names[0] == "airplane" and tr.class_names[-1] == "truck"
     assert tr.images.shape == (30, 3, 32, 32) and tr.images.dtype == torch.uint8
@@ -141,7 +142,7 @@ def test_cifar10_reader_small(tmp_path):
 
 def test_cifar100_reader_small(tmp_path):
     write_cifar100(tmp_path, n_train=12, n_test=7)
-    tr, va = build_loaders(cfg(dataset="cifar100", data_root=str(tmp_path), batch_size=4), {}, CPU)
+    tr, va = build_loaders(cfg(dataset="cifar100", data_root=str(tmp_path), batch_size=4), None, CPU)
     assert (tr.dataset_size, va.dataset_size, tr.num_classes) == (12, 7, 100)
     assert tr.class_names[:2] == ["fine0", "fine1"] and len(tr.class_names) == 100
     assert tr.labels.tolist() == [(7 * j) % 100 for j in range(12)]  # fine, not coarse, labels
@@ -155,14 +156,14 @@ def test_cifar100_reader_small(tmp_path):
 def test_subsets_and_model_mean_std(tmp_path):
     write_cifar10(tmp_path)
     tr, va = build_loaders(cfg(data_root=str(tmp_path), train_subset=7, val_subset=3),
-                           dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)), CPU)
+                           PretrainedCfg(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)), CPU)
     assert tr.dataset_size == 7 and va.dataset_size == 3 and tr.num_samples == 7
     assert torch.equal(tr.labels, torch.tensor([1, 2, 3, 4, 5, 6, 2]))
     assert va.mean == (0.5, 0.5, 0.5)
 
 
 def test_real_cifar10(cifar10_root):
-    tr, va = build_loaders(cfg(data_root=str(cifar10_root), batch_size=64), {}, CPU)
+    tr, va = build_loaders(cfg(data_root=str(cifar10_root), batch_size=64), None, CPU)
     assert tr.dataset_size == 50000 and va.dataset_size == 10000
     assert tr.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                               "ship", "truck"]
@@ -195,7 +196,7 @@ def test_crop_flip_matches_reference_per_image():
 
 def test_train_batches_are_real_crops_and_deterministic(tmp_path):
     write_cifar10(tmp_path, per_batch=40, n_test=4)
-    tr, _ = build_loaders(cfg(data_root=str(tmp_path), batch_size=50), {}, CPU)
+    tr, _ = build_loaders(cfg(data_root=str(tmp_path), batch_size=50), None, CPU)
     tr.set_epoch(3)
     seen = list(tr)
     # the order is DistributedSampler's (checked below); each sample is one padded crop/flip of its source
@@ -237,20 +238,20 @@ def test_augmentation_depends_on_epoch_batch_and_rank():
 
 def test_same_seed_same_loader_and_different_seed(tmp_path):
     write_cifar10(tmp_path)
-    a, _ = build_loaders(cfg(data_root=str(tmp_path)), {}, CPU)
-    b, _ = build_loaders(cfg(data_root=str(tmp_path)), {}, CPU)
-    c, _ = build_loaders(cfg(data_root=str(tmp_path), seed=1), {}, CPU)
+    a, _ = build_loaders(cfg(data_root=str(tmp_path)), None, CPU)
+    b, _ = build_loaders(cfg(data_root=str(tmp_path)), None, CPU)
+    c, _ = build_loaders(cfg(data_root=str(tmp_path), seed=1), None, CPU)
     xa, xb, xc = next(iter(a))[0], next(iter(b))[0], next(iter(c))[0]
     assert torch.equal(xa, xb) and not torch.equal(xa, xc)
 
 
 def test_resume_mid_epoch_is_exact(tmp_path):
     write_cifar10(tmp_path)
-    tr, _ = build_loaders(cfg(data_root=str(tmp_path), batch_size=4), {}, CPU)
+    tr, _ = build_loaders(cfg(data_root=str(tmp_path), batch_size=4), None, CPU)
     tr.set_epoch(2)
     full = list(tr)
     assert len(full) == len(tr) == 8
-    fresh, _ = build_loaders(cfg(data_root=str(tmp_path), batch_size=4), {}, CPU)
+    fresh, _ = build_loaders(cfg(data_root=str(tmp_path), batch_size=4), None, CPU)
     fresh.set_epoch(2, start_batch=5)
     assert len(fresh) == 8  # len is the full epoch; iteration yields batches 5..7
     resumed = list(fresh)
@@ -261,7 +262,7 @@ def test_resume_mid_epoch_is_exact(tmp_path):
 
 def test_channels_last(tmp_path):
     write_cifar10(tmp_path)
-    tr, va = build_loaders(cfg(data_root=str(tmp_path), channels_last=True), {}, CPU)
+    tr, va = build_loaders(cfg(data_root=str(tmp_path), channels_last=True), None, CPU)
     for ld in (tr, va):
         x, _ = next(iter(ld))
         assert x.is_contiguous(memory_format=torch.channels_last) and x.shape[1:] == (3, 32, 32)
@@ -312,11 +313,11 @@ def test_val_shards_cover_every_sample_once():
 def test_synthetic_deterministic_and_learnable():
     c = cfg(dataset="synthetic", synthetic_train_size=400, synthetic_val_size=200, num_classes=5,
             batch_size=50, seed=3)
-    tr, va = build_loaders(c, {}, CPU)
-    tr2, _ = build_loaders(c, {}, CPU)
+    tr, va = build_loaders(c, None, CPU)
+    tr2, _ = build_loaders(c, None, CPU)
     assert torch.equal(tr.images, tr2.images) and torch.equal(tr.labels, tr2.labels)
     other, _ = build_loaders(cfg(dataset="synthetic", num_classes=5, seed=4, synthetic_train_size=400),
-                             {}, CPU)
+                             None, CPU)
     assert not torch.equal(tr.images, other.images)
     assert tr.images.shape == (400, 3, 32, 32) and tr.num_classes == 5 and va.dataset_size == 200
     # learnable: nearest class mean (from train) classifies val far above chance (20%)
@@ -326,14 +327,14 @@ def test_synthetic_deterministic_and_learnable():
     assert acc > 0.9
     x, y = next(iter(tr))
     assert x.shape == (50, 3, 32, 32) and y.dtype == torch.int64
-    other_shape, _ = build_loaders(cfg(dataset="synthetic", synthetic_shape=[1, 20, 24]), {}, CPU)
+    other_shape, _ = build_loaders(cfg(dataset="synthetic", synthetic_shape=[1, 20, 24]), None, CPU)
     assert next(iter(other_shape))[0].shape == (8, 1, 20, 24)
 
 
 # ------------------------------------------------------------------ errors
 def test_missing_cifar_root(tmp_path):
     with pytest.raises(DataError) as e:
-        build_loaders(cfg(data_root=str(tmp_path / "nowhere")), {}, CPU)
+        build_loaders(cfg(data_root=str(tmp_path / "nowhere")), None, CPU)
     msg = str(e.value)
     assert str(tmp_path / "nowhere" / "cifar-10-batches-py") in msg and "download" in msg
 
@@ -345,7 +346,7 @@ def test_download_failure_is_data_error(tmp_path, monkeypatch):
         raise OSError("Network is unreachable")
     monkeypatch.setattr(tvu, "download_and_extract_archive", offline)
     with pytest.raises(DataError, match="could not be downloaded"):
-        build_loaders(cfg(dataset="cifar100", data_root=str(tmp_path), download=True), {}, CPU)
+        build_loaders(cfg(dataset="cifar100", data_root=str(tmp_path), download=True), None, CPU)
 
 
 def test_truncated_pickle(tmp_path):
@@ -353,7 +354,7 @@ def test_truncated_pickle(tmp_path):
     data = (folder / "data_batch_3").read_bytes()
     (folder / "data_batch_3").write_bytes(data[:len(data) // 2])
     with pytest.raises(DataError) as e:
-        build_loaders(cfg(data_root=str(tmp_path)), {}, CPU)
+        build_loaders(cfg(data_root=str(tmp_path)), None, CPU)
     assert "data_batch_3" in str(e.value) and "truncated or corrupt" in str(e.value)
 
 
@@ -369,7 +370,7 @@ def test_wrong_shapes(tmp_path, bad):
         batch["labels"] = batch["labels"][:5]
     _dump(folder / "data_batch_2", batch)
     with pytest.raises(DataError, match="data_batch_2"):
-        build_loaders(cfg(data_root=str(tmp_path)), {}, CPU)
+        build_loaders(cfg(data_root=str(tmp_path)), None, CPU)
 
 
 def _write_folder(root, n_per_class=3, size=(40, 30)):

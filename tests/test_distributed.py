@@ -67,10 +67,10 @@ def test_distributed_validation_counts_every_sample_once(tmp_path, capsys):
     assert main.main([path]) == 0
     ckpt = tmp_path / "exp" / "val" / "checkpoints" / "last.pth"
     capsys.readouterr()
-    from agents import ClassificationAgent
+    from agents import build_agent
+    from commands import validate
     from utils.config import load_config
-    single = ClassificationAgent(load_config(path, [f"checkpoint={json.dumps(str(ckpt))}"], mode="validate"))
-    expected = single.run_validate()
+    expected = validate(build_agent(load_config(path, [f"checkpoint={json.dumps(str(ckpt))}"], mode="validate")))
     assert expected["count"] == 37
     out = tmp_path / "out"
     out.mkdir()

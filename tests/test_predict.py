@@ -7,10 +7,19 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from datasets import class_names_for, dataset_mean_std, eval_transform as _eval_transform
+from datasets.cifar import CIFAR10_CLASSES
 from graphs.models import create_model
 from utils.errors import ConfigError, DataError
-from utils.predict import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, class_names_for, eval_transform,
-                           expand_image_paths, format_predictions, load_image, predict)
+from utils.model_cfg import PretrainedCfg
+from utils.predict import expand_image_paths, format_predictions, load_image, predict
+
+
+def eval_transform(cfg, **kw):
+    """The eval transform with CIFAR-10's constants where the model's cfg has none."""
+    mean, std = kw.pop("mean", None), kw.pop("std", None)
+    default_mean, default_std = dataset_mean_std("cifar10")
+    return _eval_transform(cfg, mean or default_mean, std or default_std, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +50,7 @@ def model():
 
 
 def test_predict_top5_sorted(model, images):
-    transform = eval_transform(model.data_cfg)
+    transform = eval_transform(model.pretrained_cfg)
     names = class_names_for("cifar10", 10)
     model.train()
     results = predict(model, images, transform, names, topk=5, batch_size=2)
@@ -70,7 +79,7 @@ def test_predict_top5_sorted(model, images):
 def test_unreadable_image_is_data_error(model, images, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 this is not a jpeg")
-    transform = eval_transform(model.data_cfg)
+    transform = eval_transform(model.pretrained_cfg)
     with pytest.raises(DataError, match="broken.jpg") as err:
         predict(model, [images[0], str(bad)], transform, class_names_for("cifar10", 10))
     assert "\n" not in str(err.value)
@@ -99,25 +108,23 @@ def test_expand_image_paths(images, tmp_path):
 
 
 def test_eval_transform_cifar(images):
-    cfg = dict(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear", mean=None, std=None)
+    cfg = PretrainedCfg(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear", mean=None, std=None)
     t = eval_transform(cfg)
     resize, crop = t.transforms[0], t.transforms[1]
     assert isinstance(resize, T.Resize) and resize.size == 32
     assert isinstance(crop, T.CenterCrop) and tuple(crop.size) == (32, 32)
     x = t(load_image(images[0]))
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
-    # a constant image normalises to (v/255 - mean) / std with the CIFAR-10 constants by default
-    flat = t(Image.new("RGB", (32, 32), (255, 0, 128)))
-    expected = (torch.tensor([255, 0, 128]) / 255.0 - torch.tensor(CIFAR10_MEAN)) / torch.tensor(CIFAR10_STD)
-    torch.testing.assert_close(flat[:, 5, 5], expected, atol=1e-5, rtol=0)
-    # the caller's constants win over the default
-    c100 = eval_transform(cfg, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))(Image.new("RGB", (32, 32), (255, 0, 0)))
-    torch.testing.assert_close(c100[:, 0, 0], torch.tensor([2.0, -2.0, -2.0]))
+    # a model without its own constants takes the data set's: (v/255 - mean) / std by hand
+    c = eval_transform(cfg, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))(Image.new("RGB", (32, 32), (255, 0, 0)))
+    torch.testing.assert_close(c[:, 0, 0], torch.tensor([2.0, -2.0, -2.0]))
+    # a model's own constants win over the data set's
+    own = eval_transform(cfg.replace(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)), mean=(0.5,) * 3, std=(0.25,) * 3)
+    torch.testing.assert_close(own(Image.new("RGB", (32, 32), (255, 0, 0)))[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
 
 
 def test_eval_transform_imagenet(images):
-    cfg = dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic",
-               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    cfg = PretrainedCfg(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic")
     t = eval_transform(cfg)
     assert t.transforms[0].size == 256 and t.transforms[0].interpolation == T.InterpolationMode.BICUBIC
     assert t(load_image(images[2])).shape == (3, 224, 224)
@@ -151,4 +158,4 @@ def test_class_names(tmp_path):
 
 def test_class_count_mismatch_is_config_error(model, images):
     with pytest.raises(ConfigError, match="10 outputs"):
-        predict(model, images[:1], eval_transform(model.data_cfg), ["a", "b"])
+        predict(model, images[:1], eval_transform(model.pretrained_cfg), ["a", "b"])

@@ -87,7 +87,7 @@ def test_resume_from_explicit_path_and_nothing_left(tmp_path, capsys):
     assert load_checkpoint(tmp_path / "exp" / "other" / "checkpoints" / "last.pth")["epoch"] == 2
 
 
-def test_validate_mode_prints_top1_top5(tmp_path, capsys):
+def test_validate_mode_and_checkpoint_of_another_model(tmp_path, capsys):
     path = make_config(tmp_path, max_epoch=1)
     assert main.main([path]) == 0
     capsys.readouterr()
@@ -97,12 +97,7 @@ def test_validate_mode_prints_top1_top5(tmp_path, capsys):
     ckpt = tmp_path / "exp" / "tiny" / "checkpoints" / "last.pth"
     assert main.main([path, "--mode", "validate", "--checkpoint", str(ckpt)]) == 0
     assert "last.pth: top-1" in capsys.readouterr().err
-
-
-def test_validate_checkpoint_of_another_model_is_one_sentence(tmp_path, capsys):
-    path = make_config(tmp_path, max_epoch=1)
-    assert main.main([path]) == 0
-    ckpt = tmp_path / "exp" / "tiny" / "checkpoints" / "last.pth"
+    # a checkpoint of another model is one sentence
     other = make_config(tmp_path, "o.json", model_args={"stages": [2, 2], "growth": [6, 6]})
     capsys.readouterr()
     assert main.main([other, "--mode", "validate", "--checkpoint", str(ckpt)]) == 2

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .lgc import channel_shuffle
+
 __all__ = ["bn_scale_shift", "FusedDenseBlock", "fused_activation"]
 
 
@@ -72,18 +74,14 @@ class _FusedLayer(nn.Module):
     def new_features(self, buf):
         """The k new maps from the block buffer (only the gathered channels are read)."""
         z = self.act_1(self.norm_1(buf.index_select(1, self.index)))
-        y = self.act_2(self.conv_1(z))
-        n, c, h, w = y.shape
-        y = y.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+        y = channel_shuffle(self.act_2(self.conv_1(z)), self.groups)
         new = self.conv_2(y)
         if self.se is not None:
             new = self.se(new)
         return new
 
     def reactivation(self, new):
-        s = self.sfr_act(self.sfr_norm(new))
-        n, c, h, w = s.shape
-        s = s.view(n, c // self.sfr_groups, self.sfr_groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+        s = channel_shuffle(self.sfr_act(self.sfr_norm(new)), self.sfr_groups, inverse=True)
         return self.sfr_conv(s)
 
 

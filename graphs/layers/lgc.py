@@ -35,31 +35,55 @@ def stage_for_progress(progress, condense_factor):
     return c - 1
 
 
+def channel_shuffle(x: torch.Tensor, groups: int, inverse: bool = False) -> torch.Tensor:
+    """ShuffleNet channel shuffle: channel ``g*(C/G) + t`` moves to ``t*G + g``; ``inverse`` undoes it
+    (channels ``g, g+G, g+2G, ...`` become the contiguous block ``g``)."""
+    n, c, h, w = x.shape
+    split = (c // groups, groups) if inverse else (groups, c // groups)
+    return x.view(n, *split, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
 class ShuffleLayer(nn.Module):
-    """ShuffleNet channel shuffle: channel ``g*(C/G) + t`` moves to ``t*G + g``."""
+    """:func:`channel_shuffle` as a module (the official converted models' ``ShuffleLayer``)."""
+
+    inverse = False
 
     def __init__(self, groups):
         super().__init__()
         self.groups = groups
 
     def forward(self, x):
-        n, c, h, w = x.shape
-        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return channel_shuffle(x, self.groups, self.inverse)
 
 
-class ShuffleLayerTrans(nn.Module):
-    """Inverse shuffle: channels ``g, g+G, g+2G, ...`` become contiguous block ``g``."""
+class ShuffleLayerTrans(ShuffleLayer):
+    """The inverse shuffle (official ``ShuffleLayerTrans``, used by the converted SFR)."""
 
-    def __init__(self, groups):
-        super().__init__()
-        self.groups = groups
-
-    def forward(self, x):
-        n, c, h, w = x.shape
-        return x.view(n, c // self.groups, self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+    inverse = True
 
 
-class CondensingModule(nn.Module):
+class PreActLayer(nn.Module):
+    """What every learned / condensed 1x1 layer of the CondenseNets has: its widths, group count and
+    condense factor, a BN and an activation child named as in the official checkpoints."""
+
+    def _setup(self, in_channels, out_channels, groups, condense_factor, act_name):
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.groups, self.condense_factor, self.act_name = groups, condense_factor, act_name
+
+    def _add_norm_act(self, width, activation, bn_momentum, dropout_rate=0.0):
+        """``norm``, the activation (then ``drop`` when ``dropout_rate`` > 0), in the official order."""
+        self.dropout_rate = dropout_rate
+        self.norm = nn.BatchNorm2d(width, momentum=bn_momentum)
+        self.add_module(self.act_name, make_activation(activation))
+        if dropout_rate > 0:
+            self.drop = nn.Dropout(dropout_rate)
+
+    @property
+    def act(self):
+        return self._modules[self.act_name]
+
+
+class CondensingModule(PreActLayer):
     """Shared machinery of LGC and SFR: official buffers, host-side stage mirror, pruning schedule."""
 
     memory_efficient = False    # recompute BN-activation in backward (see graphs.layers.efficient)
@@ -156,30 +180,18 @@ class LearnedGroupConv(CondensingModule):
         check(out_channels % groups == 0,
               f"learned group conv output width {out_channels} is not divisible by groups {groups}; "
               f"choose bottleneck*growth as a multiple of {groups}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.groups = groups
-        self.condense_factor = condense_factor
-        self.dropout_rate = dropout_rate
+        self._setup(in_channels, out_channels, groups, condense_factor, act_name)
         self.stride = stride
         self.delta = in_channels // condense_factor
-        self.act_name = act_name
         self.condensed_forward = True
         self._init_condensing((out_channels, in_channels, 1, 1))
-        self.norm = nn.BatchNorm2d(in_channels, momentum=bn_momentum)
-        self.add_module(act_name, make_activation(activation))
-        if dropout_rate > 0:
-            self.drop = nn.Dropout(dropout_rate)
+        self._add_norm_act(in_channels, activation, bn_momentum, dropout_rate)
         self.conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, padding=padding,
                               dilation=dilation, groups=1, bias=False)
         # kept inputs per group (group-major, ascending), valid only once the mask is final
         # (a plain attribute, not a buffer: EMA/buffer walkers must not see it; moved lazily)
         self._keep_index = torch.zeros(0, dtype=torch.long)
         self._condensed_ready = False
-
-    @property
-    def act(self):
-        return self._modules[self.act_name]
 
     # ---- condensation -------------------------------------------------------------------------
     def _prune(self, count, delta):
@@ -250,8 +262,7 @@ class LearnedGroupConv(CondensingModule):
             if condensed:
                 y = bn_act_conv(x, self.norm, self.act, self.gathered_weight(), conv.stride, conv.padding,
                                 conv.dilation, self.groups, self._keep_index)
-                n, c, h, w = y.shape
-                return y.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+                return channel_shuffle(y, self.groups)
             return bn_act_conv(x, self.norm, self.act, conv.weight * self._mask, conv.stride, conv.padding,
                                conv.dilation, 1)
         if isinstance(x, (list, tuple)):
@@ -263,8 +274,7 @@ class LearnedGroupConv(CondensingModule):
             x = x.index_select(1, self._keep_index)
             y = F.conv2d(x, self.gathered_weight(), stride=self.conv.stride,
                          padding=self.conv.padding, groups=self.groups)
-            n, c, h, w = y.shape
-            return y.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+            return channel_shuffle(y, self.groups)
         return F.conv2d(x, self.conv.weight * self._mask, stride=self.conv.stride,
                         padding=self.conv.padding, dilation=self.conv.dilation)
 
@@ -273,7 +283,7 @@ class LearnedGroupConv(CondensingModule):
                 f"condensed_forward={self.condensed_forward and self._condensed_ready}")
 
 
-class CondensedLGC(nn.Module):
+class CondensedLGC(PreActLayer):
     """Converted LGC: index_select(in*G/C kept inputs) -> BN -> activation -> grouped 1x1 -> shuffle."""
 
     def __init__(self, in_channels, out_channels, groups, condense_factor=None, activation="ReLU",
@@ -283,21 +293,12 @@ class CondensedLGC(nn.Module):
         check(in_channels % condense_factor == 0 and out_channels % groups == 0,
               f"converted learned group conv {in_channels}->{out_channels} does not fit groups {groups} "
               f"and condense_factor {condense_factor}; use widths divisible by both")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.groups = groups
-        self.condense_factor = condense_factor
-        self.act_name = act_name
+        self._setup(in_channels, out_channels, groups, condense_factor, act_name)
         width = in_channels * groups // condense_factor
         self.register_buffer("index", torch.zeros(width, dtype=torch.long))
-        self.norm = nn.BatchNorm2d(width, momentum=bn_momentum)
-        self.add_module(act_name, make_activation(activation))
+        self._add_norm_act(width, activation, bn_momentum)
         self.conv = nn.Conv2d(width, out_channels, 1, stride=stride, groups=groups, bias=False)
         self.shuffle = ShuffleLayer(groups)
-
-    @property
-    def act(self):
-        return self._modules[self.act_name]
 
     @torch.no_grad()
     def load_from_lgc(self, lgc):

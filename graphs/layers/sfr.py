@@ -16,9 +16,8 @@ import torch.nn.functional as F
 
 from utils.errors import CheckpointError, ConfigError, check
 
-from .activation import make_activation
 from .efficient import bn_act_conv, can_use
-from .lgc import CondensingModule, ShuffleLayerTrans
+from .lgc import CondensingModule, PreActLayer, ShuffleLayerTrans
 
 
 class SFR(CondensingModule):
@@ -39,25 +38,13 @@ class SFR(CondensingModule):
         check(out_channels % groups == 0,
               f"layer input width {out_channels} is not divisible by group_trans {groups}; "
               f"choose widths that are multiples of {groups}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.groups = groups
-        self.condense_factor = condense_factor
-        self.dropout_rate = dropout_rate
+        self._setup(in_channels, out_channels, groups, condense_factor, act_name)
         self.delta = out_channels // condense_factor
-        self.act_name = act_name
         self._init_condensing((out_channels, in_channels, 1, 1))
-        self.norm = nn.BatchNorm2d(in_channels, momentum=bn_momentum)
-        self.add_module(act_name, make_activation(activation))
-        if dropout_rate > 0:
-            self.drop = nn.Dropout(dropout_rate)
+        self._add_norm_act(in_channels, activation, bn_momentum, dropout_rate)
         self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         # The official constructor sets the BN gamma to 0, but the model-level init then sets every
         # BN gamma to 1; the released weights were trained from gamma = 1, so we keep PyTorch's 1.
-
-    @property
-    def act(self):
-        return self._modules[self.act_name]
 
     def _prune(self, count, delta):
         g, out, k = self.groups, self.out_channels, self.in_channels
@@ -105,7 +92,7 @@ class SFR(CondensingModule):
         return f"groups={self.groups}, condense_factor={self.condense_factor}, stage={self.stage}"
 
 
-class CondensedSFR(nn.Module):
+class CondensedSFR(PreActLayer):
     """Converted SFR: BN -> activation -> inverse shuffle -> grouped conv -> index_add into ``x``."""
 
     def __init__(self, in_channels, out_channels, groups, condense_factor=None, activation="ReLU",
@@ -115,21 +102,12 @@ class CondensedSFR(nn.Module):
         check(in_channels % groups == 0 and out_channels % condense_factor == 0,
               f"converted SFR {in_channels}->{out_channels} does not fit group_trans {groups} and "
               f"trans_factor {condense_factor}; use widths divisible by both")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.groups = groups
-        self.condense_factor = condense_factor
-        self.act_name = act_name
+        self._setup(in_channels, out_channels, groups, condense_factor, act_name)
         width = out_channels * groups // condense_factor
         self.register_buffer("index", torch.zeros(width, dtype=torch.long))
-        self.norm = nn.BatchNorm2d(in_channels, momentum=bn_momentum)
-        self.add_module(act_name, make_activation(activation))
+        self._add_norm_act(in_channels, activation, bn_momentum)
         self.shuffle = ShuffleLayerTrans(groups)
         self.conv = nn.Conv2d(in_channels, width, 1, groups=groups, bias=False)
-
-    @property
-    def act(self):
-        return self._modules[self.act_name]
 
     # ---- official C x C float index matrix ----------------------------------------------------------
     def accepts_state_shape(self, name, tensor):

@@ -59,6 +59,9 @@ class ModelBase(nn.Module):
     is_converted = False
     is_fused = False
     pretrained_cfg: PretrainedCfg = PretrainedCfg()
+    # plain Python metadata: TorchScript must not try to compile it
+    __jit_ignored_attributes__ = ["pretrained_cfg"]
+    __jit_unused_properties__ = ["capabilities"]
 
     @property
     def capabilities(self) -> FrozenSet[str]:

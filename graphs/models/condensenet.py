@@ -47,6 +47,20 @@ def check_positive_int(name, value):
     return value
 
 
+def init_weights_v1(model: nn.Module) -> None:
+    """The official CondenseNet (and its DenseNet-BC) init: conv weights normal(0, sqrt(2 / (k*k*out)))
+    (He, fan-out), BN weight 1 / bias 0, Linear bias 0 (Linear weight keeps PyTorch's default)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0, (2.0 / n) ** 0.5)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
+
+
 class CondensingLinear(nn.Module):
     """Classifier pruned at conversion: keeps the ``int(keep*in)`` inputs with the largest L1 column norm.
 
@@ -370,18 +384,7 @@ class CondenseNet(CondenseFamilyMixin, ModelBase):
         else:
             self.classifier = nn.Linear(width, num_classes)
         self.feature_info = self._feature_info(reductions, block_channels)
-        self._initialize()
-
-    def _initialize(self):
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                m.weight.data.normal_(0, (2.0 / n) ** 0.5)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.data.fill_(1)
-                m.bias.data.zero_()
-            elif isinstance(m, nn.Linear):
-                m.bias.data.zero_()
+        init_weights_v1(self)
 
     def forward_features(self, x):
         """The final feature map after ``norm_last``/``relu_last`` (before global pooling)."""

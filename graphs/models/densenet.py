@@ -17,6 +17,7 @@ from utils.errors import check
 from utils.model_cfg import Published
 
 from .base import ModelBase, cifar_cfg, imagenet_cfg
+from .condensenet import init_weights_v1
 from .registry import register_cfgs, register_model
 
 
@@ -102,18 +103,7 @@ class DenseNetBC(ModelBase):
         self.num_features = width
         self.num_classes = num_classes
         self.classifier = nn.Linear(width, num_classes)
-        self._initialize()
-
-    def _initialize(self):
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / n))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights_v1(self)
 
     def set_memory_efficient(self, enabled=True):
         """Memory-efficient training: every BN-ReLU-conv recomputes its concatenation, BN and ReLU in the
