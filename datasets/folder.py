@@ -20,15 +20,18 @@ from utils.errors import DataError
 __all__ = ["image_extensions", "class_names", "scan_split", "load_folder", "stratified_subset"]
 
 SUBSET_SEED = 0     # the same subset for every run, rank and training seed
+# Pillow formats that identify a file but cannot decode pixels without an extra handler
+_STUB_FORMATS = {"BUFR", "GRIB", "HDF5", "WMF", "MPEG"}
 
 
 @lru_cache(maxsize=1)
 def image_extensions() -> tuple:
-    """Lower-case extensions of every format this Pillow build can open."""
+    """Lower-case extensions of every format this Pillow build can decode."""
     from PIL import Image
 
     Image.init()
-    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN))
+    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items()
+                        if fmt in Image.OPEN and fmt not in _STUB_FORMATS))
 
 
 def _readable(path: str) -> bool:
