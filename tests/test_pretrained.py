@@ -462,3 +462,32 @@ def test_predict_prints_folder_class_names(tmp_path):
     tf = eval_transform(dict(input_size=(3, 32, 32), crop_pct=1.0), mean=(0.5,) * 3, std=(0.25,) * 3)
     out = format_predictions(predict(model, [str(root / "val" / "emu" / "img1.webp")], tf, names, topk=3))
     assert "img1.webp:" in out and all(n in out for n in ("cat", "dog", "emu"))
+
+
+# ------------------------------------------------------------------ freeze_backbone_epochs building block
+def test_frozen_backbone_stays_bit_identical_while_the_head_trains():
+    from graphs.models.finetune import head_parameter_names, set_backbone_frozen
+
+    model = _randomised(create_model("cdnv2_110", num_classes=4, **TINY["cdnv2_110"]))
+    model.set_progress(1.0)
+    assert head_parameter_names(model) == {"classifier.weight", "classifier.bias"}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 4, (4,))
+    model.train()
+    n = set_backbone_frozen(model, True)
+    assert n == len(list(model.parameters())) - 2
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"classifier.weight", "classifier.bias"}   # backbone params AND BN statistics as loaded
+    set_backbone_frozen(model, False)
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(m.training for m in model.modules())
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    assert not torch.equal(model.state_dict()["features.init_conv.weight"], before["features.init_conv.weight"])

@@ -40,7 +40,8 @@ from utils.errors import CheckpointError, ConfigError, closest
 
 from .weights import check_state_dict, read_weight_file, unwrap_state_dict
 
-__all__ = ["resolve_pretrained", "load_pretrained", "cache_path_for", "hash_prefix_for", "guess_family"]
+__all__ = ["resolve_pretrained", "load_pretrained", "pretrained_entry", "cache_path_for", "hash_prefix_for",
+           "guess_family", "classifier_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,15 @@ def _entry_for(tag: str, pretrained_cfg):
         raise ConfigError(f"unknown pretrained tag {tag!r}{closest(tag, weights)}; this model's tags are: "
                           f"{', '.join(sorted(weights))} (or give a path or URL)")
     return weights[tag]
+
+
+def pretrained_entry(source, pretrained_cfg=None):
+    """The registry :class:`~utils.model_cfg.WeightEntry` a ``pretrained`` value names, or None for a path
+    or URL; read it BEFORE building the model to take ``converted`` and ``num_classes`` from it."""
+    source = os.fspath(source) if isinstance(source, (str, os.PathLike)) else source
+    if not isinstance(source, str) or "://" in source or os.path.exists(source) or not _TAG.match(source):
+        return None
+    return _entry_for(source, pretrained_cfg)
 
 
 def hash_prefix_for(file_name: str, entry=None) -> Optional[str]:
@@ -229,11 +239,12 @@ def _family(model) -> str:
     return {"ReXNetV1": "ReXNet", "ReXNetV1Lite": "ReXNet-lite", "DenseNetBC": "DenseNet-BC"}.get(name, name)
 
 
-def _classifier_keys(model, pretrained_cfg) -> list:
+def classifier_keys(model, pretrained_cfg=None) -> list:
     """State-dict keys the new head replaces: ``model.classifier_keys()``, else the cfg's classifier module's."""
     if hasattr(model, "classifier_keys"):
         return list(model.classifier_keys())
-    name = getattr(pretrained_cfg, "classifier", None) or "classifier"
+    cfg = pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None)
+    name = getattr(cfg, "classifier", None) or "classifier"
     return [k for k in model.state_dict() if k.startswith(name + ".")]
 
 
@@ -263,7 +274,7 @@ def load_pretrained(model, source, logger=None, pretrained_cfg=None, progress: b
     if family is not None and family != _family(model) and shared < len(own) // 2:
         raise CheckpointError(f"{path} holds {family} weights but the model is {_family(model)}; build a "
                               f"{family} model or choose weights of this family")
-    head = _classifier_keys(model, cfg)
+    head = classifier_keys(model, cfg)
     file_classes = _class_count(state, head)
     model_classes = _class_count(own, head)
     new_head = file_classes is not None and file_classes != model_classes
