@@ -25,6 +25,7 @@ This is not a resume: no epoch, optimizer or schedule is read.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import re
@@ -179,7 +180,7 @@ def _download(url: str, tmp: str, dst: str, progress: bool, entry) -> None:
         resp = urllib.request.urlopen(req, timeout=_TIMEOUT_S)
     except urllib.error.HTTPError as e:
         raise CheckpointError(f"{fail} (HTTP {e.code} {e.reason}); {_by_hand(url, dst, entry)}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
         raise CheckpointError(f"{fail} ({reason}; offline or unreachable); {_by_hand(url, dst, entry)}") from None
     with resp:
@@ -206,9 +207,9 @@ def _download(url: str, tmp: str, dst: str, progress: bool, entry) -> None:
                     bar.update(len(block))
                 f.flush()
                 os.fsync(f.fileno())
-        except (OSError, ValueError) as e:  # connection reset, timeout, http.client.IncompleteRead, disk full
-            raise CheckpointError(f"{fail}: the transfer broke off after {received} bytes ({type(e).__name__}); "
-                                  f"{_by_hand(url, dst, entry)}") from None
+        except (OSError, ValueError, http.client.HTTPException) as e:  # reset, timeout, IncompleteRead, disk full
+            raise CheckpointError(f"{fail}: the transfer broke off after {received} bytes ({type(e).__name__}: "
+                                  f"{e}); {_by_hand(url, dst, entry)}") from None
     if received == 0 or (expected is not None and received != expected):
         raise CheckpointError(f"{fail}: the transfer is truncated ({received} of "
                               f"{expected if expected is not None else 'unknown'} bytes); "
