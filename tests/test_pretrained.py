@@ -491,3 +491,57 @@ def test_frozen_backbone_stays_bit_identical_while_the_head_trains():
     F.cross_entropy(model(x), y).backward()
     opt.step()
     assert not torch.equal(model.state_dict()["features.init_conv.weight"], before["features.init_conv.weight"])
+
+
+# ------------------------------------------------------------------ official and timm layouts
+@pytest.mark.parametrize("converted,fname,out", [(False, "unconverted_state_dict.pth", "output_unconverted.pth"),
+                                                  (True, "converted_state_dict.pth", "output_converted.pth")])
+def test_official_condensenet_files_with_and_without_a_new_head(fixture_dir, converted, fname, out):
+    x = torch.load(fixture_dir / "input.pth", map_location="cpu")
+    same = create_model("condensenet_50", num_classes=10, converted=converted)
+    assert not load_pretrained(same, str(fixture_dir / fname))["new_head"]
+    same.eval()
+    with torch.no_grad():    # the official code's own logits
+        assert torch.allclose(same(x), torch.load(fixture_dir / out, map_location="cpu"), atol=1e-5)
+    new = create_model("condensenet_50", num_classes=4, converted=converted)
+    assert load_pretrained(new, str(fixture_dir / fname))["new_head"]
+    new.eval()
+    with torch.no_grad():
+        assert torch.equal(new.forward_features(x), same.forward_features(x)) and new(x).shape == (len(x), 4)
+    if not converted:
+        assert new.condensation_stage() == (3, 3) and new.set_progress(0.0) == 0
+
+
+def test_official_v2_converted_layout_float_index_with_a_new_head(tmp_path):
+    """The official converted CondenseNetV2 stores each SFR index as a float C x C 0/1 matrix."""
+    dense = _randomised(create_model("cdnv2_110", num_classes=10, **TINY["cdnv2_110"]))
+    dense.set_progress(1.0)
+    conv = dense.convert()
+    state = conv.state_dict()
+    for name, m in conv.named_modules():
+        if name.endswith(".sfr"):
+            state[name + ".index"] = m.index_matrix()
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, tmp_path / "official.pth")
+    model = create_model("cdnv2_110", num_classes=3, converted=True, **TINY["cdnv2_110"])
+    assert load_pretrained(model, str(tmp_path / "official.pth"))["new_head"]
+    for name, m in conv.named_modules():
+        if name.endswith(".sfr"):
+            assert torch.equal(model.get_submodule(name).index, m.index)
+    model.eval()
+    conv.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.forward_features(x), conv.forward_features(x))
+
+
+def test_timm_layout_rexnet_with_a_new_head(tmp_path):
+    from graphs.models.rexnet import to_timm_state_dict
+
+    src = _randomised(create_model("rexnet_1_0", num_classes=10))
+    torch.save(to_timm_state_dict(src.state_dict()), tmp_path / "rexnetv1_100-00000000.pth")
+    model = create_model("rexnet_1_0", num_classes=3)
+    info = load_pretrained(model, str(tmp_path / "rexnetv1_100-00000000.pth"))   # local: no hash check
+    assert info["new_head"] and info["reset_keys"] == ["output.1.weight", "output.1.bias"]
+    for k, v in src.state_dict().items():
+        if not k.startswith("output.1."):
+            assert torch.equal(model.state_dict()[k], v), k
