@@ -145,12 +145,24 @@ def test_recondense_resets_masks_and_restarts_the_schedule():
         create_model("condensenet_50", converted=True, **TINY["condensenet_50"]).reset_condensation()
 
 
-def test_weights_of_another_family_get_one_sentence(tmp_path):
-    torch.save(create_model("rexnet_1_0").state_dict(), tmp_path / "r.pth")
-    with pytest.raises(CheckpointError, match="holds ReXNet weights but the model is CondenseNet"):
-        load_pretrained(create_model("condensenet_50", **TINY["condensenet_50"]), str(tmp_path / "r.pth"))
-    with pytest.raises(CheckpointError, match="ReXNet v1 checkpoint"):
-        load_pretrained(create_model("rexnet_lite_1_0"), str(tmp_path / "r.pth"))
+FAMILY = {"densenet_bc_100": "DenseNet-BC", "condensenet_50": "CondenseNet", "cdnv2_110": "CondenseNetV2",
+          "rexnet_1_0": "ReXNet", "rexnet_lite_1_0": "ReXNet-lite"}
+
+
+@pytest.mark.parametrize("src,dst", list(zip(FAMILY, list(FAMILY)[1:] + list(FAMILY)[:1]))
+                         + [("rexnet_1_0", "rexnet_lite_1_0"), ("cdnv2_110", "condensenet_50")])
+def test_weights_of_another_family_get_one_sentence(tmp_path, src, dst):
+    torch.save(create_model(src, num_classes=10, **TINY[src]).state_dict(), tmp_path / "w.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_pretrained(create_model(dst, num_classes=3, **TINY[dst]), str(tmp_path / "w.pth"))
+    assert str(e.value) == (f"{tmp_path / 'w.pth'} holds {FAMILY[src]} weights but the model is {FAMILY[dst]}; "
+                            f"build a {FAMILY[src]} model or choose weights of this family")
+
+
+def test_same_family_other_width_keeps_the_width_hint(tmp_path):
+    torch.save(create_model("rexnet_1_0").state_dict(), tmp_path / "w.pth")
+    with pytest.raises(CheckpointError, match="looks like width 1.0"):
+        load_pretrained(create_model("rexnet_1_3", num_classes=3), str(tmp_path / "w.pth"))
 
 
 def test_converted_file_into_training_time_model_gets_the_hint(tmp_path):

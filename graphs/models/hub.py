@@ -270,11 +270,6 @@ def load_pretrained(model, source, logger=None, pretrained_cfg=None, progress: b
     if hasattr(model, "adapt_state_dict"):
         state = model.adapt_state_dict(state)
     own = model.state_dict()
-    family = guess_family(state)
-    shared = sum(1 for k in own if k in state)
-    if family is not None and family != _family(model) and shared < len(own) // 2:
-        raise CheckpointError(f"{path} holds {family} weights but the model is {_family(model)}; build a "
-                              f"{family} model or choose weights of this family")
     head = classifier_keys(model, cfg)
     file_classes = _class_count(state, head)
     model_classes = _class_count(own, head)
@@ -283,7 +278,14 @@ def load_pretrained(model, source, logger=None, pretrained_cfg=None, progress: b
         # the backbone strictly from the file, the head from the model itself (then re-initialised)
         state = {k: v for k, v in state.items() if k not in head}
         state.update({k: own[k] for k in head})
-    check_state_dict(model, state, strict=True)
+    try:
+        check_state_dict(model, state, strict=True)
+    except CheckpointError:
+        family = guess_family(state)
+        if family is not None and family != _family(model):   # say the one thing that matters
+            raise CheckpointError(f"{path} holds {family} weights but the model is {_family(model)}; build "
+                                  f"a {family} model or choose weights of this family") from None
+        raise
     model.load_state_dict(state, strict=True)
     if new_head:
         model.reset_classifier(model_classes)
