@@ -13,13 +13,14 @@ import torch
 import torch.nn.functional as F
 from easydict import EasyDict
 
-from datasets import build_loaders
+from datasets import build_loaders, resolve_class_names
+from datasets.transforms import eval_transform
 from datasets.folder import load_folder, stratified_subset
 from graphs.models import create_model
 from graphs.models.hub import cache_path_for, load_pretrained, resolve_pretrained
 from utils.errors import CheckpointError, ConfigError, DataError
 from utils.model_cfg import PretrainedCfg, WeightEntry
-from utils.predict import eval_transform, format_predictions, predict, resolve_class_names
+from utils.predict import format_predictions, predict
 
 CPU = torch.device("cpu")
 TINY = {"condensenet_50": dict(stages=(2, 2, 2)), "cdnv2_110": dict(stages=(2, 2, 2)),
@@ -125,7 +126,8 @@ def test_condensation_state_is_kept_and_lr0_training_changes_nothing(tmp_path):
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 4, (4,))
     for _ in range(2):
         opt.zero_grad()
-        F.cross_entropy(model(x, progress=1e-3), y).backward()
+        model.set_progress(1e-3)                    # what the Trainer does before each step
+        F.cross_entropy(model(x), y).backward()
         opt.step()
     saved = torch.load(tmp_path / "w.pth", weights_only=True)
     for k, v in model.state_dict().items():
@@ -413,7 +415,7 @@ def test_folder_dataset_class_names_formats_and_mean_std(tmp_path):
     # cat is (200, 30, 30): channel 0 normalised with mean 0.5 / std 0.25 -> (200/255 - 0.5) / 0.25
     assert abs(float(x[0, 0].mean()) - (200 / 255 - 0.5) / 0.25) < 0.02
     # without mean/std keys: the model's data_cfg, else ImageNet's
-    _, va2 = build_loaders(_cfg(root), dict(mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5)), CPU)
+    _, va2 = build_loaders(_cfg(root), PretrainedCfg(mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5)), CPU)
     assert va2.mean == pytest.approx((0.1, 0.2, 0.3))
     _, va3 = build_loaders(_cfg(root), None, CPU)
     assert va3.mean == pytest.approx((0.485, 0.456, 0.406))
@@ -471,7 +473,7 @@ def test_predict_prints_folder_class_names(tmp_path):
     root = _make_tree(tmp_path / "data")
     model = create_model("condensenet_50", num_classes=3, **TINY["condensenet_50"])
     names = resolve_class_names(3, None, "folder", str(root))
-    tf = eval_transform(dict(input_size=(3, 32, 32), crop_pct=1.0), mean=(0.5,) * 3, std=(0.25,) * 3)
+    tf = eval_transform(PretrainedCfg(input_size=(3, 32, 32), crop_pct=1.0), mean=(0.5,) * 3, std=(0.25,) * 3)
     out = format_predictions(predict(model, [str(root / "val" / "emu" / "img1.webp")], tf, names, topk=3))
     assert "img1.webp:" in out and all(n in out for n in ("cat", "dog", "emu"))
 
