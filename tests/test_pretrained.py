@@ -320,6 +320,11 @@ def test_registry_tag_with_entry_hash_and_unknown_tag(server, weight_bytes, torc
     model = create_model("condensenet_50", num_classes=2, **TINY["condensenet_50"])
     info = load_pretrained(model, "official", pretrained_cfg=cfg, progress=False)
     assert info["path"].endswith(os.path.join("checkpoints", "converted_x.pth")) and info["new_head"]
+    # the model's own pretrained_cfg is used when none is given (what the registry attaches)
+    again = create_model("condensenet_50", num_classes=2, **TINY["condensenet_50"])
+    again.pretrained_cfg = again.pretrained_cfg.replace(weights=cfg.weights)
+    assert load_pretrained(again, "official", progress=False)["path"] == info["path"]
+    assert server.hits["/download?id=abc"] == 1      # the second load came from the cache
     with pytest.raises(ConfigError, match="unknown pretrained tag 'oficial'.*did you mean 'official'.*official, timm"):
         resolve_pretrained("oficial", cfg)
     with pytest.raises(ConfigError, match="publishes no weights"):
