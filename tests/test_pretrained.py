@@ -564,3 +564,28 @@ def test_timm_layout_rexnet_with_a_new_head(tmp_path):
     for k, v in src.state_dict().items():
         if not k.startswith("output.1."):
             assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_pretrain_then_fine_tune_on_a_folder_data_set_with_lr0(tmp_path):
+    """The acceptance path without the Trainer: a 10-class training-time file, a 3-class folder data set,
+    one epoch of SGD at lr=0: backbone parameters and masks bit-identical to the file, head of 3."""
+    src = _randomised(create_model("condensenet_50", num_classes=10, **TINY["condensenet_50"]))
+    src.set_progress(1.0)
+    torch.save(src.state_dict(), tmp_path / "pretrained.pth")
+    train_loader, _ = build_loaders(_cfg(_make_tree(tmp_path / "data")), None, CPU)
+    model = create_model("condensenet_50", num_classes=len(train_loader.class_names), **TINY["condensenet_50"])
+    load_pretrained(model, str(tmp_path / "pretrained.pth"))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    for x, y in train_loader:
+        model.set_progress(0.5)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    saved = torch.load(tmp_path / "pretrained.pth", weights_only=True)
+    params = dict(model.named_parameters())
+    for k, v in model.state_dict().items():
+        if k.startswith("classifier."):
+            assert v.shape[0] == 3
+        elif k in params or k.endswith(("_mask", "_stage", "_count")):
+            assert torch.equal(v, saved[k]), k
