@@ -7,14 +7,14 @@
 normalisation (mean, std; None = the data set's constants). The loaders yield ``(images, labels)`` on
 ``device`` and are described in :mod:`datasets.loader`.
 """
-from datasets import cifar, imagenet, synthetic
+from datasets import cifar, folder, imagenet, synthetic
 from datasets.loader import FolderLoader, InMemoryLoader, loader_settings, subset
 from datasets.transforms import build_eval_transform, build_train_transform, check_interpolation, eval_transform
-from utils.errors import ConfigError, DataError, closest
+from utils.errors import CheckpointError, ConfigError, DataError, closest
 from utils.model_cfg import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PretrainedCfg
 
-__all__ = ["build_loaders", "list_datasets", "class_names_for", "dataset_mean_std", "eval_transform", "DATASETS", "InMemoryLoader",
-           "FolderLoader"]
+__all__ = ["build_loaders", "list_datasets", "class_names_for", "resolve_class_names", "dataset_mean_std",
+           "eval_transform", "DATASETS", "InMemoryLoader", "FolderLoader"]
 
 
 def _mean_std(model_cfg, channels, default_mean, default_std):
@@ -82,12 +82,36 @@ def _build_synthetic(config, model_cfg, device, rank, world_size, s):
 
 
 def _build_imagenet(config, model_cfg, device, rank, world_size, s):
-    model_cfg = model_cfg if model_cfg is not None else PretrainedCfg()
     train_samples, train_classes = imagenet.load_split(s["data_root"], "train")
     val_samples, val_classes = imagenet.load_split(s["data_root"], "val")
     if train_classes != val_classes:
         raise DataError(f"train/ has {len(train_classes)} class folders and val/ {len(val_classes)} "
                           f"(or their names differ) under {s['data_root']}; both need the same class folders")
+    mean, std = _mean_std(model_cfg, 3, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    loaders = _folder_loaders(train_samples, val_samples, train_classes, mean, std, model_cfg, device, rank,
+                              world_size, s)
+    for ld in loaders:
+        ld.readable_class_names = imagenet.readable_names(train_classes)
+    return loaders
+
+
+def _build_folder(config, model_cfg, device, rank, world_size, s):
+    """Your own ``train/<class>/*`` and ``val/<class>/*`` images (:mod:`datasets.folder`); the config's
+    ``mean``/``std`` win over the model's (``pretrained_cfg``), which win over ImageNet's."""
+    train_samples, val_samples, classes = folder.load_folder(s["data_root"])
+    model_cfg = model_cfg if model_cfg is not None else PretrainedCfg()
+    stats = model_cfg.replace(**{k: tuple(config.get(k)) for k in ("mean", "std") if config.get(k) is not None})
+    mean, std = _mean_std(stats, 3, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    loaders = _folder_loaders(train_samples, val_samples, classes, mean, std, model_cfg, device, rank,
+                              world_size, s)
+    for ld in loaders:
+        ld.readable_class_names = list(classes)
+    return loaders
+
+
+def _folder_loaders(train_samples, val_samples, classes, mean, std, model_cfg, device, rank, world_size, s):
+    """Train and val FolderLoaders with the ImageNet-style transforms and class-balanced subsets."""
+    model_cfg = model_cfg if model_cfg is not None else PretrainedCfg()
     size = _size(s["input_size"] if s["input_size"] is not None else model_cfg.input_size,
                  "input_size")
     crop_pct = float(s["crop_pct"] if s["crop_pct"] is not None else model_cfg.crop_pct)
@@ -99,7 +123,6 @@ def _build_imagenet(config, model_cfg, device, rank, world_size, s):
         raise ConfigError(f"remode must be 'pixel', 'const' or 'rand', got {s['remode']!r}")
     if not 0 <= s["reprob"] <= 1:
         raise ConfigError(f"reprob must be in [0, 1], got {s['reprob']}")
-    mean, std = _mean_std(model_cfg, 3, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     train_tf = build_train_transform(size, s["train_interpolation"], s["hflip"], s["auto_augment"], mean)
     eval_tf = build_eval_transform(size, crop_pct, eval_interp)
     erasing = None
@@ -109,16 +132,14 @@ def _build_imagenet(config, model_cfg, device, rank, world_size, s):
     common = dict(device=device, mean=mean, std=std, rank=rank, world_size=world_size, seed=s["seed"],
                   num_workers=s["num_workers"], pin_memory=s["pin_memory"],
                   channels_last=s["channels_last"], bad_images=s["bad_images"])
-    train_samples = train_samples[:subset(len(train_samples), s["train_subset"])]
-    val_samples = val_samples[:subset(len(val_samples), s["val_subset"])]
-    train_loader = FolderLoader(train_samples, train_classes, train_tf, train=True,
+    train_samples = folder.stratified_subset(train_samples, s["train_subset"])
+    val_samples = folder.stratified_subset(val_samples, s["val_subset"])
+    train_loader = FolderLoader(train_samples, classes, train_tf, train=True,
                                 batch_size=s["batch_size"], drop_last=s["drop_last"],
                                 random_erasing=erasing, **common)
-    val_loader = FolderLoader(val_samples, val_classes, eval_tf, train=False,
+    val_loader = FolderLoader(val_samples, classes, eval_tf, train=False,
                               batch_size=s["val_batch_size"], **common)
-    names = imagenet.readable_names(train_classes)
     for ld in (train_loader, val_loader):
-        ld.readable_class_names = names
         ld.input_size, ld.crop_pct = (3,) + tuple(size), crop_pct
     return train_loader, val_loader
 
@@ -127,15 +148,39 @@ DATASETS = {
     "cifar10": _build_cifar("cifar10"),
     "cifar100": _build_cifar("cifar100"),
     "imagenet": _build_imagenet,
+    "folder": _build_folder,
     "synthetic": _build_synthetic,
 }
+
+
+def resolve_class_names(num_classes, checkpoint=None, dataset=None, data_root=None):
+    """Names of the ``num_classes`` outputs: the checkpoint's ``class_names`` first, then the data set's.
+
+    ``checkpoint``: a loaded checkpoint dict (its ``class_names`` list, written by training) or None.
+    A checkpoint whose list does not have ``num_classes`` names raises CheckpointError (one sentence).
+    Without names in the checkpoint: :func:`class_names_for`.
+    """
+    n = int(num_classes)
+    names = checkpoint.get("class_names") if isinstance(checkpoint, dict) else None
+    if names is not None:
+        names = [str(x) for x in names]
+        if len(names) != n:
+            raise CheckpointError(f"the checkpoint stores {len(names)} class names but the model has {n} "
+                                  f"outputs; the checkpoint is inconsistent — retrain or pass num_classes={len(names)}")
+        return names
+    return class_names_for(dataset, n, data_root)
 
 
 def class_names_for(dataset, num_classes, data_root=None):
     """Readable names of the ``num_classes`` outputs of a model trained on ``dataset`` without reading the
     data set itself (predict): CIFAR's label names, ImageNet-1k's category names (torchvision's
-    metadata), else ``class_0``, ``class_1``, ..."""
+    metadata), the ``folder`` data set's class folder names (``<data_root>/train/*``, when their count
+    matches), else ``class_0``, ``class_1``, ..."""
     n = int(num_classes)
+    if dataset == "folder" and data_root:
+        names = folder.class_names(data_root)
+        if names is not None and len(names) == n:
+            return names
     if dataset in ("cifar10", "cifar100") and n == cifar.FILES[dataset]["classes"]:
         return cifar.class_names(dataset, data_root)
     if dataset == "imagenet" and n == 1000:

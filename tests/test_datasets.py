@@ -103,7 +103,7 @@ def epoch_ids(loader, epoch, start_batch=0):
 
 # ------------------------------------------------------------------ registry and config
 def test_list_datasets_and_unknown_name():
-    assert list_datasets() == ["cifar10", "cifar100", "imagenet", "synthetic"]
+    assert list_datasets() == ["cifar10", "cifar100", "folder", "imagenet", "synthetic"]
     assert sorted(DATASETS) == list_datasets()
     with pytest.raises(ConfigError) as e:
         build_loaders(cfg(dataset="cifar11"), None, CPU)
@@ -436,7 +436,9 @@ def test_imagenet_sample(imagenet_sample_root):
     assert tr.num_classes == va.num_classes == 1000 and va.class_names[0] == "n01440764"
     assert va.readable_class_names[0] == "tench" and len(va.readable_class_names) == 1000
     x, y = next(iter(va))
-    assert x.shape == (8, 3, 224, 224) and x.dtype == torch.float32 and y.tolist() == list(range(8))
+    # one image per class: the class-balanced val_subset of 16 is 16 different classes, in class order
+    assert x.shape == (8, 3, 224, 224) and x.dtype == torch.float32 and y.tolist() == sorted(set(y.tolist()))
+    assert len({t for _, t in va.dataset.samples}) == 16
     assert -2.2 < x.min() and x.max() < 2.7  # normalised with the ImageNet constants
     x, y = next(iter(tr))
     assert x.shape == (8, 3, 224, 224) and torch.isfinite(x).all()

@@ -146,6 +146,28 @@ class CondenseFamilyMixin:
         for m in self.condensing_modules():
             m.sync_from_buffers()
 
+    @torch.no_grad()
+    def reset_condensation(self):
+        """Restart condensation (the ``recondense`` option): every mask back to all-ones, stage and
+        count to 0, so the schedule prunes again from the current weights. Returns ``self``."""
+        check(not self.is_converted, "a converted model has no masks to reset; recondense needs the "
+                                     "training-time model (converted=false)")
+        for m in self.condensing_modules():
+            m._mask.fill_(1.0)
+            m._stage.zero_()
+            m._count.zero_()
+            m.sync_from_buffers()
+        return self
+
+    def _new_linear(self, in_features, num_classes, like, zero_bias):
+        check_positive_int("num_classes", num_classes)
+        linear = nn.Linear(in_features, num_classes).to(device=like.device, dtype=like.dtype)
+        if zero_bias:
+            nn.init.zeros_(linear.bias)
+        self.num_classes = num_classes
+        self._cfg["num_classes"] = num_classes
+        return linear
+
     def condensation_stage(self):
         """(min stage, final stage) over the condensing layers; (0, 0) for a converted model."""
         mods = self.condensing_modules()
@@ -385,6 +407,24 @@ class CondenseNet(CondenseFamilyMixin, ModelBase):
             self.classifier = nn.Linear(width, num_classes)
         self.feature_info = self._feature_info(reductions, block_channels)
         init_weights_v1(self)
+
+    def classifier_keys(self):
+        """State-dict keys of the class-specific head (a pruned classifier's ``index`` is not one of them)."""
+        return [f"classifier.{k}" for k in self.classifier.state_dict() if k != "index"]
+
+    @torch.no_grad()
+    def reset_classifier(self, num_classes):
+        """A fresh ``num_classes`` classifier initialised as ``_initialize`` does (PyTorch's Linear weight,
+        zero bias). The converted model's pruned classifier keeps its learned input ``index``."""
+        old = self.classifier
+        if isinstance(old, CondensingLinear):
+            new = CondensingLinear(self.num_features, num_classes, 0.5).to(old.index.device)
+            new.linear = self._new_linear(old.in_features, num_classes, old.linear.weight, zero_bias=True)
+            new.index.copy_(old.index)
+        else:
+            new = self._new_linear(old.in_features, num_classes, old.weight, zero_bias=True)
+        self.classifier = new
+        return self
 
     def forward_features(self, x):
         """The final feature map after ``norm_last``/``relu_last`` (before global pooling)."""

@@ -10,6 +10,7 @@ Names follow the official code (jianghaojun/CondenseNetV2); ``hs_start_block``/`
 its ``HS_start_block``/``SE_start_block``. ``converted=True`` builds the deployable network (classifier
 and fc unchanged); official converted files (float C x C SFR index matrices) load into it.
 """
+import torch
 import torch.nn as nn
 
 from graphs.layers import HS, SELayer, _SFRDenseBlock, _Transition
@@ -109,6 +110,18 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def classifier_keys(self):
+        """State-dict keys of the class-specific head (``fc`` before it is kept)."""
+        return ["classifier.weight", "classifier.bias"]
+
+    @torch.no_grad()
+    def reset_classifier(self, num_classes):
+        """A fresh ``num_classes`` classifier with PyTorch's Linear init (the official ``_initialize``
+        leaves Linear layers at their default)."""
+        old = self.classifier
+        self.classifier = self._new_linear(old.in_features, num_classes, old.weight, zero_bias=False)
+        return self
 
     def forward_features(self, x):
         """The final feature map after ``norm_last``/``relu_last`` (before global pooling)."""

@@ -105,6 +105,21 @@ class DenseNetBC(ModelBase):
         self.classifier = nn.Linear(width, num_classes)
         init_weights_v1(self)
 
+    def classifier_keys(self):
+        return ["classifier.weight", "classifier.bias"]
+
+    @torch.no_grad()
+    def reset_classifier(self, num_classes):
+        """A fresh ``num_classes`` classifier initialised as ``_initialize`` does (Linear weight default, bias 0)."""
+        check(isinstance(num_classes, int) and num_classes >= 1,
+              f"num_classes must be a positive integer, got {num_classes!r}")
+        old = self.classifier
+        self.classifier = nn.Linear(old.in_features, num_classes).to(device=old.weight.device,
+                                                                      dtype=old.weight.dtype)
+        nn.init.zeros_(self.classifier.bias)
+        self.num_classes = num_classes
+        return self
+
     def set_memory_efficient(self, enabled=True):
         """Memory-efficient training: every BN-ReLU-conv recomputes its concatenation, BN and ReLU in the
         backward pass instead of storing them (same results; ``graphs.layers.efficient``). Returns self."""

@@ -266,6 +266,28 @@ class _ReXNetBase(ModelBase):
     def blocks(self):
         return [self.features[self.first_block + j] for j in range(self.num_blocks)]
 
+    def _classifier_index(self):
+        # output.1 (v1) / output.4 (lite): the 1x1 conv classifier (a method: torch.jit.script compiles properties)
+        return 4 if self.lite else 1
+
+    def classifier_keys(self):
+        """State-dict keys of the class-specific head (the lite head's pen->1024 conv/BN are kept)."""
+        i = self._classifier_index()
+        return [f"output.{i}.weight", f"output.{i}.bias"]
+
+    @torch.no_grad()
+    def reset_classifier(self, num_classes):
+        """A fresh ``num_classes`` 1x1 conv classifier (bias) with PyTorch's default init: the official
+        ``rexnetv1.py`` / ``rexnetv1_lite.py`` initialise nothing themselves."""
+        if not (isinstance(num_classes, int) and num_classes >= 1):
+            raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+        i = self._classifier_index()
+        old = self.output[i]
+        self.output[i] = nn.Conv2d(old.in_channels, num_classes, 1, bias=True).to(
+            device=old.weight.device, dtype=old.weight.dtype)
+        self.num_classes = num_classes
+        return self
+
     def forward(self, x):
         return self.output(self.forward_head_input(x)).flatten(1)
 
