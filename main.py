@@ -24,7 +24,7 @@ def parse_args(argv=None):
     p.add_argument("--images", nargs="+", metavar="IMAGE", help="predict: image files or folders")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train with N processes on this machine (DistributedDataParallel via torchrun)")
-    p.add_argument("--list-models", action="store_true", help="print the registered model names and exit")
+    p.add_argument("--list-models", action="store_true", help="print the registered model names (and their pretrained weight tags) and exit")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     args = p.parse_args(argv)
     if not args.config and not args.list_models:
@@ -38,8 +38,10 @@ def main(argv=None):
         return launch(args.nproc, argv if argv is not None else sys.argv[1:])
     try:
         if args.list_models:
-            from graphs.models import list_models
-            print("\n".join(list_models()))
+            from graphs.models import get_pretrained_cfg, list_models
+            for name in list_models():     # with the tags that `pretrained` accepts
+                tags = sorted(get_pretrained_cfg(name).weights)
+                print(f"{name:<20} pretrained: {', '.join(tags)}" if tags else name)
             return 0
         overrides = list(args.set) + ([f"checkpoint={_json_str(args.checkpoint)}"] if args.checkpoint else []) \
             + ([f"images={json.dumps([os.fspath(i) for i in args.images])}"] if args.images else [])

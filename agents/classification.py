@@ -6,14 +6,16 @@ import torch
 from torch import nn
 
 from commands import COMMANDS
-from datasets import build_loaders, list_datasets
+from datasets import build_loaders, folder, list_datasets
 from engine.checkpoint import FORMAT, CheckpointManager
 from engine.loggers import RunLogger
 from engine.optim import build_optimizer, param_groups
 from engine.trainer import Trainer
 from graphs.losses import LOSSES, build_loss
 from graphs.losses.group_lasso import group_lasso
-from graphs.models import create_model
+from graphs.models import create_model, get_pretrained_cfg
+from graphs.models.finetune import head_parameter_names, set_backbone_frozen
+from graphs.models.hub import load_pretrained, pretrained_entry, resolve_pretrained
 from graphs.models.registry import check_model_args, get_builder, model_arg_names
 from utils.allocator import active_allocator
 from utils.checkpoint import plain
@@ -44,10 +46,35 @@ class ClassificationAgent(BaseAgent):
 
     def __init__(self, config):
         super().__init__(config)
-        self.num_classes = config.num_classes or DEFAULT_CLASSES.get(config.dataset)
-        self.model = self.build_model(converted=config.converted)
+        self.num_classes = config.num_classes or DEFAULT_CLASSES.get(config.dataset) or self._folder_classes()
         self._loaders = None
         self.run_logger = None
+        self.pretrained = None          # the weight file loaded into the model, if any
+        self.loaded_checkpoint = None   # the checkpoint a command evaluates (commands.common)
+        converted = config.converted
+        entry = pretrained_entry(config.pretrained, get_pretrained_cfg(config.model)) if config.pretrained else None
+        if entry is not None and entry.converted and not converted:
+            self.logger.info(f"the {config.pretrained!r} weights of {config.model} are converted: building the "
+                             f"converted model")
+            converted = True
+        self.model = self.build_model(converted=converted)
+        if config.pretrained:
+            self._load_pretrained()
+
+    def _folder_classes(self):
+        """The class count of a ``folder`` data set (its class folders; one sentence if unreadable)."""
+        return len(folder.load_folder(self.config.data_root)[2]) if self.config.dataset == "folder" else None
+
+    def _load_pretrained(self) -> None:
+        cfg = self.config
+        if self.dist.is_main:        # one download, then every rank reads the cached file
+            resolve_pretrained(cfg.pretrained, self.model.pretrained_cfg)
+        self.dist.barrier()
+        info = load_pretrained(self.model, cfg.pretrained, logger=self.logger, progress=self.dist.is_main)
+        if cfg.recondense:
+            self.model.reset_condensation()
+            self.logger.info("recondense: the learned masks are reset; condensation runs again")
+        self.pretrained = info["path"]
 
     # ------------------------------------------------------------------ assembly
     def build_model(self, converted: bool = False) -> nn.Module:
@@ -63,7 +90,9 @@ class ClassificationAgent(BaseAgent):
     @property
     def loaders(self):
         if self._loaders is None:
-            self._loaders = build_loaders(self.config, self.model.pretrained_cfg, self.device,
+            cfg = self.config
+            stats = {k: tuple(cfg[k]) for k in ("mean", "std") if cfg[k] is not None}
+            self._loaders = build_loaders(cfg, self.model.pretrained_cfg.replace(**stats), self.device,
                                           rank=self.dist.rank, world_size=self.dist.world_size)
             n = self._loaders[1].num_classes
             if n != self.num_classes:
@@ -76,29 +105,28 @@ class ClassificationAgent(BaseAgent):
         return loader.readable_class_names or loader.class_names
 
     def checkpoint_meta(self, converted=None) -> dict:
-        """The identity fields of every checkpoint this agent writes."""
+        """The identity fields of every checkpoint this agent writes (with the class names, so that
+        predict and validate can print them later without the data)."""
         cfg = self.config
-        return {"format": FORMAT, "arch": cfg.model, "model_args": plain(cfg.model_args),
-                "num_classes": self.num_classes,
+        meta = {"format": FORMAT, "arch": cfg.model, "model_args": plain(cfg.model_args),
+                "num_classes": self.num_classes, "pretrained": self.pretrained,
                 "converted": self.model.is_converted if converted is None else converted, "config": plain(cfg)}
+        if self._loaders is not None:
+            meta["class_names"] = list(self._loaders[0].class_names)
+        return meta
 
     def build_trainer(self) -> Trainer:
         cfg = self.config
         train_loader, val_loader = self.loaders
         if self.dist.enabled and cfg.sync_bn:
             self.model = convert_sync_batchnorm(self.model, self.device)
-        optimizer = build_optimizer(param_groups(self.model, cfg.weight_decay, cfg.weight_decay_mode), cfg.lr,
-                                    cfg.momentum, cfg.nesterov)
+        head = head_parameter_names(self.model) if cfg.head_lr_scale != 1.0 else None
+        optimizer = build_optimizer(param_groups(self.model, cfg.weight_decay, cfg.weight_decay_mode, head,
+                                                 cfg.head_lr_scale), cfg.lr, cfg.momentum, cfg.nesterov)
         schedule = LRSchedule(cfg.lr_schedule, cfg.lr, len(train_loader), cfg.max_epoch, cfg.warmup_epochs,
                               cfg.warmup_lr, cfg.lr_milestones, cfg.lr_gamma)
         ema = ModelEma(self.model, cfg.ema_decay) if cfg.ema else None
         self.model.set_memory_efficient(cfg.memory_efficient)
-        train_model = self.model
-        if self.dist.enabled:
-            train_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if cfg.compile:
-            train_model = torch.compile(train_model)
         checkpoints = CheckpointManager(self.dirs.checkpoints, self.dist.is_main, cfg.recovery_keep,
                                         self.dist.barrier, self.logger)
         checkpoints.remove_partial_writes()
@@ -108,10 +136,18 @@ class ClassificationAgent(BaseAgent):
         trainer = Trainer(self.model, train_loader, val_loader, build_loss(cfg), optimizer, schedule, config=cfg,
                           dist=self.dist, device=self.device, checkpoints=checkpoints, run_logger=self.run_logger,
                           logger=self.logger, meta=self.checkpoint_meta, num_classes=self.num_classes, ema=ema,
-                          train_model=train_model,
-                          regulariser=(lambda m: lasso * group_lasso(m)) if lasso > 0 else None)
+                          wrap=self._wrap, regulariser=(lambda m: lasso * group_lasso(m)) if lasso > 0 else None,
+                          set_frozen=(lambda frozen: set_backbone_frozen(self.model, frozen))
+                          if cfg.freeze_backbone_epochs else None)
         trainer.resume()
         return trainer
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """The module the training step calls: DDP over the processes, then torch.compile."""
+        if self.dist.enabled:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return torch.compile(model) if self.config.compile else model
 
     # ------------------------------------------------------------------ training
     def train(self):

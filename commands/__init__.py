@@ -10,7 +10,7 @@
 
 ``deploy.deployable`` is the one place that turns any model into its deployment form.
 """
-from typing import List, Protocol, Tuple
+from typing import List, Optional, Protocol, Tuple
 
 import torch
 from torch import nn
@@ -36,6 +36,8 @@ class Context(Protocol):
     logger: object
     model: nn.Module
     num_classes: int
+    pretrained: Optional[str]       # the pretrained weight file the agent loaded, if any
+    loaded_checkpoint: Optional[dict]   # the training checkpoint a command loaded, if any
 
     @property
     def loaders(self) -> Tuple[object, object]: ...

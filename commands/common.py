@@ -15,12 +15,19 @@ def _checkpoint_manager(ctx):
 
 
 def load_for_eval(ctx, path: Optional[str] = None) -> str:
-    """Load ``path`` (default: ``checkpoint``, else the experiment's best/last) into ``ctx.model``.
+    """Load ``path`` (default: ``checkpoint``, else the experiment's best/last, else the ``pretrained``
+    weights the agent loaded) into ``ctx.model``; returns the path.
 
     A training checkpoint of this project is checked against the config (a converted one rebuilds the
-    model in converted form); any other file goes through ``load_weights`` (every known layout)."""
+    model in converted form) and kept as ``ctx.loaded_checkpoint`` (its class names); any other file
+    goes through ``load_weights`` (every known layout)."""
     manager = _checkpoint_manager(ctx)
-    path = manager.eval_path(path or ctx.config.checkpoint)
+    try:
+        path = manager.eval_path(path or ctx.config.checkpoint)
+    except CheckpointError:
+        if ctx.pretrained:
+            return ctx.pretrained
+        raise
     state = None
     if not path.endswith(".pdparams"):
         try:
@@ -36,6 +43,7 @@ def load_for_eval(ctx, path: Optional[str] = None) -> str:
                              ctx.num_classes)
     weights = state["ema"] if ctx.config.use_ema_weights and state.get("ema") else state["model"]
     load_weights(ctx.model, weights)
+    ctx.loaded_checkpoint = state
     return path
 
 

@@ -1,5 +1,5 @@
 """``--mode predict``: the top-5 classes (names and probabilities) of image files."""
-from datasets import class_names_for, dataset_mean_std, eval_transform
+from datasets import dataset_mean_std, eval_transform, resolve_class_names
 from utils.errors import ConfigError
 from utils.predict import expand_image_paths, format_predictions, predict as predict_images
 
@@ -12,9 +12,10 @@ def predict(ctx) -> list:
         raise ConfigError("predict needs images: add --images a.jpg b.png (files or folders)")
     load_if_available(ctx)
     mean, std = dataset_mean_std(cfg.dataset)
+    mean, std = tuple(cfg.mean or mean), tuple(cfg.std or std)
     transform = eval_transform(ctx.model.pretrained_cfg, mean, std, input_size=cfg.input_size,
                                crop_pct=cfg.crop_pct, interpolation=cfg.eval_interpolation)
-    names = class_names_for(cfg.dataset, ctx.num_classes, cfg.data_root)
+    names = resolve_class_names(ctx.num_classes, ctx.loaded_checkpoint, cfg.dataset, cfg.data_root)
     results = predict_images(ctx.model, expand_image_paths(cfg.images), transform, names, topk=5,
                              device=ctx.device)
     print(format_predictions(results))

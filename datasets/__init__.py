@@ -96,12 +96,10 @@ def _build_imagenet(config, model_cfg, device, rank, world_size, s):
 
 
 def _build_folder(config, model_cfg, device, rank, world_size, s):
-    """Your own ``train/<class>/*`` and ``val/<class>/*`` images (:mod:`datasets.folder`); the config's
-    ``mean``/``std`` win over the model's (``pretrained_cfg``), which win over ImageNet's."""
+    """Your own ``train/<class>/*`` and ``val/<class>/*`` images (:mod:`datasets.folder`), normalised with
+    the model's (``pretrained_cfg``) mean/std, else ImageNet's."""
     train_samples, val_samples, classes = folder.load_folder(s["data_root"])
-    model_cfg = model_cfg if model_cfg is not None else PretrainedCfg()
-    stats = model_cfg.replace(**{k: tuple(config.get(k)) for k in ("mean", "std") if config.get(k) is not None})
-    mean, std = _mean_std(stats, 3, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    mean, std = _mean_std(model_cfg, 3, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     loaders = _folder_loaders(train_samples, val_samples, classes, mean, std, model_cfg, device, rank,
                               world_size, s)
     for ld in loaders:

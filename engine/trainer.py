@@ -35,18 +35,23 @@ __all__ = ["Trainer"]
 class Trainer:
     """Trains ``model`` on ``train_loader`` and validates on ``val_loader``.
 
-    ``model`` is the module whose weights are saved; ``train_model`` the one called in the step (DDP /
-    compiled wrapper of it, default ``model``). ``meta()`` returns the checkpoint's identity fields
-    (arch, model_args, num_classes, converted, config). ``regulariser(model)``, if given, is added to
-    the loss. ``config`` supplies max_epoch, validate_every, log_interval, clip_grad_norm, amp,
-    recovery_every, resume and auto_resume.
+    ``model`` is the module whose weights are saved; ``wrap(model)`` gives the one called in the step
+    (its DDP / compiled wrapper; default ``model`` itself). ``meta()`` returns the checkpoint's identity
+    fields (arch, model_args, num_classes, converted, class names, config). ``regulariser(model)``, if
+    given, is added to the loss. ``set_frozen(frozen)`` freezes the backbone for the first
+    ``config.freeze_backbone_epochs`` epochs (the step's wrapper is rebuilt when that flips: DDP only
+    reduces the parameters that required grad when it was built). ``config`` also supplies max_epoch,
+    validate_every, log_interval, clip_grad_norm, amp, recovery_every, resume and auto_resume.
     """
 
     def __init__(self, model: nn.Module, train_loader, val_loader, criterion: Callable, optimizer, schedule, *,
                  config, dist, device: torch.device, checkpoints: CheckpointManager, run_logger: RunLogger,
-                 logger, meta: Callable[[], dict], num_classes: int, ema=None, train_model: Optional[nn.Module] = None,
-                 regulariser: Optional[Callable[[nn.Module], torch.Tensor]] = None):
-        self.model, self.train_model = model, train_model if train_model is not None else model
+                 logger, meta: Callable[[], dict], num_classes: int, ema=None,
+                 wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+                 regulariser: Optional[Callable[[nn.Module], torch.Tensor]] = None,
+                 set_frozen: Optional[Callable[[bool], None]] = None):
+        self.model, self.wrap, self.train_model = model, wrap, None
+        self.set_frozen, self._frozen = set_frozen, None
         self.train_loader, self.val_loader = train_loader, val_loader
         self.criterion, self.optimizer, self.schedule = criterion, optimizer, schedule
         self.cfg, self.dist, self.device = config, dist, device
@@ -151,6 +156,11 @@ class Trainer:
         cfg, st, n = self.cfg, self.state, self.iters_per_epoch
         self.train_loader.set_epoch(epoch, start_batch=st.batch)
         self.model.train()
+        frozen = epoch < self.cfg.freeze_backbone_epochs
+        if self.set_frozen is not None:
+            self.set_frozen(frozen)         # after train(): it also holds the backbone's BN in eval mode
+        if self.train_model is None or frozen != self._frozen:
+            self.train_model, self._frozen = self.wrap(self.model), frozen
         sums = RunningSums(self.device)
         total_steps = cfg.max_epoch * n
         bar = tqdm(total=n, initial=st.batch, desc=f"epoch {epoch + 1}/{cfg.max_epoch}",
@@ -164,7 +174,7 @@ class Trainer:
                 self._set_progress(step / total_steps)
             lr = self.schedule.lr_at(step)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             loss, output = self._step(x, y)
             finite &= torch.isfinite(loss.detach())
             sums.update(loss, output, y)

@@ -408,7 +408,7 @@ def _cfg(root, **kw):
 def test_folder_dataset_class_names_formats_and_mean_std(tmp_path):
     root = _make_tree(tmp_path / "data")
     (tmp_path / "data" / "train" / "cat" / "notes.txt").write_text("not an image")
-    tr, va = build_loaders(_cfg(root, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]), None, CPU)
+    tr, va = build_loaders(_cfg(root), PretrainedCfg(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)), CPU)
     assert tr.class_names == va.class_names == ["cat", "dog", "emu"]
     assert va.readable_class_names == ["cat", "dog", "emu"] and tr.dataset_name == "folder"
     assert tr.dataset_size == 18 and va.dataset_size == 6
@@ -419,7 +419,7 @@ def test_folder_dataset_class_names_formats_and_mean_std(tmp_path):
     assert x.shape == (4, 3, 32, 32) and y.tolist() == [0, 0, 1, 1]
     # cat is (200, 30, 30): channel 0 normalised with mean 0.5 / std 0.25 -> (200/255 - 0.5) / 0.25
     assert abs(float(x[0, 0].mean()) - (200 / 255 - 0.5) / 0.25) < 0.02
-    # without mean/std keys: the model's data_cfg, else ImageNet's
+    # the model's pretrained_cfg mean/std (the agent puts the config's mean/std keys there), else ImageNet's
     _, va2 = build_loaders(_cfg(root), PretrainedCfg(mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5)), CPU)
     assert va2.mean == pytest.approx((0.1, 0.2, 0.3))
     _, va3 = build_loaders(_cfg(root), None, CPU)

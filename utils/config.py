@@ -37,7 +37,9 @@ SCHEMA = [
     O("exp_name", "str", REQUIRED, "Experiment name; outputs go to `<exp_root>/<exp_name>/`."),
     O("agent", "str", REQUIRED, "Agent class that runs the experiment (`ClassificationAgent`)."),
     O("model", "str", REQUIRED, "Registered model name (`python main.py --list-models`)."),
-    O("dataset", "str", REQUIRED, "`cifar10`, `cifar100`, `imagenet` (ImageFolder tree) or `synthetic`."),
+    O("dataset", "str", REQUIRED, "`cifar10`, `cifar100`, `imagenet` (ImageFolder tree), `folder` (your own "
+      "`train/<class>/*` + `val/<class>/*` images, any Pillow-readable type; class names = folder names) or "
+      "`synthetic`."),
     O("mode", "str", "train", "What to run; `--mode` overrides it.", choices=MODES),
     O("exp_root", "str", "experiments", "Folder that holds all experiments."),
     O("model_args", "dict", {}, "Keyword arguments for the model builder (e.g. `{\"stages\": [14, 14, 14]}`)."),
@@ -48,15 +50,19 @@ SCHEMA = [
     # --- data ---
     O("data_root", "str", "data", "Where the data set lives (CIFAR python batches or `train/`+`val/` folders)."),
     O("download", "bool", False, "Download CIFAR if missing (needs a network)."),
-    O("num_classes", "int", None, "Class count; null = the data set's. Required for `synthetic`.",
-      min=1, nullable=True),
+    O("num_classes", "int", None, "Class count; null = the data set's (for `folder`: its class folders). "
+      "Required for `synthetic`.", min=1, nullable=True),
+    O("mean", "list[float]", None, "Per-channel normalisation mean; null = the model's `pretrained_cfg` (the "
+      "weights' statistics), else the data set's.", nullable=True),
+    O("std", "list[float]", None, "Per-channel normalisation std; null as for `mean`.", nullable=True),
     O("batch_size", "int", 64, "Global training batch, split evenly over processes.", min=1),
     O("val_batch_size", "int", None, "Global validation batch; null = `batch_size`.", min=1, nullable=True),
     O("num_workers", "int", 4, "Loader worker processes (ImageFolder data only).", min=0),
     O("pin_memory", "bool", True, "Pin host memory for faster copies to the GPU."),
     O("drop_last", "bool", False, "Drop the last incomplete training batch."),
-    O("train_subset", "int", None, "Use only the first N training samples.", min=1, nullable=True),
-    O("val_subset", "int", None, "Use only the first N validation samples.", min=1, nullable=True),
+    O("train_subset", "int", None, "Use N training samples: the first N of CIFAR/synthetic, a class-balanced "
+      "subset (fixed seed) of `imagenet`/`folder`.", min=1, nullable=True),
+    O("val_subset", "int", None, "Use N validation samples, chosen as for `train_subset`.", min=1, nullable=True),
     O("input_size", "int", None, "Train/eval image size; null = the model's.", min=8, nullable=True),
     O("crop_pct", "float", None, "Eval centre-crop fraction; null = the model's.", min=0.05, max=1.0,
       nullable=True),
@@ -74,6 +80,16 @@ SCHEMA = [
     O("synthetic_train_size", "int", 512, "Synthetic data: training samples.", min=1),
     O("synthetic_val_size", "int", 256, "Synthetic data: validation samples.", min=1),
     O("synthetic_shape", "list[int]", [3, 32, 32], "Synthetic data: image shape C, H, W."),
+    # --- transfer learning ---
+    O("pretrained", "str", None, "Weights to start from: a registry tag of the model (`official`, `timm`, ...: "
+      "`python main.py --list-models` shows them), a path, or an http(s):// or file:// URL (downloaded once "
+      "to torch.hub's cache). Not a resume: epoch, optimizer and schedule start fresh; another class count "
+      "gets a new classifier.", nullable=True),
+    O("freeze_backbone_epochs", "int", 0, "Train only the classifier for the first N epochs (backbone weights "
+      "and BN statistics stay as loaded).", min=0),
+    O("head_lr_scale", "float", 1.0, "The classifier's learning rate relative to the backbone's.", min=0),
+    O("recondense", "bool", False, "With `pretrained` on a training-time CondenseNet/V2: reset its learned masks "
+      "and run the condensation schedule again (default: keep the file's masks; nothing is pruned again)."),
     # --- optimisation ---
     O("max_epoch", "int", 300, "Training epochs.", min=1),
     O("lr", "float", 0.1, "Base learning rate.", min=0),
@@ -258,6 +274,17 @@ def _check_consistency(cfg):
     unknown = [f for f in cfg["export_formats"] if f not in ("onnx", "torchscript")]
     if unknown:
         raise ConfigError(f"export_formats may hold 'onnx' and 'torchscript', not {unknown[0]!r}")
+    for key in ("mean", "std"):
+        values = cfg[key]
+        if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
+            raise ConfigError(f"{key} must be three {'positive ' if key == 'std' else ''}numbers (one per RGB "
+                              f"channel), got {values}")
+    if cfg["freeze_backbone_epochs"] and cfg["freeze_backbone_epochs"] >= cfg["max_epoch"]:
+        raise ConfigError(f"freeze_backbone_epochs ({cfg['freeze_backbone_epochs']}) must be shorter than "
+                          f"max_epoch ({cfg['max_epoch']}), or the backbone never trains")
+    if cfg["recondense"] and (not cfg["pretrained"] or cfg["converted"]):
+        raise ConfigError("recondense resets the masks of pretrained training-time weights: it needs pretrained "
+                          "and converted false")
     if cfg["lr_schedule"] == "multistep" and sorted(cfg["lr_milestones"]) != cfg["lr_milestones"]:
         raise ConfigError(f"lr_milestones must be increasing, got {cfg['lr_milestones']}")
 

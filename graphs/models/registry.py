@@ -29,12 +29,14 @@ def register_model(fn: Optional[Callable] = None, *, model_class: Optional[type]
 
 
 def register_cfgs(cfgs: Dict[str, PretrainedCfg]) -> Dict[str, PretrainedCfg]:
-    """Register the ``pretrained_cfg`` of each variant (one table per family file)."""
+    """Register the ``pretrained_cfg`` of each variant (one table per family file), with its released
+    weights from :mod:`graphs.models.released`."""
+    from .released import WEIGHTS
     for name, cfg in cfgs.items():
         if name in _CFGS:
             raise ValueError(f"pretrained_cfg of {name!r} is registered twice")
-        _CFGS[name] = cfg
-    return cfgs
+        _CFGS[name] = cfg.replace(weights=dict(WEIGHTS.get(name, {})))
+    return {name: _CFGS[name] for name in cfgs}
 
 
 def get_pretrained_cfg(name: str) -> PretrainedCfg:
@@ -80,14 +82,25 @@ def check_model_args(name: str, kwargs: dict) -> None:
                               f"valid arguments are: {', '.join(sorted(valid))}")
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, pretrained: Optional[str] = None, **kwargs) -> nn.Module:
     """Build the registered model ``name``; ``kwargs`` (num_classes, converted, ...) go to its builder.
 
-    The model carries its variant's ``pretrained_cfg``; where the build arguments change the input
-    geometry (a CIFAR stem on an ImageNet variant, or the reverse) the model's own geometry is kept
-    and the published figures, which are for the other geometry, are dropped.
+    ``pretrained``: a registry tag of the variant (``official``, ``timm``, ...), a path or a URL, loaded
+    as :func:`graphs.models.hub.load_pretrained` does (another class count gets a new classifier; the
+    released converted CondenseNet files build the converted model). The model carries its variant's
+    ``pretrained_cfg``; where the build arguments change the input geometry (a CIFAR stem on an ImageNet
+    variant, or the reverse) the model's own geometry is kept and the published figures, which are for
+    the other geometry, are dropped.
     """
     check_model_args(name, kwargs)
+    if pretrained is not None:
+        from .hub import load_pretrained, pretrained_entry
+        entry = pretrained_entry(pretrained, get_pretrained_cfg(name))
+        if entry is not None and entry.converted:
+            kwargs.setdefault("converted", True)
+        model = create_model(name, **kwargs)
+        load_pretrained(model, pretrained)
+        return model
     model = get_builder(name)(**kwargs)
     cfg = get_pretrained_cfg(name)
     own = model.pretrained_cfg

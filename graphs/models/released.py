@@ -1,6 +1,7 @@
-"""Released ImageNet-1k weights for issue 13, to fold into each variant's ``pretrained_cfg.weights``.
+"""Every officially released ImageNet-1k weight file: ``WEIGHTS[variant][tag] = WeightEntry(...)``.
 
-``WEIGHTS[variant][tag] = WeightEntry(...)``. Every URL comes from the line cited above it (the
+The registry puts each variant's entries into its ``pretrained_cfg.weights`` (``register_cfgs``), where
+``pretrained: <tag>`` finds them. Every URL comes from the line cited above it (the
 repositories as fetched: ShichenLiu/CondenseNet README @833a91d, jianghaojun/CondenseNetV2 README
 @4431162, clovaai/rexnet README @61debcc, timm rexnet.py @8db20dc (last version with GitHub release
 URLs) and @aa4b585 (HF hub ids)). Hashes: only the sha256 prefixes that timm's file names publish;
