@@ -40,12 +40,12 @@ class RunLogger:
                 self.writer.add_scalar(key.replace("_", "/", 1), value, epoch)
         self.writer.flush()
         self._write_csv(row)
-        parts = [f"epoch {epoch}/{self.max_epoch}", f"lr {row['lr']:.5f}",
-                 f"train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.2f}%"]
-        if "val_top1" in row:
-            parts.append(f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.2f}% top-5 {row['val_top5']:.2f}%")
-        if "ema_val_top1" in row:
-            parts.append(f"EMA top-1 {row['ema_val_top1']:.2f}%")
+        parts = [f"epoch {epoch}/{self.max_epoch}", f"lr {row['lr']:.5f}"]
+        for prefix, label in (("train_", "train"), ("val_", "val"), ("ema_val_", "EMA val")):
+            values = [f"{k[len(prefix):]} {v:.4g}" for k, v in row.items() if k.startswith(prefix)
+                      and k != "train_images_per_s" and v is not None]
+            if values:
+                parts.append(f"{label} " + " ".join(values))
         parts.append(f"{row['train_images_per_s']:.0f} img/s, {row['epoch_time_s']:.1f}s")
         self.logger.info(" | ".join(parts))
 

@@ -35,6 +35,11 @@ __all__ = ["Trainer"]
 class Trainer:
     """Trains ``model`` on ``train_loader`` and validates on ``val_loader``.
 
+    The task-specific parts are four small methods a task's Trainer overrides (detection does):
+    ``forward_loss(batch)`` (loss and output of one batch), ``new_sums()`` (device-side running sums
+    of the training metrics, with ``update(loss, output, target)`` / ``compute()``), ``validate(model)``
+    (a dict of metrics) and ``metric_key`` (the validation metric that ranks ``best.pth``).
+
     ``model`` is the module whose weights are saved; ``wrap(model)`` gives the one called in the step
     (its DDP / compiled wrapper; default ``model`` itself). ``meta()`` returns the checkpoint's identity
     fields (arch, model_args, num_classes, converted, class names, config). ``regulariser(model)``, if
@@ -97,7 +102,7 @@ class Trainer:
         self.state.load_state_dict(state)
         set_rng_state(state["rng"])
         self.logger.info(f"resumed from {path} at epoch {self.state.epoch + 1}, batch {self.state.batch} "
-                         f"(best top-1 so far {self.state.best_metric:.2f}%)")
+                         f"(best {self.metric_key} so far {self.state.best_metric:.2f})")
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> float:
@@ -110,7 +115,7 @@ class Trainer:
                 train = self.train_one_epoch(epoch)
                 st.epoch, st.batch = epoch + 1, 0
                 row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
-                       **{f"train_{k}": train[k] for k in ("loss", "top1", "top5")},
+                       **{f"train_{k}": v for k, v in train.items() if k not in ("count", "images_per_s")},
                        "train_images_per_s": train["images_per_s"]}
                 is_best = False
                 if (epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.max_epoch:
@@ -118,7 +123,7 @@ class Trainer:
                     if self.ema is not None:
                         row.update({f"ema_val_{k}": v for k, v in self.validate(self.ema.module).items()
                                     if k != "count"})
-                    metric = row["ema_val_top1"] if self.ema is not None else row["val_top1"]
+                    metric = row[f"{'ema_' if self.ema is not None else ''}val_{self.metric_key}"]
                     is_best = metric > st.best_metric
                     st.best_metric = max(metric, st.best_metric)
                 row["epoch_time_s"] = time.perf_counter() - start
@@ -132,9 +137,20 @@ class Trainer:
                 signal.signal(s, h)
         return st.best_metric
 
-    def validate(self, model: Optional[nn.Module] = None, confusion: bool = False) -> dict:
+    # ------------------------------------------------------------------ the task (classification)
+    metric_key = "top1"
+
+    def validate(self, model: Optional[nn.Module] = None) -> dict:
         return evaluate(model if model is not None else self.model, self.val_loader, self.device, self.dist,
-                        self.num_classes, amp=self.cfg.amp, confusion=confusion)
+                        self.num_classes, amp=self.cfg.amp)
+
+    def new_sums(self) -> RunningSums:
+        return RunningSums(self.device)
+
+    def forward_loss(self, x: torch.Tensor, y: torch.Tensor):
+        """(loss, output) of one batch, under autocast."""
+        output = self.train_model(x)
+        return self.criterion(output, y), output
 
     def _on_signal(self, signum, frame):
         if self._stop_signal is not None:  # a second signal: stop now
@@ -161,7 +177,7 @@ class Trainer:
             self.set_frozen(frozen)         # after train(): it also holds the backbone's BN in eval mode
         if self.train_model is None or frozen != self._frozen:
             self.train_model, self._frozen = self.wrap(self.model), frozen
-        sums = RunningSums(self.device)
+        sums = self.new_sums()
         total_steps = cfg.max_epoch * n
         bar = tqdm(total=n, initial=st.batch, desc=f"epoch {epoch + 1}/{cfg.max_epoch}",
                    disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
@@ -178,7 +194,7 @@ class Trainer:
             loss, output = self._step(x, y)
             finite &= torch.isfinite(loss.detach())
             sums.update(loss, output, y)
-            images += y.size(0)
+            images += len(y)
             st.batch, st.step = i + 1, step + 1
             last = i + 1 == n
             at_interval = (i + 1) % cfg.log_interval == 0 or last
@@ -203,8 +219,7 @@ class Trainer:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor):
         with autocast(self.device, self.cfg.amp):
-            output = self.train_model(x)
-            loss = self.criterion(output, y)
+            loss, output = self.forward_loss(x, y)
             if self.regulariser is not None:
                 loss = loss + self.regulariser(self.model)
         self.optimizer.zero_grad(set_to_none=True)
@@ -221,7 +236,8 @@ class Trainer:
     def _report(self, bar, sums: RunningSums, lr: float, images: int, start: float) -> None:
         stats = sums.compute()
         img_s = images * self.dist.world_size / (time.perf_counter() - start)
-        bar.set_postfix(loss=f"{stats['loss']:.3f}", top1=f"{stats['top1']:.1f}", lr=f"{lr:.4f}", img_s=f"{img_s:.0f}")
+        shown = {k: f"{v:.3g}" for k, v in stats.items() if k != "count"}
+        bar.set_postfix(**shown, lr=f"{lr:.4f}", img_s=f"{img_s:.0f}")
         self.run_logger.step(self.state.step, {"iter/running_loss": stats["loss"], "iter/lr": lr,
                                                "iter/images_per_s": img_s})
 
