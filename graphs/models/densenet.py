@@ -66,13 +66,14 @@ class _Transition(nn.Module):
 
 
 class DenseNetBC(nn.Module):
-    """DenseNet-BC with per-block ``stages`` and ``growth``; ``data`` picks the CIFAR or ImageNet stem."""
+    """DenseNet-BC with per-block ``stages`` and ``growth``; ``data`` picks the CIFAR or ImageNet stem;
+    ``drop_rate``: dropout before the classifier (timm's ``--drop``; default 0)."""
 
     flops_rule = "v1"
     is_converted = False
 
     def __init__(self, stages=(16, 16, 16), growth=(12, 12, 12), bottleneck=4, compression=0.5,
-                 group_1x1=1, group_3x3=1, data="cifar", num_classes=10):
+                 group_1x1=1, group_3x3=1, data="cifar", num_classes=10, drop_rate=0.0):
         super().__init__()
         check(len(stages) == len(growth) and len(stages) > 0,
               f"stages {list(stages)} and growth {list(growth)} must be non-empty lists of the same length")
@@ -80,6 +81,8 @@ class DenseNetBC(nn.Module):
               "stages, growth and bottleneck must be positive integers")
         check(data in ("cifar", "imagenet"), f"data must be 'cifar' or 'imagenet', got {data!r}")
         check(0 < compression <= 1, f"compression must be in (0, 1], got {compression}")
+        check(isinstance(drop_rate, (int, float)) and 0 <= drop_rate < 1, f"drop_rate must be in [0, 1), got {drop_rate!r}")
+        self.drop_rate = float(drop_rate)
         self.data_cfg = dict(CIFAR_CFG if data == "cifar" else IMAGENET_CFG)
         stride = 1 if data == "cifar" else 2
         width = 2 * growth[0]
@@ -127,8 +130,10 @@ class DenseNetBC(nn.Module):
         return features_before_pool(self.features, x)
 
     def forward(self, x):
-        x = self.features(x)
-        return self.classifier(torch.flatten(x, 1))
+        x = torch.flatten(self.features(x), 1)
+        if self.drop_rate > 0:
+            x = nn.functional.dropout(x, self.drop_rate, self.training)
+        return self.classifier(x)
 
 
 @register_model(model_class=DenseNetBC)
