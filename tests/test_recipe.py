@@ -207,7 +207,7 @@ def test_rexnet_block_drop_path_drops_whole_branches_in_train_only():
 
 def test_rexnet_drop_path_rates_rise_linearly_and_drop_rate_maps_to_dropout():
     m = create_model("rexnet_1_0", num_classes=10, cifar_stem=True, drop_path_rate=0.3, drop_rate=0.1)
-    rates = [b.drop_path.drop_prob if "drop_path" in b._modules else 0.0 for b in m.blocks()]
+    rates = [b.drop_path.drop_prob if b.drop_path is not None else 0.0 for b in m.blocks()]
     expected = [0.3 * j / 15 if b.use_shortcut else 0.0 for j, b in enumerate(m.blocks())]
     assert rates == pytest.approx(expected) and rates[-1] == pytest.approx(0.3)
     assert m.output[0].p == 0.1

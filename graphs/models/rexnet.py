@@ -200,6 +200,7 @@ class LinearBottleneck(nn.Module):
         self.pwl_index = len(out)       # index of the projection conv inside ``out``
         _conv_bn(out, dw, channels, bn_kwargs=bn_kwargs)
         self.out = nn.Sequential(*out)
+        self.drop_path = None           # None or a module: the TorchScript-friendly optional child (timm's way)
         if drop_path_rate > 0 and self.use_shortcut:
             from timm.layers import DropPath
             self.drop_path = DropPath(drop_path_rate)
@@ -207,7 +208,7 @@ class LinearBottleneck(nn.Module):
     def forward(self, x):
         out = self.out(x)
         if self.use_shortcut:
-            if "drop_path" in self._modules:
+            if self.drop_path is not None:
                 out = self.drop_path(out)
             if self.in_channels == self.out_channels:
                 return out.add_(x) if self.inplace_shortcut else out + x
