@@ -17,7 +17,7 @@ from utils.model_cfg import IMAGENET_DEFAULT_MEAN
 
 _M64 = (1 << 64) - 1
 # Stream tags, so that different uses of the same (seed, epoch, batch) never share random numbers.
-TAG_CROP, TAG_ERASE, TAG_SAMPLE = 1, 2, 3
+TAG_CROP, TAG_ERASE, TAG_SAMPLE, TAG_MIX = 1, 2, 3, 4
 
 
 def _splitmix64(z):

@@ -1,34 +1,105 @@
-"""Parameter groups with the recipes' weight-decay rules, and the optimizer."""
-from typing import Iterable, List, Optional
+"""Optimizers by timm's names, parameter groups with the weight-decay rules, a head lr scale, and the
+linear batch-size lr rule.
+
+``sgd`` and ``adamw`` are PyTorch's own classes (what timm's ``sgd``/``adamw`` build too); ``rmsprop``
+is timm's ``RMSpropTF`` (timm ``--opt rmsproptf``: epsilon inside the square root, squared average
+initialised to ones, lr folded into the momentum buffer, alpha 0.9 — the TensorFlow optimizer the
+EfficientNet/ReXNet-style recipes were tuned with) and ``lamb`` is timm's ``Lamb`` (You et al., 2019).
+Using timm's two classes rather than re-deriving them keeps their subtle TF semantics exactly as the
+recipes that name them expect.
+
+Every group carries ``lr_scale`` (timm's param-group convention): the schedule sets
+``group["lr"] = lr * group["lr_scale"]`` (:func:`set_lr`), so a head group can train faster than the
+backbone.
+"""
+from typing import Iterable, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["param_groups", "build_optimizer"]
+from utils.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adamw", "rmsprop", "lamb")
+WEIGHT_DECAY_MODES = ("all", "ndim2")
+# defaults when opt_eps / opt_betas are null: the classes' own (timm's for rmsprop and lamb)
+DEFAULT_EPS = {"adamw": 1e-8, "rmsprop": 1e-10, "lamb": 1e-6}
+DEFAULT_BETAS = (0.9, 0.999)
 
 
-def param_groups(model: nn.Module, weight_decay: float, mode: str = "all", head: Optional[Iterable[str]] = None,
+def _is_head(name: str, prefix: Optional[str]) -> bool:
+    return bool(prefix) and (name == prefix or name.startswith(prefix + "."))
+
+
+def param_groups(model: nn.Module, weight_decay: float, mode: str = "all", head_prefix: Optional[str] = None,
                  head_lr_scale: float = 1.0) -> List[dict]:
-    """``mode='all'`` decays every parameter (official CondenseNet); ``'ndim2'`` only weights with >= 2
-    dims (official CondenseNetV2 / timm: BN and biases get no decay). Parameters named in ``head`` (the
-    classifier, when fine-tuning) form groups of their own whose ``lr_scale`` is ``head_lr_scale``: the
-    Trainer sets each group's lr to the schedule's lr times its ``lr_scale``."""
-    head = set(head or ())
-    buckets = {}    # (is head, decays) -> parameters, in model order
-    for name, p in model.named_parameters():
-        decays = not (mode == "ndim2" and p.ndim < 2)
-        buckets.setdefault((name in head, decays), []).append(p)
+    """Parameter groups: [decay, no-decay] for the body, then [decay, no-decay] for the head.
+
+    ``mode`` 'all' decays every parameter (the official CondenseNet code); 'ndim2' exempts parameters
+    with fewer than 2 dimensions (BN weights/biases, conv/linear biases), as timm's
+    ``param_groups_weight_decay`` does. Head parameters are those under the module named
+    ``head_prefix`` (e.g. ``classifier`` or ``output``); they get ``lr_scale = head_lr_scale`` when a
+    prefix is given. Empty groups are left out, so without a head prefix (or with scale 1) and mode
+    'all' the result is one group, as before. Frozen parameters are skipped.
+    """
+    if mode not in WEIGHT_DECAY_MODES:
+        raise ConfigError(f"weight_decay_mode must be one of {', '.join(WEIGHT_DECAY_MODES)}, got {mode!r}")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if head_prefix and not any(_is_head(n, head_prefix) for n, _ in named):
+        raise ConfigError(f"the model has no parameters under {head_prefix!r}; name its classifier module "
+                          f"(e.g. 'classifier' or 'output')")
+    split_head = bool(head_prefix) and head_lr_scale != 1.0
+    buckets = {}
+    for name, p in named:
+        head = split_head and _is_head(name, head_prefix)
+        decay = not (mode == "ndim2" and p.ndim < 2)
+        buckets.setdefault((head, decay), []).append(p)
     groups = []
-    for is_head in (False, True):
-        for decays in (True, False):
-            params = buckets.get((is_head, decays))
-            if params or (not is_head and decays):
-                groups.append({"params": params or [], "weight_decay": weight_decay if decays else 0.0,
-                               "lr_scale": head_lr_scale if is_head else 1.0})
+    for head in (False, True):
+        for decay in (True, False):
+            params = buckets.get((head, decay))
+            if params:
+                groups.append({"params": params, "weight_decay": weight_decay if decay else 0.0,
+                               "lr_scale": head_lr_scale if head else 1.0})
     return groups
 
 
-def build_optimizer(groups: List[dict], lr: float, momentum: float = 0.9, nesterov: bool = True
-                    ) -> torch.optim.Optimizer:
-    """SGD (Nesterov when ``nesterov`` and momentum > 0), as both official recipes train."""
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+def build_optimizer(groups: Iterable[dict], name: str, lr: float, momentum: float = 0.9, nesterov: bool = True,
+                    eps: Optional[float] = None, betas: Optional[Sequence[float]] = None) -> torch.optim.Optimizer:
+    """The optimizer ``name`` over ``groups`` (each with its own ``weight_decay``).
+
+    ``momentum``/``nesterov`` apply to sgd (and momentum to rmsprop), ``betas`` to adamw and lamb,
+    ``eps`` to adamw, rmsprop and lamb; null takes the class default (``DEFAULT_EPS``/``DEFAULT_BETAS``).
+    """
+    groups = list(groups)
+    if betas is not None:
+        betas = tuple(float(b) for b in betas)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ConfigError(f"opt_betas must be two numbers in [0, 1), got {list(betas)}")
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas or DEFAULT_BETAS,
+                                 eps=DEFAULT_EPS[name] if eps is None else eps)
+    if name == "rmsprop":
+        from timm.optim import RMSpropTF
+        return RMSpropTF(groups, lr=lr, alpha=0.9, momentum=momentum,
+                         eps=DEFAULT_EPS[name] if eps is None else eps)
+    if name == "lamb":
+        from timm.optim import Lamb
+        return Lamb(groups, lr=lr, betas=betas or DEFAULT_BETAS, eps=DEFAULT_EPS[name] if eps is None else eps)
+    raise ConfigError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """``group["lr"] = lr * lr_scale`` for every group (groups from an old checkpoint have no scale: 1)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def scaled_lr(lr: float, global_batch: int, lr_scale_batch: Optional[int]) -> float:
+    """Linear scaling rule (Goyal et al., 2017; timm's ``--lr-base-size`` with ``--lr-base-scale linear``):
+    ``lr * global_batch / lr_scale_batch``, where ``global_batch`` is the effective batch
+    (batch_size x grad_accum_steps); ``lr`` unchanged when ``lr_scale_batch`` is null."""
+    if not lr_scale_batch:
+        return lr
+    return lr * global_batch / lr_scale_batch

@@ -5,15 +5,17 @@ import math
 class LRSchedule:
     """``lr_at(step)`` for cosine (optional linear warmup) or multistep decay.
 
-    cosine:    lr = 0.5 * lr0 * (1 + cos(pi * (t - W) / (T - W)))   after warmup (t >= W)
+    cosine:    lr = min_lr + 0.5 * (lr0 - min_lr) * (1 + cos(pi * (t - W) / (T - W)))   after warmup (t >= W)
     warmup:    lr = warmup_lr + (lr0 - warmup_lr) * t / W            for t < W
     multistep: lr = lr0 * gamma ** (number of milestones passed)
-    with t the global iteration, T the total and W the warmup iterations.
+    with t the global iteration (optimizer step), T the total and W the warmup iterations. ``min_lr`` is
+    the cosine floor of timm's ``CosineLRScheduler`` (``lr_min``); 0 gives the official formula.
     """
 
     def __init__(self, kind, base_lr, iters_per_epoch, epochs, warmup_epochs=0.0, warmup_lr=0.0,
-                 milestones=(), gamma=0.1):
+                 milestones=(), gamma=0.1, min_lr=0.0):
         self.kind = kind
+        self.min_lr = min_lr
         self.base_lr = base_lr
         self.total = iters_per_epoch * epochs
         self.warmup = int(round(warmup_epochs * iters_per_epoch))
@@ -27,5 +29,5 @@ class LRSchedule:
             return self.warmup_lr + (self.base_lr - self.warmup_lr) * step / self.warmup
         if self.kind == "cosine":
             t = (step - self.warmup) / max(1, self.total - self.warmup)
-            return 0.5 * self.base_lr * (1 + math.cos(math.pi * t))
+            return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t))
         return self.base_lr * self.gamma ** sum(step >= m for m in self.milestones)

@@ -6,6 +6,12 @@ layer (torchvision DenseNet style); the block output is the concatenation of all
 
 v2 layer: the same two convs (with the block's activation), optional ``se`` on the new features, then
 ``sfr`` reactivates the old features: output = cat([x + sfr(new), new]).
+
+Stochastic depth in a v2 layer (``drop_path`` > 0, training only): the layer's whole contribution is
+dropped per sample -- both the reactivation ``sfr(new)`` added to ``x`` and the new maps ``new`` are
+multiplied by the same per-sample 0 / 1/keep mask, so a dropped layer is the identity on the old
+features and adds zero maps, the dense-block analogue of Huang et al. (ECCV 2016) skipping a residual
+block. The SFR itself still sees the undropped ``new`` (its BN statistics do not depend on the drops).
 """
 import torch
 import torch.nn as nn
@@ -64,8 +70,9 @@ class _SFRDenseLayer(nn.Module):
 
     def __init__(self, in_channels, growth, bottleneck=4, group_1x1=8, group_3x3=8, group_trans=8,
                  condense_factor=None, trans_factor=None, activation="ReLU", use_se=False,
-                 dropout_rate=0.0, converted=False):
+                 dropout_rate=0.0, converted=False, drop_path=0.0):
         super().__init__()
+        self.drop_path = float(drop_path)
         width = bottleneck * growth
         _check_3x3(width, growth, group_3x3)
         if converted:
@@ -89,16 +96,22 @@ class _SFRDenseLayer(nn.Module):
         new = self.conv_2(self.conv_1(x))
         if self.use_se:
             new = self.se(new)
+        if self.drop_path > 0 and self.training:
+            keep = 1.0 - self.drop_path
+            mask = new.new_empty((new.shape[0],) + (1,) * (new.dim() - 1)).bernoulli_(keep).div_(keep)
+            return torch.cat([x + self.sfr(new) * mask, new * mask], 1)
         return torch.cat([self.sfr(new, x), new], 1)
 
 
 class _SFRDenseBlock(nn.Sequential):
-    """v2 block of ``denselayer_1..n``."""
+    """v2 block of ``denselayer_1..n``; ``drop_paths``: one stochastic-depth rate per layer (or None)."""
 
-    def __init__(self, num_layers, in_channels, growth, **layer_kw):
+    def __init__(self, num_layers, in_channels, growth, drop_paths=None, **layer_kw):
         super().__init__()
+        drop_paths = drop_paths or [0.0] * num_layers
         for i in range(num_layers):
-            self.add_module(f"denselayer_{i + 1}", _SFRDenseLayer(in_channels + i * growth, growth, **layer_kw))
+            self.add_module(f"denselayer_{i + 1}", _SFRDenseLayer(in_channels + i * growth, growth,
+                                                                  drop_path=drop_paths[i], **layer_kw))
 
 
 class _Transition(nn.Module):

@@ -13,6 +13,14 @@ training mode, activation, optional channel gather, ``conv2d``), so outputs and 
 identical (the statistics are updated exactly once, in the forward pass; the recompute uses the saved
 batch mean / inverse std). Gradients agree with autograd's to float rounding.
 
+Mixed precision: under ``torch.autocast`` the forward's ``conv2d`` runs in the autocast dtype (bf16/fp16)
+while BN and the activation keep the input's dtype, as in the plain module. The backward runs outside
+autocast, so it redoes those casts by hand: the recomputed BN output is rounded to the input's dtype (as
+``native_batch_norm`` rounds it), the conv backward gets its input and weight in the dtype the forward
+conv used (``convolution_backward`` is not an autocast op, and mixed dtypes make oneDNN fail with "could
+not create a primitive descriptor"), and each gradient is returned in its input's dtype (fp32 for the
+weight, as autocast's cast would give it).
+
 Used by :class:`~graphs.layers.lgc.LearnedGroupConv`, :class:`~graphs.layers.sfr.SFR` and
 :class:`~graphs.layers.conv.Conv` when ``memory_efficient`` is set, in training mode with grad enabled.
 """
@@ -63,6 +71,7 @@ class BNActConv(torch.autograd.Function):
             z = z.index_select(1, index)
         out = F.conv2d(z, weight, None, stride, padding, dilation, groups)
         ctx.meta = meta
+        ctx.conv_dtype = out.dtype       # the autocast dtype when autocast is on, else the common dtype
         ctx.widths = [f.shape[1] for f in feats]
         ctx.save_for_backward(weight, gamma, beta, save_mean, save_invstd, *feats)
         return out
@@ -75,16 +84,21 @@ class BNActConv(torch.autograd.Function):
         shape = (1, -1) + (1,) * (x.dim() - 2)
         scale = invstd if gamma is None else gamma * invstd
         shift = -mean * scale if beta is None else beta - mean * scale
-        y = torch.addcmul(shift.view(shape), x, scale.view(shape))
+        # fp32 scale/shift promote a bf16/fp16 x: round back to x's dtype, as the forward BN output was
+        y = torch.addcmul(shift.view(shape), x, scale.view(shape)).to(x.dtype)
         z = _act_(y, kind)
         if kind == "relu":
             y = None                     # relu ran in place: z is y's storage, its mask is all we need
         zin = z.index_select(1, index) if index is not None else z
+        cdt = ctx.conv_dtype
         need_w = ctx.needs_input_grad[1]
         grad_z, grad_w, _ = torch.ops.aten.convolution_backward(
-            grad_out, zin, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
-            [True, need_w, False])
+            grad_out.to(cdt), zin.to(cdt), weight.to(cdt), None, list(stride), list(padding), list(dilation),
+            False, [0, 0], groups, [True, need_w, False])
         del zin
+        grad_z = grad_z.to(z.dtype)
+        if grad_w is not None:
+            grad_w = grad_w.to(weight.dtype)
         if index is not None:
             grad_z = torch.zeros_like(z).index_add_(1, index, grad_z)
         grad_y = _act_backward(grad_z, y, z, kind)
@@ -96,6 +110,7 @@ class BNActConv(torch.autograd.Function):
         grads = [None] * len(feats)
         if grad_x is not None:
             grads = list(grad_x.split(ctx.widths, 1)) if len(feats) > 1 else [grad_x]
+            grads = [g.to(f.dtype) for g, f in zip(grads, feats)]   # cat() promoted mixed-dtype inputs
         return (None, grad_w if need_w else None, grad_gamma if needs_bn[0] else None,
                 grad_beta if needs_bn[1] else None, None, None, *grads)
 

@@ -13,6 +13,7 @@ import re
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from graphs.layers import CondensedLGC, CondensedSFR, CondensingModule, SFR, _DenseBlock, _Transition
 from graphs.layers.dense import features_before_pool
@@ -347,6 +348,7 @@ class CondenseNet(CondenseFamilyMixin, ModelBase):
         group_1x1, group_3x3: groups G of the learned 1x1 and of the 3x3 convs.
         condense_factor: C (default ``group_1x1``); the 1x1 keeps ``in/C`` inputs per group.
         dropout_rate: dropout inside the learned group convs (official default 0).
+        drop_rate: dropout before the classifier (timm's ``--drop``; default 0).
         num_classes: classifier width.
         data: ``'cifar'`` (stem stride 1, final pool 8) or ``'imagenet'`` (stride 2, pool 7).
         converted: build the deployable network (load converted checkpoints into it).
@@ -358,7 +360,7 @@ class CondenseNet(CondenseFamilyMixin, ModelBase):
 
     def __init__(self, stages=(14, 14, 14), growth=(8, 16, 32), bottleneck=4, group_1x1=4, group_3x3=4,
                  condense_factor=None, dropout_rate=0.0, num_classes=10, data="cifar", converted=False,
-                 prune_classifier=True):
+                 prune_classifier=True, drop_rate=0.0):
         super().__init__()
         stages = check_int_list("stages", stages)
         growth = check_int_list("growth", growth)
@@ -369,12 +371,13 @@ class CondenseNet(CondenseFamilyMixin, ModelBase):
             check_positive_int(name, v)
         condense_factor = group_1x1 if condense_factor is None else check_positive_int("condense_factor",
                                                                                          condense_factor)
-        check(isinstance(dropout_rate, (int, float)) and 0 <= dropout_rate < 1,
-              f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+        for name, v in (("dropout_rate", dropout_rate), ("drop_rate", drop_rate)):
+            check(isinstance(v, (int, float)) and 0 <= v < 1, f"{name} must be in [0, 1), got {v!r}")
         kind = check_data(data)
         self._cfg = dict(stages=stages, growth=growth, bottleneck=bottleneck, group_1x1=group_1x1,
                          group_3x3=group_3x3, condense_factor=condense_factor, dropout_rate=dropout_rate,
-                         num_classes=num_classes, data=data)
+                         num_classes=num_classes, data=data, drop_rate=drop_rate)
+        self.drop_rate = float(drop_rate)
         self.stages, self.growth = stages, growth
         self._group_3x3 = group_3x3
         self.is_converted = bool(converted)
@@ -414,7 +417,7 @@ class CondenseNet(CondenseFamilyMixin, ModelBase):
 
     @torch.no_grad()
     def reset_classifier(self, num_classes):
-        """A fresh ``num_classes`` classifier initialised as ``_initialize`` does (PyTorch's Linear weight,
+        """A fresh ``num_classes`` classifier initialised as ``init_weights_v1`` does (PyTorch's Linear weight,
         zero bias). The converted model's pruned classifier keeps its learned input ``index``."""
         old = self.classifier
         if isinstance(old, CondensingLinear):
@@ -431,8 +434,10 @@ class CondenseNet(CondenseFamilyMixin, ModelBase):
         return features_before_pool(self.features, x)
 
     def forward_head(self, x):
-        x = self.features.pool_last(x)
-        return self.classifier(x.flatten(1))
+        x = self.features.pool_last(x).flatten(1)
+        if self.drop_rate > 0:
+            x = F.dropout(x, self.drop_rate, self.training)
+        return self.classifier(x)
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))

@@ -12,6 +12,7 @@ and fc unchanged); official converted files (float C x C SFR index matrices) loa
 """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from graphs.layers import HS, SELayer, _SFRDenseBlock, _Transition
 from graphs.layers.dense import features_before_pool
@@ -34,6 +35,9 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
         hs_start_block, se_start_block: 0-based first block with hard swish / with SE.
         fc_channel: width of the fc layer before the classifier; last_se_reduction: head SE reduction.
         dropout_rate: dropout inside the learned group convs (official 0).
+        drop_rate: dropout before the classifier (timm's ``--drop``; default 0).
+        drop_path_rate: stochastic depth of the dense layers (see ``graphs.layers.dense``), rising
+            linearly from 0 at the first layer to this rate at the last (timm's rule).
         data: ``'imagenet'`` (stem stride 2, pool 7) or ``'cifar'`` (stride 1, pool 8).
         converted: build the deployable network.
     """
@@ -43,7 +47,7 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
     def __init__(self, stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), bottleneck=4, group_1x1=8,
                  group_3x3=8, group_trans=8, condense_factor=None, trans_factor=None, hs_start_block=2,
                  se_start_block=3, fc_channel=1024, last_se_reduction=16, dropout_rate=0.0,
-                 num_classes=1000, data="imagenet", converted=False):
+                 num_classes=1000, data="imagenet", converted=False, drop_rate=0.0, drop_path_rate=0.0):
         super().__init__()
         stages = check_int_list("stages", stages)
         growth = check_int_list("growth", growth)
@@ -58,15 +62,18 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
         trans_factor = group_trans if trans_factor is None else check_positive_int("trans_factor", trans_factor)
         for name, v in (("hs_start_block", hs_start_block), ("se_start_block", se_start_block)):
             check(isinstance(v, int) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
-        check(isinstance(dropout_rate, (int, float)) and 0 <= dropout_rate < 1,
-              f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+        for name, v in (("dropout_rate", dropout_rate), ("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
+            check(isinstance(v, (int, float)) and 0 <= v < 1, f"{name} must be in [0, 1), got {v!r}")
         kind = check_data(data)
         self._cfg = dict(stages=stages, growth=growth, bottleneck=bottleneck, group_1x1=group_1x1,
                          group_3x3=group_3x3, group_trans=group_trans, condense_factor=condense_factor,
                          trans_factor=trans_factor, hs_start_block=hs_start_block,
                          se_start_block=se_start_block, fc_channel=fc_channel,
                          last_se_reduction=last_se_reduction, dropout_rate=dropout_rate,
-                         num_classes=num_classes, data=data)
+                         num_classes=num_classes, data=data, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+        self.drop_rate = float(drop_rate)
+        n_layers = sum(stages)
+        rates = [drop_path_rate * j / max(1, n_layers - 1) for j in range(n_layers)]
         self.stages, self.growth = stages, growth
         self._group_3x3 = group_3x3
         self.is_converted = bool(converted)
@@ -84,7 +91,7 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
                 n, width, k, bottleneck=bottleneck, group_1x1=group_1x1, group_3x3=group_3x3,
                 group_trans=group_trans, condense_factor=condense_factor, trans_factor=trans_factor,
                 activation="HS" if i >= hs_start_block else "ReLU", use_se=i >= se_start_block,
-                dropout_rate=dropout_rate, converted=converted))
+                dropout_rate=dropout_rate, converted=converted, drop_paths=rates[sum(stages[:i]):sum(stages[:i + 1])]))
             width += n * k
             reductions.append(red)
             block_channels.append(width)
@@ -129,7 +136,10 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
 
     def forward_head(self, x):
         x = self.features.se_last(self.features.pool_last(x))
-        return self.classifier(self.fc_act(self.fc(x.flatten(1))))
+        x = self.fc_act(self.fc(x.flatten(1)))
+        if self.drop_rate > 0:
+            x = F.dropout(x, self.drop_rate, self.training)
+        return self.classifier(x)
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))

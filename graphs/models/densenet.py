@@ -65,13 +65,14 @@ class _Transition(nn.Module):
 
 
 class DenseNetBC(ModelBase):
-    """DenseNet-BC with per-block ``stages`` and ``growth``; ``data`` picks the CIFAR or ImageNet stem."""
+    """DenseNet-BC with per-block ``stages`` and ``growth``; ``data`` picks the CIFAR or ImageNet stem;
+    ``drop_rate``: dropout before the classifier (timm's ``--drop``; default 0)."""
 
     flops_rule = "v1"
     capabilities = frozenset({"memory_efficient"})
 
     def __init__(self, stages=(16, 16, 16), growth=(12, 12, 12), bottleneck=4, compression=0.5,
-                 group_1x1=1, group_3x3=1, data="cifar", num_classes=10):
+                 group_1x1=1, group_3x3=1, data="cifar", num_classes=10, drop_rate=0.0):
         super().__init__()
         check(len(stages) == len(growth) and len(stages) > 0,
               f"stages {list(stages)} and growth {list(growth)} must be non-empty lists of the same length")
@@ -79,6 +80,8 @@ class DenseNetBC(ModelBase):
               "stages, growth and bottleneck must be positive integers")
         check(data in ("cifar", "imagenet"), f"data must be 'cifar' or 'imagenet', got {data!r}")
         check(0 < compression <= 1, f"compression must be in (0, 1], got {compression}")
+        check(isinstance(drop_rate, (int, float)) and 0 <= drop_rate < 1, f"drop_rate must be in [0, 1), got {drop_rate!r}")
+        self.drop_rate = float(drop_rate)
         self.pretrained_cfg = cifar_cfg() if data == "cifar" else imagenet_cfg(interpolation="bilinear")
         stride = 1 if data == "cifar" else 2
         width = 2 * growth[0]
@@ -110,7 +113,7 @@ class DenseNetBC(ModelBase):
 
     @torch.no_grad()
     def reset_classifier(self, num_classes):
-        """A fresh ``num_classes`` classifier initialised as ``_initialize`` does (Linear weight default, bias 0)."""
+        """A fresh ``num_classes`` classifier initialised as ``init_weights_v1`` does (Linear weight default, bias 0)."""
         check(isinstance(num_classes, int) and num_classes >= 1,
               f"num_classes must be a positive integer, got {num_classes!r}")
         old = self.classifier
@@ -131,8 +134,10 @@ class DenseNetBC(ModelBase):
         return features_before_pool(self.features, x)
 
     def forward(self, x):
-        x = self.features(x)
-        return self.classifier(torch.flatten(x, 1))
+        x = torch.flatten(self.features(x), 1)
+        if self.drop_rate > 0:
+            x = nn.functional.dropout(x, self.drop_rate, self.training)
+        return self.classifier(x)
 
 
 PAPER = ("Densely Connected Convolutional Networks (Huang, Liu, van der Maaten, Weinberger, CVPR 2017), "

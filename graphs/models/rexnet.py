@@ -169,10 +169,14 @@ class LinearBottleneck(nn.Module):
 
     ``lite=False`` (v1): expansion SiLU, dw -> BN -> SE -> ReLU6.  ``lite=True``: ReLU6 after the
     expansion and directly after the depthwise BN, no SE.
+
+    ``drop_path_rate`` > 0 adds stochastic depth (Huang et al., 2016) on the residual branch of blocks
+    with a shortcut, before the partial add, as timm's ``rexnet.py`` places it (child ``drop_path``,
+    timm's ``DropPath``; no parameters, so state dicts are unchanged).
     """
 
     def __init__(self, in_channels, channels, t, stride=1, use_se=False, se_ratio=12, kernel_size=3,
-                 lite=False, bn_kwargs=None):
+                 lite=False, bn_kwargs=None, drop_path_rate=0.0):
         super().__init__()
         self.use_shortcut = stride == 1 and in_channels <= channels
         self.inplace_shortcut = False    # set by fuse(): inference-only in-place (partial) shortcut
@@ -195,10 +199,16 @@ class LinearBottleneck(nn.Module):
         self.pwl_index = len(out)       # index of the projection conv inside ``out``
         _conv_bn(out, dw, channels, bn_kwargs=bn_kwargs)
         self.out = nn.Sequential(*out)
+        self.drop_path = None           # None or a module: the TorchScript-friendly optional child (timm's way)
+        if drop_path_rate > 0 and self.use_shortcut:
+            from timm.layers import DropPath
+            self.drop_path = DropPath(drop_path_rate)
 
     def forward(self, x):
         out = self.out(x)
         if self.use_shortcut:
+            if self.drop_path is not None:
+                out = self.drop_path(out)
             if self.in_channels == self.out_channels:
                 return out.add_(x) if self.inplace_shortcut else out + x
             if self.inplace_shortcut and not torch.compiler.is_compiling():
@@ -220,6 +230,20 @@ class _ReXNetBase(ModelBase):
         self.num_classes = num_classes
         self.cifar_stem = cifar_stem
         self.pretrained_cfg = cifar_cfg() if cifar_stem else imagenet_cfg()
+
+    @staticmethod
+    def _drop_args(dropout_ratio, drop_rate, drop_path_rate, num_blocks):
+        """``dropout_ratio`` (``drop_rate`` is timm's name for it) and timm's per-block drop-path rates
+        ``drop_path_rate * j / (num_blocks - 1)`` (the first block 0, the last the full rate)."""
+        if drop_rate is not None:
+            if dropout_ratio != 0.2 and dropout_ratio != drop_rate:
+                raise ConfigError(f"drop_rate {drop_rate} and dropout_ratio {dropout_ratio} both set the "
+                                  f"classifier dropout; set only one")
+            dropout_ratio = drop_rate
+        if not (isinstance(drop_path_rate, (int, float)) and 0.0 <= drop_path_rate < 1.0):
+            raise ConfigError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+        rates = [drop_path_rate * j / max(1, num_blocks - 1) for j in range(num_blocks)]
+        return dropout_ratio, rates
 
     @staticmethod
     def _check_args(num_classes, width, dropout_ratio, width_name):
@@ -363,22 +387,25 @@ class ReXNetV1(_ReXNetBase):
     Args: input_ch (16), final_ch (180), width_mult, depth_mult (stage depths scaled with ceil),
     num_classes, use_se, se_ratio (12; SE width = dw // se_ratio), dropout_ratio (0.2),
     bn_momentum (accepted like the official code and, like it, unused: PyTorch BN defaults),
-    cifar_stem (stride-8 variant for 32x32 input, see module doc).
+    cifar_stem (stride-8 variant for 32x32 input, see module doc), drop_rate (timm's name for
+    dropout_ratio), drop_path_rate (stochastic depth, see :class:`LinearBottleneck`).
     """
 
     def __init__(self, input_ch=16, final_ch=180, width_mult=1.0, depth_mult=1.0, num_classes=1000,
-                 use_se=True, se_ratio=12, dropout_ratio=0.2, bn_momentum=0.9, cifar_stem=False):
+                 use_se=True, se_ratio=12, dropout_ratio=0.2, bn_momentum=0.9, cifar_stem=False,
+                 drop_rate=None, drop_path_rate=0.0):
         super().__init__()
-        self._check_args(num_classes, width_mult, dropout_ratio, "width_mult")
         if not (isinstance(depth_mult, (int, float)) and depth_mult > 0):
             raise ConfigError(f"depth_mult must be a positive number, got {depth_mult!r}")
+        depths = [math.ceil(d * depth_mult) for d in STAGE_DEPTHS]
+        dropout_ratio, dp_rates = self._drop_args(dropout_ratio, drop_rate, drop_path_rate, sum(depths))
+        self._check_args(num_classes, width_mult, dropout_ratio, "width_mult")
         if not (isinstance(se_ratio, int) and se_ratio >= 1):
             raise ConfigError(f"se_ratio must be a positive integer, got {se_ratio!r}")
         if not (isinstance(input_ch, (int, float)) and input_ch > 0 and final_ch > 0):
             raise ConfigError(f"input_ch and final_ch must be positive, got {input_ch!r}, {final_ch!r}")
         self._init_common(num_classes, cifar_stem)
         self.width_mult = width_mult
-        depths = [math.ceil(d * depth_mult) for d in STAGE_DEPTHS]
         stage_strides = list(STAGE_STRIDES)
         stem_stride = 2
         if cifar_stem:
@@ -394,8 +421,8 @@ class ReXNetV1(_ReXNetBase):
 
         features = []
         _conv_bn(features, 3, stem_ch, kernel=3, stride=stem_stride, act=nn.SiLU())
-        for c_in, c_out, t, s, se in zip(ins, outs, ts, strides, ses):
-            features.append(LinearBottleneck(c_in, c_out, t, s, use_se=se, se_ratio=se_ratio))
+        for c_in, c_out, t, s, se, dp in zip(ins, outs, ts, strides, ses, dp_rates):
+            features.append(LinearBottleneck(c_in, c_out, t, s, use_se=se, se_ratio=se_ratio, drop_path_rate=dp))
         _conv_bn(features, outs[-1], pen, act=nn.SiLU())
         features.append(nn.AdaptiveAvgPool2d(1))
         self.features = nn.Sequential(*features)
@@ -416,14 +443,16 @@ class ReXNetV1Lite(_ReXNetBase):
     Dropout -> 1x1 conv classifier (bias).
 
     Module names follow the official lite file (``features``, ``avgpool``, ``output.0..4``; see the
-    module docstring). ``kernel_conf``: one odd kernel size per stage, e.g. '333333'.
+    module docstring). ``kernel_conf``: one odd kernel size per stage, e.g. '333333'. ``drop_rate`` /
+    ``drop_path_rate``: as :class:`ReXNetV1`.
     """
     lite = True
 
     def __init__(self, fix_head_stem=False, divisible_value=8, input_ch=16, final_ch=164, multiplier=1.0,
                  num_classes=1000, dropout_ratio=0.2, bn_momentum=0.1, bn_eps=1e-5, kernel_conf="333333",
-                 cifar_stem=False):
+                 cifar_stem=False, drop_rate=None, drop_path_rate=0.0):
         super().__init__()
+        dropout_ratio, dp_rates = self._drop_args(dropout_ratio, drop_rate, drop_path_rate, sum(STAGE_DEPTHS))
         self._check_args(num_classes, multiplier, dropout_ratio, "multiplier")
         kernel_conf = str(kernel_conf)
         if len(kernel_conf) != len(STAGE_DEPTHS) or any(c not in "13579" for c in kernel_conf):
@@ -450,8 +479,9 @@ class ReXNetV1Lite(_ReXNetBase):
         features = []
         _conv_bn(features, 3, stem_ch, kernel=3, stride=stem_stride, act=nn.ReLU6(inplace=True),
                  bn_kwargs=bn_kwargs)
-        for c_in, c_out, t, s, k in zip(ins, outs, ts, strides, kernels):
-            features.append(LinearBottleneck(c_in, c_out, t, s, kernel_size=k, lite=True, bn_kwargs=bn_kwargs))
+        for c_in, c_out, t, s, k, dp in zip(ins, outs, ts, strides, kernels, dp_rates):
+            features.append(LinearBottleneck(c_in, c_out, t, s, kernel_size=k, lite=True, bn_kwargs=bn_kwargs,
+                                             drop_path_rate=dp))
         _conv_bn(features, outs[-1], pen, act=nn.ReLU6(inplace=True), bn_kwargs=bn_kwargs)
         self.features = nn.Sequential(*features)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
