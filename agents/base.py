@@ -22,8 +22,10 @@ class BaseAgent(ABC):
         self.dist = init_distributed(config.device, config.dist_timeout)
         self.device = resolve_device(config.device, self.dist.local_rank)
         if config.amp == "fp16" and self.device.type != "cuda":
-            raise ConfigError("amp 'fp16' needs a CUDA device and none is available; use --set amp=bf16 (or none) "
-                              "to run on the CPU")
+            if config.mode == "train":
+                raise ConfigError("amp 'fp16' needs a CUDA device and none is available; use --set amp=bf16 (or "
+                                  "none) to train on the CPU")
+            config.amp = "none"     # the training precision of the recipe: other modes run in fp32 here
         self.dirs = prepare_experiment(config, is_main=self.dist.is_main, save_config=config.mode == "train")
         self.logger = setup_logging(os.path.join(self.dirs.logs, f"{config.mode}.log"), self.dist.is_main)
         seed_everything(config.seed, config.deterministic)

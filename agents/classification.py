@@ -9,12 +9,13 @@ from commands import COMMANDS
 from datasets import build_loaders, folder, list_datasets
 from engine.checkpoint import FORMAT, CheckpointManager
 from engine.loggers import RunLogger
-from engine.optim import build_optimizer, param_groups
+from engine.accumulate import optimizer_steps
+from engine.optim import build_optimizer, param_groups, scaled_lr
 from engine.trainer import Trainer
-from graphs.losses import LOSSES, build_loss
+from graphs.losses import LOSSES, build_loss, mixing_active
 from graphs.losses.group_lasso import group_lasso
 from graphs.models import create_model, get_pretrained_cfg
-from graphs.models.finetune import head_parameter_names, set_backbone_frozen
+from graphs.models.finetune import set_backbone_frozen
 from graphs.models.hub import load_pretrained, pretrained_entry, resolve_pretrained
 from graphs.models.registry import check_model_args, get_builder, model_arg_names
 from utils.allocator import active_allocator
@@ -39,10 +40,16 @@ class ClassificationAgent(BaseAgent):
                 raise ConfigError(f"unknown {kind} {name!r}{closest(name, valid)}; valid {kind}s are: "
                                   f"{', '.join(sorted(valid))}")
         get_builder(config.model)
-        for reserved in ("num_classes", "converted"):
+        for reserved in ("num_classes", "converted", "drop_rate", "drop_path_rate"):
             if reserved in config.model_args:
-                raise ConfigError(f"set {reserved!r} as a top-level config key, not inside model_args")
+                raise ConfigError(f"set {reserved.replace('_rate', '') if 'path' in reserved else reserved!r} "
+                                  f"as a top-level config key, not inside model_args")
         check_model_args(config.model, config.model_args)
+        if config.drop_path and "drop_path_rate" not in model_arg_names(config.model):
+            raise ConfigError(f"drop_path applies to ReXNet and CondenseNetV2; model {config.model!r} has no "
+                              f"residual or reactivation path to drop")
+        if config.loss == "distill":
+            get_builder(config.teacher)
 
     def __init__(self, config):
         super().__init__(config)
@@ -78,7 +85,12 @@ class ClassificationAgent(BaseAgent):
 
     # ------------------------------------------------------------------ assembly
     def build_model(self, converted: bool = False) -> nn.Module:
-        kwargs = dict(self.config.model_args)
+        cfg = self.config
+        kwargs = dict(cfg.model_args)
+        if cfg.drop_rate is not None:
+            kwargs["drop_rate"] = cfg.drop_rate
+        if cfg.drop_path:
+            kwargs["drop_path_rate"] = cfg.drop_path
         if converted and "prune_classifier" in model_arg_names(self.config.model):
             kwargs.setdefault("prune_classifier", self.config.prune_classifier)  # v1's converted classifier
         model = create_model(self.config.model, num_classes=self.num_classes, converted=converted, **kwargs)
@@ -120,12 +132,15 @@ class ClassificationAgent(BaseAgent):
         train_loader, val_loader = self.loaders
         if self.dist.enabled and cfg.sync_bn:
             self.model = convert_sync_batchnorm(self.model, self.device)
-        head = head_parameter_names(self.model) if cfg.head_lr_scale != 1.0 else None
-        optimizer = build_optimizer(param_groups(self.model, cfg.weight_decay, cfg.weight_decay_mode, head,
-                                                 cfg.head_lr_scale), cfg.lr, cfg.momentum, cfg.nesterov)
-        schedule = LRSchedule(cfg.lr_schedule, cfg.lr, len(train_loader), cfg.max_epoch, cfg.warmup_epochs,
-                              cfg.warmup_lr, cfg.lr_milestones, cfg.lr_gamma)
-        ema = ModelEma(self.model, cfg.ema_decay) if cfg.ema else None
+        lr = scaled_lr(cfg.lr, cfg.batch_size * cfg.grad_accum_steps, cfg.lr_scale_batch)
+        groups = param_groups(self.model, cfg.weight_decay, cfg.weight_decay_mode,
+                              self.model.pretrained_cfg.classifier, cfg.head_lr_scale)
+        optimizer = build_optimizer(groups, cfg.optimizer, lr, cfg.momentum, cfg.nesterov, cfg.opt_eps, cfg.opt_betas)
+        # the schedule, condensation, EMA and recovery files count optimizer steps
+        steps = optimizer_steps(len(train_loader), cfg.grad_accum_steps)
+        schedule = LRSchedule(cfg.lr_schedule, lr, steps, cfg.max_epoch, cfg.warmup_epochs, cfg.warmup_lr,
+                              cfg.lr_milestones, cfg.lr_gamma, min_lr=cfg.min_lr)
+        ema = ModelEma(self.model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema else None
         self.model.set_memory_efficient(cfg.memory_efficient)
         checkpoints = CheckpointManager(self.dirs.checkpoints, self.dist.is_main, cfg.recovery_keep,
                                         self.dist.barrier, self.logger)
@@ -133,14 +148,37 @@ class ClassificationAgent(BaseAgent):
         self.run_logger = RunLogger(self.dirs.summaries, self.dirs.metrics, self.logger, cfg.max_epoch,
                                     self.dist.is_main)
         lasso = cfg.group_lasso_lambda
-        trainer = Trainer(self.model, train_loader, val_loader, build_loss(cfg), optimizer, schedule, config=cfg,
+        trainer = Trainer(self.model, train_loader, val_loader, self._criterion(), optimizer, schedule, config=cfg,
                           dist=self.dist, device=self.device, checkpoints=checkpoints, run_logger=self.run_logger,
                           logger=self.logger, meta=self.checkpoint_meta, num_classes=self.num_classes, ema=ema,
                           wrap=self._wrap, regulariser=(lambda m: lasso * group_lasso(m)) if lasso > 0 else None,
                           set_frozen=(lambda frozen: set_backbone_frozen(self.model, frozen))
-                          if cfg.freeze_backbone_epochs else None)
+                          if cfg.freeze_backbone_epochs else None, mix=self._mixup())
         trainer.resume()
         return trainer
+
+    def _criterion(self):
+        """``criterion(output, target, inputs)``: the configured loss (distillation also sees the inputs)."""
+        cfg = self.config
+        if cfg.loss == "distill":
+            from graphs.losses.distill import build_teacher
+            teacher = build_teacher(cfg.teacher, cfg.teacher_checkpoint, self.num_classes, cfg.teacher_args or None,
+                                    self.model.pretrained_cfg).to(self.device)
+            if cfg.channels_last:
+                teacher = teacher.to(memory_format=torch.channels_last)
+            return build_loss(cfg, teacher)
+        loss = build_loss(cfg)
+        return lambda output, target, inputs: loss(output, target)
+
+    def _mixup(self):
+        """Mixup/CutMix of each training batch (datasets.mixup; seeded by the batch position), or None."""
+        cfg = self.config
+        if not mixing_active(cfg):
+            return None
+        from datasets.mixup import SeededMixup
+        mix = SeededMixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.mixup_mode,
+                          cfg.label_smoothing, self.num_classes, cfg.mixup_off_epoch, cfg.seed)
+        return lambda x, y, epoch, batch: mix(x, y, epoch, batch, self.dist.rank)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """The module the training step calls: DDP over the processes, then torch.compile."""

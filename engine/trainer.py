@@ -24,6 +24,7 @@ from utils.checkpoint import load_checkpoint
 from utils.errors import CheckpointError, Interrupted, TrainingError
 from utils.metrics import RunningSums
 
+from .accumulate import group_size, is_step_end, optimizer_steps, sync_context
 from .checkpoint import CheckpointManager
 from .evaluator import autocast, evaluate
 from .loggers import RunLogger
@@ -43,7 +44,11 @@ class Trainer:
     ``model`` is the module whose weights are saved; ``wrap(model)`` gives the one called in the step
     (its DDP / compiled wrapper; default ``model`` itself). ``meta()`` returns the checkpoint's identity
     fields (arch, model_args, num_classes, converted, class names, config). ``regulariser(model)``, if
-    given, is added to the loss. ``set_frozen(frozen)`` freezes the backbone for the first
+    given, is added to the loss; ``criterion(output, target, inputs)`` is the loss. ``mix(x, y, epoch,
+    batch)`` (mixup/cutmix) gives the inputs and soft targets of a batch. ``config.grad_accum_steps``
+    batches make one optimizer step (``engine.accumulate``: the schedule, the condensation progress, the
+    EMA, recovery files and ``state.step`` count optimizer steps; checkpoints are taken only between
+    steps, so a resume never holds half-accumulated gradients). ``set_frozen(frozen)`` freezes the backbone for the first
     ``config.freeze_backbone_epochs`` epochs (the step's wrapper is rebuilt when that flips: DDP only
     reduces the parameters that required grad when it was built). ``config`` also supplies max_epoch,
     validate_every, log_interval, clip_grad_norm, amp, recovery_every, resume and auto_resume.
@@ -54,7 +59,7 @@ class Trainer:
                  logger, meta: Callable[[], dict], num_classes: int, ema=None,
                  wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
                  regulariser: Optional[Callable[[nn.Module], torch.Tensor]] = None,
-                 set_frozen: Optional[Callable[[bool], None]] = None):
+                 set_frozen: Optional[Callable[[bool], None]] = None, mix: Optional[Callable] = None):
         self.model, self.wrap, self.train_model = model, wrap, None
         self.set_frozen, self._frozen = set_frozen, None
         self.train_loader, self.val_loader = train_loader, val_loader
@@ -64,7 +69,10 @@ class Trainer:
         self.num_classes, self.ema, self.regulariser = num_classes, ema, regulariser
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
         self.state = TrainState()
+        self.mix = mix
         self.iters_per_epoch = len(train_loader)
+        self.accum = config.grad_accum_steps
+        self.steps_per_epoch = optimizer_steps(self.iters_per_epoch, self.accum)
         self._condenses = model.supports("condense")
         self._stop_signal = None
 
@@ -109,6 +117,7 @@ class Trainer:
         """Train from the current (possibly resumed) position to ``max_epoch``; returns the best metric."""
         cfg, st = self.cfg, self.state
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.run_logger.text("config", "\n".join(f"    {k}: {v}" for k, v in sorted(self.meta()["config"].items())))
         try:
             while st.epoch < cfg.max_epoch:
                 epoch, start = st.epoch, time.perf_counter()
@@ -147,10 +156,10 @@ class Trainer:
     def new_sums(self) -> RunningSums:
         return RunningSums(self.device)
 
-    def forward_loss(self, x: torch.Tensor, y: torch.Tensor):
+    def forward_loss(self, x: torch.Tensor, target: torch.Tensor):
         """(loss, output) of one batch, under autocast."""
         output = self.train_model(x)
-        return self.criterion(output, y), output
+        return self.criterion(output, target, x), output
 
     def _on_signal(self, signum, frame):
         if self._stop_signal is not None:  # a second signal: stop now
@@ -169,7 +178,7 @@ class Trainer:
 
     def train_one_epoch(self, epoch: int) -> dict:
         """One pass over the training data from ``state.batch``; returns loss, top-1, top-5, images/s."""
-        cfg, st, n = self.cfg, self.state, self.iters_per_epoch
+        cfg, st, n, k = self.cfg, self.state, self.iters_per_epoch, self.accum
         self.train_loader.set_epoch(epoch, start_batch=st.batch)
         self.model.train()
         frozen = epoch < self.cfg.freeze_backbone_epochs
@@ -178,31 +187,37 @@ class Trainer:
         if self.train_model is None or frozen != self._frozen:
             self.train_model, self._frozen = self.wrap(self.model), frozen
         sums = self.new_sums()
-        total_steps = cfg.max_epoch * n
+        total_steps = cfg.max_epoch * self.steps_per_epoch
         bar = tqdm(total=n, initial=st.batch, desc=f"epoch {epoch + 1}/{cfg.max_epoch}",
                    disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
         images, start = 0, time.perf_counter()
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         on_cpu = self.device.type == "cpu"
         for i, (x, y) in enumerate(self.train_loader, start=st.batch):
-            step = epoch * n + i
-            if self._condenses:
-                self._set_progress(step / total_steps)
-            lr = self.schedule.lr_at(step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
-            loss, output = self._step(x, y)
+            step = epoch * self.steps_per_epoch + i // k        # the optimizer step this batch is part of
+            if i % k == 0:
+                if self._condenses:
+                    self._set_progress(step / total_steps)
+                lr = self.schedule.lr_at(step)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
+            target = y
+            if self.mix is not None:
+                x, target = self.mix(x, y, epoch, i)
+            loss, output = self._step(x, target, i)
             finite &= torch.isfinite(loss.detach())
             sums.update(loss, output, y)
             images += len(y)
-            st.batch, st.step = i + 1, step + 1
-            last = i + 1 == n
-            at_interval = (i + 1) % cfg.log_interval == 0 or last
+            st.batch, last = i + 1, i + 1 == n
+            bar.update(1)
+            if not is_step_end(i, n, k):
+                continue
+            st.step = step + 1
+            at_interval = st.step % cfg.log_interval == 0 or last
             if at_interval or on_cpu:
                 self._check_finite(finite, epoch, i)
             if at_interval:
                 self._report(bar, sums, lr, images, start)
-            bar.update(1)
             if cfg.recovery_every and st.step % cfg.recovery_every == 0 and not last:
                 self._check_finite(finite, epoch, i)
                 self.checkpoints.save_recovery(self.payload, st.step)
@@ -217,20 +232,24 @@ class Trainer:
         stats["images_per_s"] = images * self.dist.world_size / max(time.perf_counter() - start, 1e-9)
         return stats
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor):
-        with autocast(self.device, self.cfg.amp):
-            loss, output = self.forward_loss(x, y)
-            if self.regulariser is not None:
-                loss = loss + self.regulariser(self.model)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.cfg.clip_grad_norm:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if self.ema is not None:
-            self.ema.update()
+    def _step(self, x: torch.Tensor, target: torch.Tensor, i: int):
+        """Forward and backward of batch ``i``; the optimizer steps after the last batch of its group."""
+        n, k = self.iters_per_epoch, self.accum
+        with sync_context(self.train_model, i, n, k):     # DDP reduces once per optimizer step
+            with autocast(self.device, self.cfg.amp):
+                loss, output = self.forward_loss(x, target)
+                if self.regulariser is not None:
+                    loss = loss + self.regulariser(self.model)
+            self.scaler.scale(loss / group_size(i, n, k) if k > 1 else loss).backward()
+        if is_step_end(i, n, k):
+            if self.cfg.clip_grad_norm:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update(step=self.state.step + 1)
         return loss, output
 
     def _report(self, bar, sums: RunningSums, lr: float, images: int, start: float) -> None:

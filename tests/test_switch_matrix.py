@@ -40,11 +40,9 @@ def _model(name):
 def test_family_trains_under_switch(name, switch):
     amp, channels_last, memory_efficient = SWITCHES[switch]
     model = _model(name)
-    if hasattr(model, "set_progress"):
-        model.set_progress(1.0)             # the condensed (gather + grouped conv) training form too
+    model.set_progress(1.0)                 # the condensed (gather + grouped conv) training form too
     reference = copy.deepcopy(model)
-    if hasattr(model, "set_memory_efficient"):
-        model.set_memory_efficient(memory_efficient)
+    model.set_memory_efficient(memory_efficient)
     g = torch.Generator().manual_seed(1)
     size = 16 if name.startswith("rexnet") else 32     # CondenseNets end in a fixed 8x8 pool
     x, y = torch.randn(4, 3, size, size, generator=g), torch.randint(0, 10, (4,), generator=g)
@@ -74,3 +72,37 @@ def test_family_trains_under_switch(name, switch):
         want = reference(x.contiguous())
     err = float((got - want).abs().max() / want.abs().max())
     assert err < (5e-2 if amp else 1e-4), err
+
+
+# ---------------------------------------------------------------------------------------------------
+# The same matrix through main.py: one short epoch, a resume for a second one, then validate
+MAIN_MODELS = {
+    "densenet_bc_100": dict(stages=[1, 1, 1], growth=[4, 4, 4]),
+    "condensenet_50": dict(stages=[1, 1, 1]),
+    "cdnv2_110": dict(stages=[1, 1, 1]),
+    "rexnet_1_0": dict(depth_mult=0.5, cifar_stem=True),
+    "rexnet_lite_1_0": dict(cifar_stem=True),
+}
+MAIN_SWITCHES = {"bf16": dict(amp="bf16"), "channels_last": dict(channels_last=True),
+                 "bf16+channels_last": dict(amp="bf16", channels_last=True),
+                 "memory_efficient_off": dict(memory_efficient=False)}
+
+
+@pytest.mark.parametrize("switch", [s if s == FAST else pytest.param(s, marks=pytest.mark.slow)
+                                    for s in MAIN_SWITCHES])
+@pytest.mark.parametrize("name", list(MAIN_MODELS))
+def test_main_trains_resumes_and_validates_under_switch(tmp_path, name, switch):
+    import json
+
+    import main
+    from utils.checkpoint import load_checkpoint
+    cfg = {"exp_name": "m", "agent": "ClassificationAgent", "model": name, "model_args": MAIN_MODELS[name],
+           "dataset": "synthetic", "num_classes": 4, "synthetic_train_size": 16, "synthetic_val_size": 8,
+           "synthetic_shape": [3, 32, 32], "batch_size": 8, "max_epoch": 1, "lr": 0.02, "device": "cpu",
+           "exp_root": str(tmp_path / "exp"), **MAIN_SWITCHES[switch]}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    assert main.main([str(path)]) == 0
+    assert main.main([str(path), "--set", "max_epoch=2"]) == 0                       # resumes epoch 2
+    assert load_checkpoint(tmp_path / "exp" / "m" / "checkpoints" / "last.pth")["epoch"] == 2
+    assert main.main([str(path), "--mode", "validate"]) == 0

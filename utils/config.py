@@ -92,9 +92,18 @@ SCHEMA = [
       "and run the condensation schedule again (default: keep the file's masks; nothing is pruned again)."),
     # --- optimisation ---
     O("max_epoch", "int", 300, "Training epochs.", min=1),
+    O("optimizer", "str", "sgd", "Optimizer, as timm names them (`rmsprop` is timm's TF-style `rmsproptf`).",
+      choices=("sgd", "adamw", "rmsprop", "lamb")),
     O("lr", "float", 0.1, "Base learning rate.", min=0),
-    O("momentum", "float", 0.9, "SGD momentum.", min=0, max=1),
-    O("nesterov", "bool", True, "Nesterov momentum."),
+    O("lr_scale_batch", "int", None, "Scale `lr` linearly from this reference batch: lr * batch_size * "
+      "grad_accum_steps / lr_scale_batch; null = off.", min=1, nullable=True),
+    O("momentum", "float", 0.9, "SGD / RMSprop momentum.", min=0, max=1),
+    O("nesterov", "bool", True, "Nesterov momentum (sgd)."),
+    O("opt_eps", "float", None, "Optimizer epsilon (adamw, rmsprop, lamb); null = the optimizer's default.",
+      min=0, nullable=True),
+    O("opt_betas", "list[float]", None, "Betas of adamw / lamb; null = [0.9, 0.999].", nullable=True),
+    O("grad_accum_steps", "int", 1, "Micro-batches per optimizer step (effective batch = batch_size x "
+      "steps; the schedule counts optimizer steps).", min=1),
     O("weight_decay", "float", 1e-4, "Weight decay.", min=0),
     O("weight_decay_mode", "str", "all", "Decay `all` parameters or only `ndim2` (weights with >= 2 dims).",
       choices=("all", "ndim2")),
@@ -104,19 +113,41 @@ SCHEMA = [
     O("lr_gamma", "float", 0.1, "Multistep decay factor.", min=0),
     O("warmup_epochs", "float", 0, "Linear warmup length in epochs.", min=0),
     O("warmup_lr", "float", 0.0, "Learning rate at the start of warmup.", min=0),
-    O("loss", "str", "cross_entropy", "Loss function.", choices=("cross_entropy",)),
-    O("label_smoothing", "float", 0.0, "Label smoothing of the cross-entropy.", min=0, max=0.999),
+    O("min_lr", "float", 0.0, "Cosine schedule floor (timm's `lr_min`).", min=0),
+    O("loss", "str", "cross_entropy", "Loss function: cross-entropy, or knowledge distillation from `teacher`.",
+      choices=("cross_entropy", "distill")),
+    O("label_smoothing", "float", 0.0, "Label smoothing of the cross-entropy (with mixup: of the mixed "
+      "targets, as timm).", min=0, max=0.999),
+    O("mixup", "float", 0.0, "Mixup alpha (0 = off).", min=0),
+    O("cutmix", "float", 0.0, "CutMix alpha (0 = off).", min=0),
+    O("mixup_prob", "float", 1.0, "Probability that a batch is mixed (mixup or cutmix).", min=0, max=1),
+    O("mixup_switch_prob", "float", 0.5, "Probability of CutMix instead of mixup when both are on.", min=0, max=1),
+    O("mixup_mode", "str", "batch", "One mixing factor per batch, pair or element (timm).",
+      choices=("batch", "pair", "elem")),
+    O("mixup_off_epoch", "int", 0, "Stop mixing from this epoch on (0 = never).", min=0),
+    O("drop_rate", "float", None, "Classifier dropout; null = the model's default (ReXNet 0.2, the others 0).",
+      min=0, max=0.999, nullable=True),
+    O("drop_path", "float", 0.0, "Stochastic depth rate of the last block, linear from 0 (ReXNet, "
+      "CondenseNetV2).", min=0, max=0.999),
+    O("teacher", "str", None, "distill: the registered teacher model.", nullable=True),
+    O("teacher_args", "dict", {}, "distill: the teacher's builder arguments; {} = those its checkpoint stores."),
+    O("teacher_checkpoint", "str", None, "distill: the teacher's weights (any layout `pretrained` reads).",
+      nullable=True),
+    O("kd_alpha", "float", 0.5, "distill: weight of the teacher (soft) term.", min=0, max=1),
+    O("kd_tau", "float", 1.0, "distill: softmax temperature.", min=0.01),
     O("group_lasso_lambda", "float", 0.0, "Group-lasso weight (CondenseNets), active only while condensing.",
       min=0),
     O("clip_grad_norm", "float", None, "Clip the gradient norm to this value.", min=0, nullable=True),
     O("ema", "bool", False, "Keep an exponential moving average of the weights (validated too)."),
-    O("ema_decay", "float", 0.9998, "EMA decay per iteration.", min=0, max=1),
+    O("ema_decay", "float", 0.9998, "EMA decay per optimizer step.", min=0, max=1),
+    O("ema_warmup", "bool", False, "timm's EMA warmup: decay = min(ema_decay, 1 - (1 + step) ** -2/3)."),
     # --- distributed ---
     O("sync_bn", "bool", False, "Use SyncBatchNorm across processes (torchrun / --nproc)."),
     O("dist_timeout", "int", 1800, "Seconds a process waits in a collective before giving up, so one dead "
       "process cannot hang the others forever.", min=10),
     # --- speed ---
-    O("amp", "str", "none", "Mixed precision: `bf16` (cuda or cpu) or `fp16` (cuda only).",
+    O("amp", "str", "none", "Training precision: `bf16` (cuda or cpu) or `fp16` (cuda only; refused for "
+      "training on a CPU). The other modes run in fp32 when the device cannot run it.",
       choices=("none", "bf16", "fp16")),
     O("channels_last", "bool", False, "Use the channels-last memory format (on the CPU, faster training of "
                                       "every model here: see Performance)."),
@@ -264,8 +295,21 @@ def _check_consistency(cfg):
     if cfg["warmup_epochs"] >= cfg["max_epoch"] and cfg["warmup_epochs"] > 0:
         raise ConfigError(f"warmup_epochs ({cfg['warmup_epochs']}) must be shorter than max_epoch "
                           f"({cfg['max_epoch']})")
-    if cfg["amp"] == "fp16" and cfg["device"] == "cpu":
+    if cfg["amp"] == "fp16" and cfg["device"] == "cpu" and cfg["mode"] == "train":
         raise ConfigError("amp 'fp16' needs a CUDA device; use amp 'bf16' or 'none' on the CPU")
+    if cfg["opt_betas"] is not None and (len(cfg["opt_betas"]) != 2 or not all(0 <= b < 1 for b in cfg["opt_betas"])):
+        raise ConfigError(f"opt_betas must be two numbers in [0, 1), got {cfg['opt_betas']}")
+    if cfg["opt_betas"] is not None and cfg["optimizer"] not in ("adamw", "lamb"):
+        raise ConfigError(f"opt_betas applies to adamw and lamb, not {cfg['optimizer']}")
+    if cfg["opt_eps"] is not None and cfg["optimizer"] == "sgd":
+        raise ConfigError("opt_eps applies to adamw, rmsprop and lamb, not sgd")
+    if cfg["min_lr"] and (cfg["lr_schedule"] != "cosine" or cfg["min_lr"] > cfg["lr"]):
+        raise ConfigError(f"min_lr ({cfg['min_lr']}) is the floor of the cosine schedule and must not exceed "
+                          f"lr ({cfg['lr']})")
+    if cfg["ema_warmup"] and not cfg["ema"]:
+        raise ConfigError("ema_warmup warms up the EMA: it needs ema true")
+    if cfg["loss"] == "distill" and not (cfg["teacher"] and cfg["teacher_checkpoint"]):
+        raise ConfigError("loss 'distill' needs teacher (a model name) and teacher_checkpoint (its weights)")
     if cfg["resume"] and not cfg["auto_resume"]:
         raise ConfigError("resume names a checkpoint but auto_resume is false; drop one of the two")
     dev = cfg["device"]

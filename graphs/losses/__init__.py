@@ -5,7 +5,7 @@ With mixup/cutmix active the targets are soft (label smoothing folded in by timm
 """
 from graphs.losses.cross_entropy import build_cross_entropy
 
-LOSSES = {"cross_entropy": build_cross_entropy}
+LOSSES = ("cross_entropy", "distill")
 
 
 def mixing_active(config) -> bool:
@@ -22,4 +22,4 @@ def build_loss(config, teacher=None):
     if mixing_active(config):
         from timm.loss import SoftTargetCrossEntropy
         return SoftTargetCrossEntropy()
-    return LOSSES[config.loss](config)
+    return build_cross_entropy(config)

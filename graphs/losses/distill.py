@@ -62,12 +62,13 @@ class DistillationLoss(nn.Module):
 
 
 def build_teacher(name: str, checkpoint: str, num_classes: int, model_args: Optional[dict] = None,
-                  student_data_cfg: Optional[dict] = None) -> nn.Module:
+                  student_cfg=None) -> nn.Module:
     """The registered model ``name`` with the weights in ``checkpoint`` (this project's checkpoint —
     EMA weights preferred, converted or not — or any layout ``load_weights`` reads), frozen, in eval.
 
-    ``model_args`` default to the ones stored in this project's checkpoint. With ``student_data_cfg``
-    the teacher must expect the same input (size, mean, std): it sees the student's batches.
+    ``model_args`` default to the ones stored in this project's checkpoint. With ``student_cfg`` (the
+    student's ``pretrained_cfg``) the teacher must expect the same input (size, mean, std): it sees the
+    student's batches.
     """
     from graphs.models import create_model, load_weights
     from graphs.models.weights import read_weight_file
@@ -78,9 +79,9 @@ def build_teacher(name: str, checkpoint: str, num_classes: int, model_args: Opti
     args = dict(model_args if model_args is not None else obj.get("model_args") or {})
     teacher = create_model(name, num_classes=num_classes, converted=bool(obj.get("converted", False)), **args)
     load_weights(teacher, obj)
-    if student_data_cfg is not None:
+    if student_cfg is not None:
         for key in ("input_size", "mean", "std"):
-            a, b = teacher.data_cfg.get(key), student_data_cfg.get(key)
+            a, b = getattr(teacher.pretrained_cfg, key), getattr(student_cfg, key)
             if (tuple(a) if a else a) != (tuple(b) if b else b):
                 raise ConfigError(f"the teacher {name!r} expects {key} {a} but the student's data uses {b}; "
                                   f"pick a teacher trained on the same input")

@@ -1,0 +1,67 @@
+"""The Trainer on its own: gradient accumulation equals one big batch, mixup/distillation criteria."""
+import logging
+
+import pytest
+import torch
+from easydict import EasyDict
+from torch import nn
+
+from datasets.loader import InMemoryLoader
+from engine.checkpoint import CheckpointManager
+from engine.loggers import RunLogger
+from engine.optim import build_optimizer, param_groups
+from engine.trainer import Trainer
+from graphs.models.base import ModelBase
+from utils.distributed import DistContext
+from utils.schedules import LRSchedule
+
+
+class Tiny(ModelBase):
+    """No BatchNorm, so a big batch and accumulated micro-batches must give the same gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.classifier = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.classifier(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def _run(tmp_path, name, batch, accum, epochs=2):
+    torch.manual_seed(0)
+    model = Tiny()
+    g = torch.Generator().manual_seed(1)
+    images, labels = torch.randint(0, 256, (32, 3, 8, 8), generator=g, dtype=torch.uint8), torch.arange(32) % 4
+    common = dict(device="cpu", mean=(0.5,) * 3, std=(0.25,) * 3, seed=0)
+    train = InMemoryLoader(images, labels, list("abcd"), batch_size=batch, train=True, **common)
+    val = InMemoryLoader(images[:8], labels[:8], list("abcd"), batch_size=8, train=False, **common)
+    cfg = EasyDict(max_epoch=epochs, validate_every=epochs, log_interval=1, clip_grad_norm=None, amp="none",
+                   recovery_every=0, resume=None, auto_resume=False, grad_accum_steps=accum,
+                   freeze_backbone_epochs=0)
+    opt = build_optimizer(param_groups(model, 1e-3, "all"), "sgd", 0.1, momentum=0.9, nesterov=True)
+    steps = len(train) // accum
+    schedule = LRSchedule("cosine", 0.1, steps, epochs)
+    folder = tmp_path / name
+    (folder / "ck").mkdir(parents=True)
+    log = logging.getLogger("test-trainer")
+    ce = nn.CrossEntropyLoss()
+    trainer = Trainer(model, train, val, lambda out, t, x: ce(out, t), opt, schedule, config=cfg, dist=DistContext(),
+                      device=torch.device("cpu"), checkpoints=CheckpointManager(str(folder / "ck")),
+                      run_logger=RunLogger(str(folder / "tb"), str(folder / "m.csv"), log, epochs),
+                      logger=log, meta=lambda: {"arch": "tiny", "model_args": {}, "converted": False, "config": {}},
+                      num_classes=4)
+    trainer.fit()
+    trainer.run_logger.close()
+    return model, trainer
+
+
+def test_accumulating_two_batches_equals_one_batch_of_twice_the_size(tmp_path):
+    big, t_big = _run(tmp_path, "big", batch=8, accum=1)
+    acc, t_acc = _run(tmp_path, "acc", batch=4, accum=2)
+    assert t_big.state.step == t_acc.state.step == 8          # optimizer steps: 2 epochs x 32/8
+    for (n, p), q in zip(big.named_parameters(), acc.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=n)
+    # and it is not trivially so: a step per micro-batch trains differently
+    small, _ = _run(tmp_path, "small", batch=4, accum=1)
+    assert (small.conv.weight - big.conv.weight).abs().max() > 1e-4
