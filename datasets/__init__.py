@@ -6,7 +6,7 @@
 (input_size, crop_pct, interpolation, mean, std; mean/std None = the data set's constants). The loaders
 yield ``(images, labels)`` on ``device`` and are described in :mod:`datasets.loader`.
 """
-from datasets import cifar, imagenet, synthetic
+from datasets import cifar, coco, imagenet, synthetic
 from datasets.loader import FolderLoader, InMemoryLoader, loader_settings, subset
 from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, build_eval_transform,
                                  build_train_transform, check_interpolation)
@@ -125,6 +125,7 @@ def _build_imagenet(config, data_cfg, device, rank, world_size, s):
 DATASETS = {
     "cifar10": _build_cifar("cifar10"),
     "cifar100": _build_cifar("cifar100"),
+    "coco": coco.build_coco,
     "imagenet": _build_imagenet,
     "synthetic": _build_synthetic,
 }
