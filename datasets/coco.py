@@ -261,7 +261,9 @@ class CocoLoader:
         index.samples = index.samples[:subset(len(index.samples), limit)]
         index.check_files()
         self.index, self.train, self.device = index, train, torch.device(device)
-        groups = aspect_ratio_groups(index.aspect_ratios, group_factor) if train else [0] * len(index.samples)
+        # group_factor 0 turns the aspect-ratio grouping off (torchvision's --aspect-ratio-group-factor -1)
+        grouped = train and group_factor > 0
+        groups = aspect_ratio_groups(index.aspect_ratios, group_factor) if grouped else [0] * len(index.samples)
         self.plan = GroupedBatchPlan(groups, batch_size, rank, world_size, train=train, seed=seed,
                                      drop_last=drop_last)
         self.hflip = float(hflip) if train else 0.0
@@ -324,8 +326,10 @@ def build_coco(config, data_cfg, device, rank, world_size, s):
                         f"both need the same 'categories'")
     common = dict(device=device, rank=rank, world_size=world_size, seed=s["seed"], num_workers=s["num_workers"],
                   pin_memory=s["pin_memory"], bad_images=s["bad_images"])
+    group_factor = config.get("aspect_ratio_group_factor")
     train = CocoLoader(train_index, batch_size=s["batch_size"], train=True, drop_last=s["drop_last"],
-                       hflip=s["hflip"], limit=s["train_subset"], **common)
+                       hflip=s["hflip"], limit=s["train_subset"],
+                       group_factor=3 if group_factor is None else int(group_factor), **common)
     val = CocoLoader(val_index, batch_size=s["val_batch_size"], train=False, limit=s["val_subset"], **common)
     return train, val
 
