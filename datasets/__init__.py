@@ -7,7 +7,7 @@
 normalisation (mean, std; None = the data set's constants). The loaders yield ``(images, labels)`` on
 ``device`` and are described in :mod:`datasets.loader`.
 """
-from datasets import cifar, folder, imagenet, synthetic
+from datasets import cifar, coco, folder, imagenet, synthetic
 from datasets.loader import FolderLoader, InMemoryLoader, loader_settings, subset
 from datasets.transforms import build_eval_transform, build_train_transform, check_interpolation, eval_transform
 from utils.errors import CheckpointError, ConfigError, DataError, closest
@@ -145,6 +145,7 @@ def _folder_loaders(train_samples, val_samples, classes, mean, std, model_cfg, d
 DATASETS = {
     "cifar10": _build_cifar("cifar10"),
     "cifar100": _build_cifar("cifar100"),
+    "coco": coco.build_coco,
     "imagenet": _build_imagenet,
     "folder": _build_folder,
     "synthetic": _build_synthetic,

@@ -103,7 +103,7 @@ def epoch_ids(loader, epoch, start_batch=0):
 
 # ------------------------------------------------------------------ registry and config
 def test_list_datasets_and_unknown_name():
-    assert list_datasets() == ["cifar10", "cifar100", "folder", "imagenet", "synthetic"]
+    assert list_datasets() == ["cifar10", "cifar100", "coco", "folder", "imagenet", "synthetic"]
     assert sorted(DATASETS) == list_datasets()
     with pytest.raises(ConfigError) as e:
         build_loaders(cfg(dataset="cifar11"), None, CPU)
