@@ -149,8 +149,8 @@ SCHEMA = [
     O("amp", "str", "none", "Training precision: `bf16` (cuda or cpu) or `fp16` (cuda only; refused for "
       "training on a CPU). The other modes run in fp32 when the device cannot run it.",
       choices=("none", "bf16", "fp16")),
-    O("channels_last", "bool", False, "Use the channels-last memory format (on the CPU, faster training of "
-                                      "every model here: see Performance)."),
+    O("channels_last", "bool", None, "Channels-last memory format; null = on for fp32 training on the CPU (faster "
+      "for every family there: see The training recipe), off otherwise.", nullable=True),
     O("memory_efficient", "bool", True, "Training: recompute the cheap BN-ReLU(-concat) parts of dense layers in "
       "the backward pass instead of storing them (same results, far less memory)."),
     O("compile", "bool", False, "Training: run the model through `torch.compile`."),
