@@ -100,9 +100,10 @@ def _shape(partial):
     return [d.get_length() if d.is_static else None for d in partial]
 
 
-def load_runtime(path, kind=None, threads=None, precision="f32"):
+def load_runtime(path, kind=None, threads=None, precision="f32", batch=None):
     """Load a deployed ``.onnx`` / OpenVINO ``.xml`` file on ``kind`` ('onnxruntime' | 'openvino';
     default: OpenVINO for ``.xml``, onnxruntime for ``.onnx``) with ``threads`` intra-op threads.
+    ``batch``: OpenVINO only, fix the batch axis (static shapes compile slightly faster kernels).
 
     Returns a :class:`Runtime`. A missing file or package, an unknown kind, or an ``.xml`` on onnxruntime
     raise ConfigError (one sentence)."""
@@ -134,7 +135,13 @@ def load_runtime(path, kind=None, threads=None, precision="f32"):
                        sess.get_outputs()[0].shape)
     ov = _require("openvino")
     try:
-        compiled = ov.Core().compile_model(path, "CPU", _ov_config(threads, precision))
+        core = ov.Core()
+        model = core.read_model(path)
+        if batch:
+            shape = model.input(0).get_partial_shape()
+            shape[0] = int(batch)
+            model.reshape(shape)
+        compiled = core.compile_model(model, "CPU", _ov_config(threads, precision))
     except Exception as e:
         raise ConfigError(f"OpenVINO cannot load {path!r} ({type(e).__name__}); re-export it") from e
     request = compiled.create_infer_request()

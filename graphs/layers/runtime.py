@@ -57,6 +57,21 @@ def index_add_rounds(x, index, y):
     return x
 
 
+@torch.no_grad()
+def _densified(conv):
+    """A dense Conv2d equal to the grouped ``conv`` (zero weights outside each group's block)."""
+    g, w = conv.groups, conv.weight
+    out, per_in = w.shape[:2]
+    dense = nn.Conv2d(per_in * g, out, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None).to(w)
+    dense.weight.zero_()
+    for i in range(g):
+        rows = slice(i * out // g, (i + 1) * out // g)
+        dense.weight[rows, i * per_in:(i + 1) * per_in] = w[rows]
+    if conv.bias is not None:
+        dense.bias.copy_(conv.bias)
+    return dense
+
+
 def _shuffled_rows(out, groups, device):
     """``r -> channel`` of ShuffleLayer(groups): row ``g*per + t`` lands at channel ``t*G + g``."""
     rows = torch.arange(out, device=device)
@@ -68,7 +83,7 @@ class _RuntimeLayer(nn.Module):
     """One converted v1 / v2 dense layer; ``forward(x)`` returns the block features after the layer."""
 
     @torch.no_grad()
-    def __init__(self, layer, lgc_form, sfr_form):
+    def __init__(self, layer, lgc_form, sfr_form, conv3x3="grouped"):
         super().__init__()
         lgc, conv_2 = layer.conv_1, layer.conv_2
         g, out, c_in = lgc.groups, lgc.out_channels, lgc.in_channels
@@ -105,7 +120,7 @@ class _RuntimeLayer(nn.Module):
             self.conv_1 = nn.Conv2d(c_in, out, 1, bias=True).to(w)
             self.conv_1.weight.copy_(dense[shuffled.argsort()].view(out, c_in, 1, 1))   # rows in shuffled order
             self.conv_1.bias.copy_(bias[shuffled.argsort()])
-        self.conv_2 = conv_2.conv
+        self.conv_2 = conv_2.conv if conv3x3 == "grouped" else _densified(conv_2.conv)
         self.se = layer.se if getattr(layer, "use_se", False) else None
         sfr = getattr(layer, "sfr", None)
         self.sfr_form = sfr_form if sfr is not None else None
@@ -156,8 +171,8 @@ class _RuntimeLayer(nn.Module):
 class RuntimeDenseBlock(nn.Sequential):
     """A converted ``_DenseBlock`` / ``_SFRDenseBlock`` as a chain of :class:`_RuntimeLayer`."""
 
-    def __init__(self, block, lgc="gather", sfr="dense"):
-        super().__init__(*[_RuntimeLayer(layer, lgc, sfr) for layer in block.children()])
+    def __init__(self, block, lgc="gather", sfr="dense", conv3x3="grouped"):
+        super().__init__(*[_RuntimeLayer(layer, lgc, sfr, conv3x3) for layer in block.children()])
 
     def forward(self, x):
         if isinstance(x, (list, tuple)):
@@ -166,7 +181,7 @@ class RuntimeDenseBlock(nn.Sequential):
 
 
 @torch.no_grad()
-def runtime_graph(model, lgc="gather", sfr="dense"):
+def runtime_graph(model, lgc="gather", sfr="dense", conv3x3="grouped"):
     """An inference-only copy of a converted CondenseNet / CondenseNetV2 for export to ONNX / OpenVINO.
 
     ``model`` is not modified (its state dict keeps the official converted layout). ``lgc``: 'gather'
@@ -174,7 +189,7 @@ def runtime_graph(model, lgc="gather", sfr="dense"):
     'dense' (default) or 'scatter' (see the module docstring). Hard swish becomes ``nn.Hardswish``
     (one ONNX HardSwish node). Returns the copy in eval mode with ``requires_grad`` off.
     """
-    if lgc not in LGC_FORMS or sfr not in SFR_FORMS:
+    if lgc not in LGC_FORMS or sfr not in SFR_FORMS or conv3x3 not in ("grouped", "dense"):
         raise ConfigError(f"runtime_graph: lgc must be one of {LGC_FORMS} and sfr one of {SFR_FORMS}, "
                           f"got {lgc!r}, {sfr!r}")
     if not getattr(model, "is_converted", False) or getattr(model, "is_fused", False):
@@ -183,7 +198,7 @@ def runtime_graph(model, lgc="gather", sfr="dense"):
     new = copy.deepcopy(model).eval()
     for name, child in list(new.features.named_children()):
         if name.startswith("denseblock_"):
-            setattr(new.features, name, RuntimeDenseBlock(child, lgc, sfr))
+            setattr(new.features, name, RuntimeDenseBlock(child, lgc, sfr, conv3x3))
     for parent in list(new.modules()):
         for name, child in list(parent.named_children()):
             if type(child).__name__ == "HS":
