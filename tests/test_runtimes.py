@@ -135,8 +135,8 @@ def _small_models():
         conv = _condensed(name, kw).convert().eval()
         out.append((f"{name}-runtime", runtime_graph(conv), res))
     torch.manual_seed(0)
-    rex = _randomise_bn(create_model("rexnet_1_0", num_classes=10)).eval()
-    out.append(("rexnet_1_0", rex, 64))
+    rex = _randomise_bn(create_model("rexnet_1_0", num_classes=10, depth_mult=0.5)).eval()
+    out.append(("rexnet_1_0", rex, 32))
     return out
 
 
