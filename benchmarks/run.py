@@ -340,14 +340,20 @@ def run_deploy(args):
     env, allocator = _allocator_env(args.allocator)
     flops = {}
     for key in keys:
+        if args.reuse and os.path.isfile(os.path.join(folder, key + ".flops")):
+            flops[key] = float(open(os.path.join(folder, key + ".flops")).read())
+            continue
         cmd = [sys.executable, os.path.abspath(__file__), "--prepare-deploy", key, folder] + (["--quick"] if args.quick else [])
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         if p.returncode != 0:
             raise SystemExit(f"error: exporting {key} failed: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
         flops[key] = float(p.stdout.strip().splitlines()[-1])
+        with open(os.path.join(folder, key + ".flops"), "w") as f:
+            f.write(repr(flops[key]))
         print(f"exported {key}", file=sys.stderr, flush=True)
     variants = [v for v in DEPLOY_VARIANTS if args.compile or v != "compiled"]
     runs = {(k, v): [] for k in keys for v in variants}
+    rows = []
     for rnd in range(args.repeat):
         for key in keys:
             for v in variants:
@@ -361,6 +367,23 @@ def run_deploy(args):
                      dict(error=(p.stderr or p.stdout).strip().splitlines()[-1:]))
                 runs[(key, v)].append(r.get("ms"))
         print(f"round {rnd + 1}/{args.repeat} done, load {_load_avg()}", file=sys.stderr, flush=True)
+        rows = _deploy_rows(keys, variants, runs, flops, rnd + 1)
+        table = format_deploy_table(rows, variants)
+        # written after every round: a long run on a busy machine can be stopped with its rounds so far
+        from utils.benchmark import write_json
+        write_json(dict(deploy=rows, table=table, threads=args.threads, rounds=rnd + 1, cpu=_cpu_name(),
+                        cpu_count=os.cpu_count(), torch_version=_torch_version(), allocator=allocator,
+                        runtime_form=RUNTIME_FORM, quick=args.quick, load_avg_1min_end=_load_avg()),
+                   args.json or os.path.join(ROOT, "benchmarks", "results_deploy.json"))
+    print(table)
+    print(f"\n{_cpu_name()} ({os.cpu_count()} logical CPUs), torch {_torch_version()}, threads {args.threads}, "
+          f"batch 1, {args.repeat} rounds, 1-min load average at end {_load_avg()}; allocator {allocator}"
+          f"{'; QUICK (tiny settings)' if args.quick else ''}")
+    return rows
+
+
+def _deploy_rows(keys, variants, runs, flops, rounds):
+    """Per model: median [min-max] over rounds per runtime; per round best(model) / best(peer), median."""
     rows = []
     for key in keys:
         row = dict(model=key, description=DEPLOY_MODELS[key][0], flops=flops[key], variants={})
@@ -375,24 +398,14 @@ def run_deploy(args):
         return min(vals) if vals else (None, None)
     for row in rows:
         ratios = []
-        for rnd in range(args.repeat):
+        for rnd in range(rounds):
             (m, _), (p_, _) = best(row["model"], rnd), best(PEER, rnd)
             if m is not None and p_ is not None:
                 ratios.append(m / p_)
-        bests = [best(row["model"], rnd)[1] for rnd in range(args.repeat)]
+        bests = [best(row["model"], rnd)[1] for rnd in range(rounds)]
         row.update(ratio=statistics.median(ratios) if ratios else None, ratio_lo=min(ratios) if ratios else None,
-                   ratio_hi=max(ratios) if ratios else None,
+                   ratio_hi=max(ratios) if ratios else None, ratios=ratios,
                    best_variant=max(set(bests), key=bests.count) if bests else None)
-    table = format_deploy_table(rows, variants)
-    print(table)
-    print(f"\n{_cpu_name()} ({os.cpu_count()} logical CPUs), torch {_torch_version()}, threads {args.threads}, "
-          f"batch 1, {args.repeat} rounds, 1-min load average at end {_load_avg()}; allocator {allocator}"
-          f"{'; QUICK (tiny settings)' if args.quick else ''}")
-    from utils.benchmark import write_json
-    write_json(dict(deploy=rows, table=table, threads=args.threads, repeat=args.repeat, cpu=_cpu_name(),
-                    cpu_count=os.cpu_count(), torch_version=_torch_version(), allocator=allocator,
-                    runtime_form=RUNTIME_FORM, quick=args.quick),
-               args.json or os.path.join(ROOT, "benchmarks", "results_deploy.json"))
     return rows
 
 
@@ -514,6 +527,7 @@ def main(argv=None):
     ap.add_argument("--models", default=None, help=f"--deploy: comma-separated subset of {', '.join(DEPLOY_MODELS)}")
     ap.add_argument("--artifacts", default=None, help="--deploy: folder for the exported files "
                                                        "(default benchmarks/.artifacts)")
+    ap.add_argument("--reuse", action="store_true", help="--deploy: keep the exported files of an earlier run")
     ap.add_argument("--prepare-deploy", nargs=2, metavar=("MODEL", "FOLDER"), help=argparse.SUPPRESS)
     ap.add_argument("--measure-deploy", nargs=3, metavar=("MODEL", "VARIANT", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
