@@ -352,6 +352,8 @@ def run_deploy(args):
             f.write(repr(flops[key]))
         print(f"exported {key}", file=sys.stderr, flush=True)
     variants = [v for v in DEPLOY_VARIANTS if args.compile or v != "compiled"]
+    if args.variants:
+        variants = [v for v in args.variants.split(",") if v in variants]
     runs = {(k, v): [] for k in keys for v in variants}
     rows = []
     for rnd in range(args.repeat):
@@ -362,9 +364,13 @@ def run_deploy(args):
                 for flag in ("iters", "warmup"):
                     if getattr(args, flag) is not None:
                         cmd += [f"--{flag}", str(getattr(args, flag))]
-                p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-                r = (json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else
-                     dict(error=(p.stderr or p.stdout).strip().splitlines()[-1:]))
+                if args.in_process:        # a busy machine: no start-up per measurement (no per-variant RSS)
+                    kw = {k: getattr(args, k) for k in ("iters", "warmup") if getattr(args, k) is not None}
+                    r = measure_deploy(key, v, folder, args.threads, quick=args.quick, **kw)
+                else:
+                    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+                    r = (json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else
+                         dict(error=(p.stderr or p.stdout).strip().splitlines()[-1:]))
                 runs[(key, v)].append(r.get("ms"))
         print(f"round {rnd + 1}/{args.repeat} done, load {_load_avg()}", file=sys.stderr, flush=True)
         rows = _deploy_rows(keys, variants, runs, flops, rnd + 1)
@@ -527,6 +533,8 @@ def main(argv=None):
     ap.add_argument("--models", default=None, help=f"--deploy: comma-separated subset of {', '.join(DEPLOY_MODELS)}")
     ap.add_argument("--artifacts", default=None, help="--deploy: folder for the exported files "
                                                        "(default benchmarks/.artifacts)")
+    ap.add_argument("--variants", default=None, help=f"--deploy: comma-separated subset of {', '.join(DEPLOY_VARIANTS)}")
+    ap.add_argument("--in-process", action="store_true", help="--deploy: measure in this process (faster start)")
     ap.add_argument("--reuse", action="store_true", help="--deploy: keep the exported files of an earlier run")
     ap.add_argument("--prepare-deploy", nargs=2, metavar=("MODEL", "FOLDER"), help=argparse.SUPPRESS)
     ap.add_argument("--measure-deploy", nargs=3, metavar=("MODEL", "VARIANT", "FOLDER"), help=argparse.SUPPRESS)
