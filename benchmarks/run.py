@@ -238,6 +238,201 @@ def _print_profile(fn, calls=3, rows=20):
           file=sys.stderr)
 
 
+# ------------------------------------------------------------------------------------ deployment runtimes
+# model key -> (description, factory, input side); 'timm_rexnet_100' is the peer of every ratio
+DEPLOY_MODELS = {
+    "timm_rexnet_100": ("timm rexnet_100 (peer)", "timm:rexnet_100", 224),
+    "rexnet_1_0": ("ReXNet-1.0 (ours)", "rexnet_1_0", 224),
+    "cdnv2_a": ("CondenseNetV2-A converted", "cdnv2_a", 224),
+    "cdnv2_c": ("CondenseNetV2-C converted", "cdnv2_c", 224),
+    "condensenet_86": ("CondenseNet-86 converted, 32x32", "condensenet_86", 32),
+}
+DEPLOY_QUICK = {"timm_rexnet_100": 64, "rexnet_1_0": 64, "cdnv2_a": 64, "cdnv2_c": 64, "condensenet_86": 32}
+# openvino: fp32 pinned (INFERENCE_PRECISION_HINT f32); openvino_bf16: the CPU plugin's default, which runs
+# fp32 models in bf16 on CPUs with bf16 instructions; openvino_int8: NNCF int8 (plugin default for the rest)
+DEPLOY_VARIANTS = ("eager_fused", "compiled", "onnxruntime", "openvino", "openvino_bf16", "openvino_int8")
+PEER = "timm_rexnet_100"
+
+
+def _deploy_model(key, quick=False):
+    """(eager model in eval mode, the module to export, input side, paper FLOPs per image)."""
+    import torch
+    from graphs.models import create_model
+    from utils.flops import profile
+    factory, res = DEPLOY_MODELS[key][1], DEPLOY_MODELS[key][2]
+    res = DEPLOY_QUICK[key] if quick else res
+    torch.manual_seed(0)
+    if factory.startswith("timm:"):
+        import timm
+        model = timm.create_model(factory[5:]).eval()
+        flops = profile(model, (3, res, res), rule="macs")[0]
+        return model, model, res, flops
+    model = create_model(factory, **({"stages": (1, 1, 2, 2, 2)} if quick and key.startswith("cdnv2") else {}))
+    if hasattr(model, "convert"):
+        model.set_progress(1.0)
+        model = model.eval().convert().eval()
+        flops = profile(model, (3, res, res))[0]
+        from graphs.layers.runtime import runtime_graph
+        return model, runtime_graph(model, **RUNTIME_FORM), res, flops
+    model.eval()
+    flops = profile(model, (3, res, res))[0]
+    return model, model, res, flops
+
+
+RUNTIME_FORM = dict(lgc="dense", sfr="dense", conv3x3="grouped")
+
+
+def _prepare_deploy(key, folder, quick=False):
+    """Write <folder>/<key>.onnx, .xml (fp32 IR) and _int8.xml (NNCF, 64 random calibration images:
+    speed only); returns the FLOPs."""
+    import numpy as np
+    from utils.export import export_onnx
+    from utils.runtimes import export_openvino, export_openvino_int8
+    _, graph, res, flops = _deploy_model(key, quick)
+    base = os.path.join(folder, key)
+    export_onnx(graph, base + ".onnx", (3, res, res))
+    export_openvino(graph, base + ".xml", (3, res, res), onnx_path=base + ".onnx")
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal((1, 3, res, res)).astype(np.float32) for _ in range(8 if quick else 64)]
+    export_openvino_int8(graph, base + "_int8.xml", calib, (3, res, res), onnx_path=base + ".onnx")
+    return flops
+
+
+def measure_deploy(key, variant, folder, threads=2, warmup=10, iters=50, quick=False):
+    """Batch-1 latency (ms, median of ``iters``) of one model on one runtime, in this process."""
+    import numpy as np
+    import torch
+    torch.set_num_threads(threads)
+    res = DEPLOY_QUICK[key] if quick else DEPLOY_MODELS[key][2]
+    x = torch.randn(1, 3, res, res, generator=torch.Generator().manual_seed(0))
+    if variant in ("eager_fused", "compiled"):
+        model, _, _, _ = _deploy_model(key, quick)
+        if hasattr(model, "fuse"):
+            model.fuse()
+        if variant == "compiled":
+            import torch._inductor.config as inductor_config
+            inductor_config.freezing = True
+            model = torch.compile(model)
+        with torch.inference_mode():
+            model(x)
+            med, times = _time(lambda: model(x), warmup, iters)
+    else:
+        from utils.runtimes import load_runtime
+        path = os.path.join(folder, key + {"onnxruntime": ".onnx", "openvino": ".xml", "openvino_bf16": ".xml",
+                                           "openvino_int8": "_int8.xml"}[variant])
+        rt = load_runtime(path, "onnxruntime" if variant == "onnxruntime" else "openvino", threads=threads,
+                          precision="f32" if variant == "openvino" else "auto", batch=1)
+        xn = x.numpy().astype(np.float32)
+        med, times = _time(lambda: rt._run(xn), warmup, iters)
+    return dict(model=key, variant=variant, ms=med, ms_min=min(times), threads=threads, peak_rss_mb=_peak_rss_mb())
+
+
+def run_deploy(args):
+    """The deployment table: every model x runtime in fresh subprocesses, ``--repeat`` rounds, each round
+    alternating over models and runtimes; per round the ratio best(model) / best(peer)."""
+    folder = args.artifacts or os.path.join(ROOT, "benchmarks", ".artifacts")
+    os.makedirs(folder, exist_ok=True)
+    keys = list(DEPLOY_MODELS) if not args.models else [PEER] + [k for k in args.models.split(",") if k != PEER]
+    unknown = [k for k in keys if k not in DEPLOY_MODELS]
+    if unknown:
+        raise SystemExit(f"error: unknown models {unknown}; choose from {', '.join(DEPLOY_MODELS)}")
+    env, allocator = _allocator_env(args.allocator)
+    flops = {}
+    for key in keys:
+        if args.reuse and os.path.isfile(os.path.join(folder, key + ".flops")):
+            flops[key] = float(open(os.path.join(folder, key + ".flops")).read())
+            continue
+        cmd = [sys.executable, os.path.abspath(__file__), "--prepare-deploy", key, folder] + (["--quick"] if args.quick else [])
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+        if p.returncode != 0:
+            raise SystemExit(f"error: exporting {key} failed: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
+        flops[key] = float(p.stdout.strip().splitlines()[-1])
+        with open(os.path.join(folder, key + ".flops"), "w") as f:
+            f.write(repr(flops[key]))
+        print(f"exported {key}", file=sys.stderr, flush=True)
+    variants = [v for v in DEPLOY_VARIANTS if args.compile or v != "compiled"]
+    if args.variants:
+        variants = [v for v in args.variants.split(",") if v in variants]
+    runs = {(k, v): [] for k in keys for v in variants}
+    rows = []
+    for rnd in range(args.repeat):
+        for key in keys:
+            for v in variants:
+                cmd = [sys.executable, os.path.abspath(__file__), "--measure-deploy", key, v, folder,
+                       "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+                for flag in ("iters", "warmup"):
+                    if getattr(args, flag) is not None:
+                        cmd += [f"--{flag}", str(getattr(args, flag))]
+                if args.in_process:        # a busy machine: no start-up per measurement (no per-variant RSS)
+                    kw = {k: getattr(args, k) for k in ("iters", "warmup") if getattr(args, k) is not None}
+                    r = measure_deploy(key, v, folder, args.threads, quick=args.quick, **kw)
+                else:
+                    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+                    r = (json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else
+                         dict(error=(p.stderr or p.stdout).strip().splitlines()[-1:]))
+                runs[(key, v)].append(r.get("ms"))
+        print(f"round {rnd + 1}/{args.repeat} done, load {_load_avg()}", file=sys.stderr, flush=True)
+        rows = _deploy_rows(keys, variants, runs, flops, rnd + 1)
+        table = format_deploy_table(rows, variants)
+        # written after every round: a long run on a busy machine can be stopped with its rounds so far
+        from utils.benchmark import write_json
+        write_json(dict(deploy=rows, table=table, threads=args.threads, rounds=rnd + 1, cpu=_cpu_name(),
+                        cpu_count=os.cpu_count(), torch_version=_torch_version(), allocator=allocator,
+                        runtime_form=RUNTIME_FORM, quick=args.quick, load_avg_1min_end=_load_avg()),
+                   args.json or os.path.join(ROOT, "benchmarks", "results_deploy.json"))
+    print(table)
+    print(f"\n{_cpu_name()} ({os.cpu_count()} logical CPUs), torch {_torch_version()}, threads {args.threads}, "
+          f"batch 1, {args.repeat} rounds, 1-min load average at end {_load_avg()}; allocator {allocator}"
+          f"{'; QUICK (tiny settings)' if args.quick else ''}")
+    return rows
+
+
+def _deploy_rows(keys, variants, runs, flops, rounds):
+    """Per model: median [min-max] over rounds per runtime; per round best(model) / best(peer), median."""
+    rows = []
+    for key in keys:
+        row = dict(model=key, description=DEPLOY_MODELS[key][0], flops=flops[key], variants={})
+        for v in variants:
+            ms = [t for t in runs[(key, v)] if t is not None]
+            row["variants"][v] = dict(runs_ms=runs[(key, v)], ms=statistics.median(ms) if ms else None,
+                                      ms_lo=min(ms) if ms else None, ms_hi=max(ms) if ms else None)
+        rows.append(row)
+
+    def best(key, rnd):
+        vals = [(runs[(key, v)][rnd], v) for v in variants if runs[(key, v)][rnd] is not None]
+        return min(vals) if vals else (None, None)
+    for row in rows:
+        ratios = []
+        for rnd in range(rounds):
+            (m, _), (p_, _) = best(row["model"], rnd), best(PEER, rnd)
+            if m is not None and p_ is not None:
+                ratios.append(m / p_)
+        bests = [best(row["model"], rnd)[1] for rnd in range(rounds)]
+        row.update(ratio=statistics.median(ratios) if ratios else None, ratio_lo=min(ratios) if ratios else None,
+                   ratio_hi=max(ratios) if ratios else None, ratios=ratios,
+                   best_variant=max(set(bests), key=bests.count) if bests else None)
+    return rows
+
+
+def format_deploy_table(rows, variants):
+    """Markdown: per model and runtime the median ms [spread] and achieved GFLOP/s (2 x multiply-adds)."""
+    head = "| model | FLOPs | " + " | ".join(variants) + " | best / peer best (median [spread]) |"
+    lines = [head, "|---|---:|" + "---:|" * len(variants) + "---:|"]
+    for r in rows:
+        cells = []
+        for v in variants:
+            d = r["variants"][v]
+            if d["ms"] is None:
+                cells.append("error")
+                continue
+            gflops = 2.0 * r["flops"] / (d["ms"] * 1e-3) / 1e9
+            cells.append(f"{d['ms']:.2f} ms [{d['ms_lo']:.2f}-{d['ms_hi']:.2f}], {gflops:.0f} GFLOP/s")
+        ratio = "-" if r["ratio"] is None else \
+            f"{r['ratio']:.2f}x [{r['ratio_lo']:.2f}-{r['ratio_hi']:.2f}] ({r['best_variant']})"
+        lines.append(f"| {r['description']} | {r['flops'] / 1e6:.0f} M | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
 def _allocator_env(choice):
     """(environment for the measuring subprocesses, allocator label)."""
     from utils.allocator import find_tcmalloc
@@ -249,6 +444,13 @@ def _allocator_env(choice):
     if choice in ("auto", "tcmalloc") and lib:
         env["LD_PRELOAD"] = lib
         return env, f"tcmalloc ({lib})"
+    if choice == "mimalloc":
+        from utils.allocator import find_mimalloc
+        lib = find_mimalloc()
+        if not lib:
+            raise SystemExit("error: --allocator mimalloc: pip install cmeel-mimalloc")
+        env["LD_PRELOAD"] = lib
+        return env, f"mimalloc ({lib})"
     if choice == "glibc-mmap":
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
         return env, "glibc, MALLOC_MMAP_THRESHOLD_=131072"
@@ -319,12 +521,34 @@ def main(argv=None):
                     help="measure each variant this many times, alternating, and keep the fastest median")
     ap.add_argument("--no-compile", dest="compile", action="store_false",
                     help="skip the torch.compile variant of the inference rows")
-    ap.add_argument("--allocator", choices=("auto", "tcmalloc", "glibc", "glibc-mmap"), default="auto",
+    ap.add_argument("--allocator", choices=("auto", "tcmalloc", "mimalloc", "glibc", "glibc-mmap"), default="auto",
                     help="C allocator of the measuring subprocesses (auto: tcmalloc if installed, else glibc)")
     ap.add_argument("--profile", nargs=2, metavar=("ROW", "VARIANT"),
                     help="measure one variant of one row in this process and print its top operators")
     ap.add_argument("--measure", nargs=2, metavar=("ROW", "VARIANT"), help=argparse.SUPPRESS)
+    ap.add_argument("--deploy", action="store_true",
+                    help="the deployment table instead: eager fused, torch.compile, onnxruntime, OpenVINO, OpenVINO "
+                         "int8 per model, batch 1, with timm rexnet_100 as the peer")
+    ap.add_argument("--models", default=None, help=f"--deploy: comma-separated subset of {', '.join(DEPLOY_MODELS)}")
+    ap.add_argument("--artifacts", default=None, help="--deploy: folder for the exported files "
+                                                       "(default benchmarks/.artifacts)")
+    ap.add_argument("--variants", default=None, help=f"--deploy: comma-separated subset of {', '.join(DEPLOY_VARIANTS)}")
+    ap.add_argument("--in-process", action="store_true", help="--deploy: measure in this process (faster start)")
+    ap.add_argument("--reuse", action="store_true", help="--deploy: keep the exported files of an earlier run")
+    ap.add_argument("--prepare-deploy", nargs=2, metavar=("MODEL", "FOLDER"), help=argparse.SUPPRESS)
+    ap.add_argument("--measure-deploy", nargs=3, metavar=("MODEL", "VARIANT", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.prepare_deploy:
+        print(_prepare_deploy(args.prepare_deploy[0], args.prepare_deploy[1], args.quick))
+        return 0
+    if args.measure_deploy:
+        key, variant, folder = args.measure_deploy
+        kw = {k: getattr(args, k) for k in ("iters", "warmup") if getattr(args, k) is not None}
+        print(json.dumps(measure_deploy(key, variant, folder, args.threads, quick=args.quick, **kw)))
+        return 0
+    if args.deploy:
+        run_deploy(args)
+        return 0
     one = args.measure or args.profile
     if one:
         if one[0] not in ROWS or one[1] not in VARIANTS[ROWS[one[0]][1]]:

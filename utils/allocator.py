@@ -10,10 +10,13 @@ before the process starts (``LD_PRELOAD``), hence a launcher, not a config key.
 
     python utils/allocator.py        # prints the library to preload, or nothing
 """
+import ctypes
 import ctypes.util
+import glob
 import os
+import sysconfig
 
-__all__ = ["find_tcmalloc", "active_allocator"]
+__all__ = ["find_tcmalloc", "find_mimalloc", "find_allocator", "active_allocator", "tune_glibc"]
 
 _TCMALLOC = ("tcmalloc_minimal", "tcmalloc")
 
@@ -27,6 +30,43 @@ def find_tcmalloc():
     return None
 
 
+def find_mimalloc():
+    """The path of the mimalloc shared library that the ``cmeel-mimalloc`` wheel installs, or None."""
+    for root in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        hits = sorted(glob.glob(os.path.join(root, "cmeel.prefix", "lib", "libmimalloc.so*")))
+        if hits:
+            return hits[0]
+    return None
+
+
+def find_allocator():
+    """The library ``run.sh`` preloads: tcmalloc where the system has it, else the pip-installed mimalloc."""
+    return find_tcmalloc() or find_mimalloc()
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+
+
+def tune_glibc(mmap_threshold=None, trim_threshold=None, arena_max=None):
+    """Set glibc malloc parameters with ``mallopt`` (no-op unless glibc is this process's malloc).
+
+    Returns the parameters applied (a dict, empty where nothing was applied)."""
+    if active_allocator() != "glibc":
+        return {}
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return {}
+    applied = {}
+    for code, name, value in ((_M_MMAP_THRESHOLD, "mmap_threshold", mmap_threshold),
+                              (_M_TRIM_THRESHOLD, "trim_threshold", trim_threshold),
+                              (_M_ARENA_MAX, "arena_max", arena_max)):
+        if value is not None and libc.mallopt(code, int(value)) == 1:
+            applied[name] = int(value)
+    return applied
+
+
 def active_allocator():
     """'tcmalloc', 'jemalloc' or 'glibc': the malloc mapped into this process."""
     try:
@@ -34,11 +74,11 @@ def active_allocator():
             maps = f.read()
     except OSError:
         return "glibc"
-    for name in ("tcmalloc", "jemalloc"):
+    for name in ("tcmalloc", "jemalloc", "mimalloc"):
         if f"lib{name}" in maps:
             return name
     return "glibc"
 
 
 if __name__ == "__main__":
-    print(find_tcmalloc() or "")
+    print(find_allocator() or "")

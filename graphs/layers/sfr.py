@@ -18,6 +18,7 @@ from utils.errors import CheckpointError, ConfigError, check
 
 from .efficient import bn_act_conv, can_use
 from .lgc import CondensingModule, PreActLayer, ShuffleLayerTrans
+from .runtime import index_add_rounds
 
 
 class SFR(CondensingModule):
@@ -157,4 +158,6 @@ class CondensedSFR(PreActLayer):
         if x_old is None:
             n, _, h, w = y.shape
             x_old = y.new_zeros(n, self.out_channels, h, w)
+        if torch.jit.is_tracing():      # legacy ONNX export / TorchScript trace: no duplicate-index index_add
+            return index_add_rounds(x_old, self.index, y)
         return x_old.index_add(1, self.index, y)
