@@ -2,11 +2,14 @@
 import os
 from typing import Optional, Tuple
 
+import torch
+from torch import nn
+
 from graphs.models import load_weights
 from utils.checkpoint import load_checkpoint
 from utils.errors import CheckpointError
 
-__all__ = ["load_for_eval", "load_if_available", "input_size"]
+__all__ = ["load_for_eval", "load_if_available", "input_size", "runtime_model"]
 
 
 def _checkpoint_manager(ctx):
@@ -67,3 +70,29 @@ def input_size(ctx) -> Tuple[int, int, int]:
 
 def out_path(ctx, name: str) -> str:
     return os.path.join(ctx.dirs.out, name)
+
+
+class _RuntimeModel(nn.Module):
+    """A deployed file (utils.runtimes.Runtime) as a module: what validate and predict run instead of
+    the PyTorch model when ``runtime`` is onnxruntime or openvino."""
+
+    def __init__(self, runtime):
+        super().__init__()
+        self.runtime = runtime
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.runtime(x.float().cpu()).to(x.device)
+
+
+def runtime_model(ctx) -> Optional[nn.Module]:
+    """The artifact named by ``runtime``/``runtime_artifact`` (checked against the config), or None for
+    ``runtime: torch``."""
+    cfg = ctx.config
+    if cfg.runtime == "torch":
+        return None
+    from utils.runtimes import check_artifact, load_runtime
+    path = cfg.runtime_artifact or out_path(ctx, f"{cfg.exp_name}.{'xml' if cfg.runtime == 'openvino' else 'onnx'}")
+    rt = load_runtime(path, cfg.runtime, cfg.runtime_threads or None, cfg.runtime_precision)
+    check_artifact(rt, input_size(ctx), ctx.num_classes)
+    ctx.logger.info(f"running {path} on {cfg.runtime}")
+    return _RuntimeModel(rt)

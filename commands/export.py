@@ -1,19 +1,54 @@
-"""``--mode export``: ONNX (checked with onnxruntime) and TorchScript of the deployable model, in ``out/``."""
+"""``--mode export``: the deployable model as ONNX (checked with onnxruntime), TorchScript, OpenVINO IR and
+int8 (NNCF / onnxruntime static quantization), in ``out/``; ``out/export.json`` records every file, its
+parity with PyTorch and, for the runtime formats, its top-1 on the validation split."""
+from engine.evaluator import evaluate
+from graphs.layers.runtime import runtime_graph
+from utils.benchmark import write_json
 from utils.export import export_onnx, export_torchscript
+from utils.runtimes import export_onnx_int8, export_openvino, export_openvino_int8, load_runtime
 
 from .common import input_size, load_if_available, out_path
 from .deploy import deployable
 
-WRITERS = {"onnx": ("onnx", export_onnx), "torchscript": ("torchscript.pt", export_torchscript)}
+RUNTIME_FORMATS = ("onnx", "openvino", "openvino_int8", "onnx_int8")
+FILES = {"onnx": "{}.onnx", "torchscript": "{}.torchscript.pt", "openvino": "{}.xml", "openvino_int8": "{}.int8.xml",
+         "onnx_int8": "{}.int8.onnx"}
 
 
 def export(ctx) -> dict:
+    cfg = ctx.config
     load_if_available(ctx)
-    model = deployable(ctx.model, ctx.config.prune_classifier).cpu()
+    model = deployable(ctx.model, cfg.prune_classifier).cpu()
+    # the runtime form of a converted CondenseNet: BN folded, no gathers or scatters (same logits)
+    graph = runtime_graph(model) if model.is_converted else model
+    size, fmts = input_size(ctx), list(cfg.export_formats)
+    path = {f: out_path(ctx, name.format(cfg.exp_name)) for f, name in FILES.items()}
     results = {}
-    for fmt in ctx.config.export_formats:
-        suffix, writer = WRITERS[fmt]
-        path = out_path(ctx, f"{ctx.config.exp_name}.{suffix}")
-        results[fmt] = writer(model, path, input_size(ctx))
-        ctx.logger.info(f"wrote {path} ({fmt}); max |difference| to PyTorch {results[fmt]['max_abs_diff']:.2e}")
+    if any(f in fmts for f in RUNTIME_FORMATS):     # every runtime format starts from the checked ONNX file
+        results["onnx"] = export_onnx(graph, path["onnx"], size)
+    if "torchscript" in fmts:
+        results["torchscript"] = export_torchscript(model, path["torchscript"], size)
+    if "openvino" in fmts:
+        results["openvino"] = export_openvino(graph, path["openvino"], size, onnx_path=path["onnx"])
+    int8 = [f for f in fmts if f.endswith("_int8")]
+    if int8:
+        from datasets import calibration_loader
+        train, val = ctx.loaders
+        calibration = [x.cpu() for x, _ in calibration_loader(train, val, cfg.calibration_size)]
+        if "openvino_int8" in int8:
+            results["openvino_int8"] = export_openvino_int8(graph, path["openvino_int8"], calibration, size,
+                                                            onnx_path=path["onnx"])
+        if "onnx_int8" in int8:
+            results["onnx_int8"] = export_onnx_int8(path["onnx"], path["onnx_int8"], calibration)
+        for fmt in ["onnx" if "onnx" in fmts else None, "openvino" if "openvino" in fmts else None, *int8]:
+            if fmt is not None:        # the deployed file's accuracy on real data, fp32 beside int8
+                rt = load_runtime(path[fmt], threads=cfg.runtime_threads or None, precision=cfg.runtime_precision)
+                stats = evaluate(model, val, ctx.device, ctx.dist, ctx.num_classes, forward=lambda x: rt(x.cpu()))
+                results[fmt]["val_top1"] = stats["top1"]
+                ctx.logger.info(f"{fmt}: top-1 {stats['top1']:.2f}% on {stats['count']} validation images")
+    for fmt, res in results.items():
+        diff = res.get("max_abs_diff")
+        ctx.logger.info(f"wrote {res.get('path', path[fmt])} ({fmt})"
+                        + (f"; max |difference| to PyTorch {diff:.2e}" if diff is not None else ""))
+    write_json(results, out_path(ctx, "export.json"))
     return results

@@ -3,20 +3,22 @@ from datasets import dataset_mean_std, eval_transform, resolve_class_names
 from utils.errors import ConfigError
 from utils.predict import expand_image_paths, format_predictions, predict as predict_images
 
-from .common import load_if_available
+from .common import load_if_available, runtime_model
 
 
 def predict(ctx) -> list:
     cfg = ctx.config
     if not cfg.images:
         raise ConfigError("predict needs images: add --images a.jpg b.png (files or folders)")
-    load_if_available(ctx)
+    deployed = runtime_model(ctx)
+    if deployed is None:
+        load_if_available(ctx)
     mean, std = dataset_mean_std(cfg.dataset)
     mean, std = tuple(cfg.mean or mean), tuple(cfg.std or std)
     transform = eval_transform(ctx.model.pretrained_cfg, mean, std, input_size=cfg.input_size,
                                crop_pct=cfg.crop_pct, interpolation=cfg.eval_interpolation)
     names = resolve_class_names(ctx.num_classes, ctx.loaded_checkpoint, cfg.dataset, cfg.data_root)
-    results = predict_images(ctx.model, expand_image_paths(cfg.images), transform, names, topk=5,
+    results = predict_images(deployed or ctx.model, expand_image_paths(cfg.images), transform, names, topk=5,
                              device=ctx.device)
     print(format_predictions(results))
     return results

@@ -8,15 +8,18 @@ import torch
 from engine.evaluator import evaluate
 from utils.checkpoint import atomic_write
 
-from .common import load_for_eval, out_path
+from .common import load_for_eval, out_path, runtime_model
 
 
 def validate(ctx) -> dict:
-    """Evaluate the checkpoint with the model's own eval transform; write ``out/per_class_accuracy.csv``
-    and, for at most 100 classes, ``out/confusion_matrix.png``."""
-    path = load_for_eval(ctx)
+    """Evaluate the checkpoint (or, with ``runtime``, the deployed file) with the model's own eval
+    transform; write ``out/per_class_accuracy.csv`` and, for at most 100 classes, ``out/confusion_matrix.png``."""
+    deployed = runtime_model(ctx)
+    path = load_for_eval(ctx) if deployed is None else ctx.config.runtime
     _, loader = ctx.loaders
-    stats = evaluate(ctx.model, loader, ctx.device, ctx.dist, ctx.num_classes, amp=ctx.config.amp, confusion=True)
+    model = deployed if deployed is not None else ctx.model
+    stats = evaluate(model, loader, ctx.device, ctx.dist, ctx.num_classes, amp=ctx.config.amp, confusion=True,
+                     forward=deployed)
     ctx.logger.info(f"{path}: top-1 {stats['top1']:.2f}%  top-5 {stats['top5']:.2f}%  "
                     f"loss {stats['loss']:.4f}  ({stats['count']} images)")
     if ctx.dist.is_main:

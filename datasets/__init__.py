@@ -13,7 +13,7 @@ from datasets.transforms import build_eval_transform, build_train_transform, che
 from utils.errors import CheckpointError, ConfigError, DataError, closest
 from utils.model_cfg import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PretrainedCfg
 
-__all__ = ["build_loaders", "list_datasets", "class_names_for", "resolve_class_names", "dataset_mean_std",
+__all__ = ["build_loaders", "list_datasets", "class_names_for", "resolve_class_names", "dataset_mean_std", "calibration_loader",
            "eval_transform", "DATASETS", "InMemoryLoader", "FolderLoader"]
 
 
@@ -187,6 +187,18 @@ def class_names_for(dataset, num_classes, data_root=None):
         if names:
             return names
     return [f"class_{i}" for i in range(n)]
+
+
+def calibration_loader(train_loader, val_loader, count):
+    """The first ``count`` training images through the EVAL transform (no augmentation), batched like
+    validation: what int8 post-training quantization calibrates on."""
+    common = dict(batch_size=val_loader.batch_size, train=False, device=train_loader.device,
+                  mean=train_loader.mean, std=train_loader.std)
+    if isinstance(train_loader, InMemoryLoader):
+        return InMemoryLoader(train_loader.images[:count], train_loader.labels[:count], train_loader.class_names,
+                              **common)
+    return FolderLoader(train_loader.dataset.samples[:count], train_loader.class_names,
+                        val_loader.dataset.transform, **common)
 
 
 def dataset_mean_std(dataset):

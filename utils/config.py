@@ -166,7 +166,18 @@ SCHEMA = [
     O("recovery_keep", "int", 2, "How many recovery checkpoints to keep.", min=1),
     O("use_ema_weights", "bool", True, "Evaluate/convert a checkpoint's EMA weights when it has them."),
     O("images", "list[str]", [], "predict: image files or folders; `--images` overrides it."),
-    O("export_formats", "list[str]", ["onnx", "torchscript"], "export: formats to write into `out/`."),
+    O("export_formats", "list[str]", ["onnx", "torchscript"], "export: formats to write into `out/`: `onnx`, "
+      "`torchscript`, `openvino` (IR .xml/.bin), `openvino_int8` (NNCF post-training quantization), "
+      "`onnx_int8` (onnxruntime static quantization)."),
+    O("calibration_size", "int", 300, "export: training images (through the eval transform) that calibrate the "
+      "int8 formats.", min=1),
+    O("runtime", "str", "torch", "validate/predict: run the model in PyTorch, or a deployed file on onnxruntime "
+      "or OpenVINO.", choices=("torch", "onnxruntime", "openvino")),
+    O("runtime_artifact", "str", None, "validate/predict on a runtime: the .onnx / .xml file; null = the "
+      "experiment's `out/<exp_name>.onnx` / `.xml`.", nullable=True),
+    O("runtime_threads", "int", 0, "Runtime intra-op threads (0 = the runtime's default).", min=0),
+    O("runtime_precision", "str", "f32", "OpenVINO: `f32` pins fp32; `auto` lets the CPU plugin run bf16 where "
+      "the CPU has it.", choices=("f32", "auto")),
     O("benchmark_batch_size", "int", None, "benchmark: throughput/training batch; null = `batch_size`.",
       min=1, nullable=True),
     O("prune_classifier", "bool", True, "CondenseNet v1 conversion: prune the classifier to half its "
@@ -315,9 +326,11 @@ def _check_consistency(cfg):
     dev = cfg["device"]
     if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
         raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
-    unknown = [f for f in cfg["export_formats"] if f not in ("onnx", "torchscript")]
+    formats = ("onnx", "torchscript", "openvino", "openvino_int8", "onnx_int8")
+    unknown = [f for f in cfg["export_formats"] if f not in formats]
     if unknown:
-        raise ConfigError(f"export_formats may hold 'onnx' and 'torchscript', not {unknown[0]!r}")
+        raise ConfigError(f"export_formats may hold {', '.join(formats)}, not {unknown[0]!r}"
+                          f"{closest(unknown[0], formats)}")
     for key in ("mean", "std"):
         values = cfg[key]
         if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):

@@ -192,17 +192,13 @@ def runtime_graph(model, lgc="gather", sfr="dense", conv3x3="grouped"):
     if lgc not in LGC_FORMS or sfr not in SFR_FORMS or conv3x3 not in ("grouped", "dense"):
         raise ConfigError(f"runtime_graph: lgc must be one of {LGC_FORMS} and sfr one of {SFR_FORMS}, "
                           f"got {lgc!r}, {sfr!r}")
-    if not getattr(model, "is_converted", False) or getattr(model, "is_fused", False):
+    if not model.is_converted or model.is_fused:
         raise ConfigError("runtime_graph needs a converted, unfused CondenseNet / CondenseNetV2 "
                           "(model.convert())")
     new = copy.deepcopy(model).eval()
     for name, child in list(new.features.named_children()):
         if name.startswith("denseblock_"):
             setattr(new.features, name, RuntimeDenseBlock(child, lgc, sfr, conv3x3))
-    for parent in list(new.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child).__name__ == "HS":
-                setattr(parent, name, nn.Hardswish())
     new.requires_grad_(False)
     new.is_runtime_graph = True
     return new

@@ -1,0 +1,50 @@
+"""Deployment through main.py: export to ONNX / OpenVINO / int8 with the accuracy of each file, then
+validate and predict on the runtimes; a deployed file that does not fit the config is one sentence."""
+import json
+
+import pytest
+
+import main
+
+CFG = {"exp_name": "dep", "agent": "ClassificationAgent", "model": "condensenet_50", "model_args": {"stages": [1, 1, 1]},
+       "dataset": "synthetic", "num_classes": 4, "synthetic_train_size": 32, "synthetic_val_size": 16,
+       "synthetic_shape": [3, 32, 32], "batch_size": 16, "max_epoch": 2, "lr": 0.05, "device": "cpu", "seed": 2}
+
+
+def _write(tmp_path, **changes):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({**CFG, "exp_root": str(tmp_path / "exp"), **changes}))
+    return str(path)
+
+
+def test_export_runtimes_validate_and_predict(tmp_path, capsys):
+    path = _write(tmp_path)
+    assert main.main([path]) == 0
+    formats = '["onnx", "openvino", "openvino_int8", "onnx_int8"]'
+    assert main.main([path, "--mode", "export", "--set", f"export_formats={formats}", "calibration_size=16"]) == 0
+    out = tmp_path / "exp" / "dep" / "out"
+    report = json.loads((out / "export.json").read_text())
+    assert set(report) == {"onnx", "openvino", "openvino_int8", "onnx_int8"}
+    assert report["onnx"]["max_abs_diff"] < 1e-4 and report["openvino"]["max_abs_diff"] < 1e-4
+    tops = {f: report[f]["val_top1"] for f in report}
+    assert tops["onnx"] == pytest.approx(tops["openvino"], abs=1e-6)   # the same fp32 graph
+    for f in ("openvino_int8", "onnx_int8"):
+        assert abs(tops[f] - tops["onnx"]) <= 12.5, tops                  # 16 images: at most 2 flips
+    capsys.readouterr()
+    for runtime in ("onnxruntime", "openvino"):
+        assert main.main([path, "--mode", "validate", "--set", f"runtime={runtime}"]) == 0
+        err = capsys.readouterr().err
+        assert f"{runtime}: top-1 {tops['onnx']:.2f}%" in err, err
+    img = tmp_path / "x.png"
+    from PIL import Image
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(img)
+    assert main.main([path, "--mode", "predict", "--images", str(img), "--set", "runtime=openvino"]) == 0
+    assert str(img) in capsys.readouterr().out
+    # a file exported for other inputs or classes is refused in one sentence
+    code = main.main([path, "--mode", "validate", "--set", "runtime=onnxruntime", "num_classes=5"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err, err
+    code = main.main([path, "--mode", "validate", "--set", "runtime=openvino",
+                      f"runtime_artifact={tmp_path / 'missing.xml'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "missing.xml" in err and "\n" not in err, err
