@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from datasets.loader import BadImage, BatchPlan, shard_indices, subset
+from datasets.loader import _PlanBatchSampler, BadImage, BatchPlan, shard_indices, subset
 from datasets.transforms import mix_seed
 from utils.errors import DataError
 
@@ -226,12 +226,8 @@ def collate_detection(batch):
     return [s[0] for s in good], [s[1] for s in good], bad
 
 
-class _Sampler:
-    def __init__(self, loader):
-        self.loader = loader
-
-    def __len__(self):
-        return len(self.loader.plan) - self.loader.plan.start_batch
+class _Sampler(_PlanBatchSampler):
+    """The plan's batches with the per-sample flip draws (seeded by the batch position)."""
 
     def __iter__(self):
         ld = self.loader

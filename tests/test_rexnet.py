@@ -16,21 +16,12 @@ from utils.errors import CheckpointError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 import timm  # noqa: E402  (requirements.txt: a missing package must fail, not skip)
+from _condense_helpers import randomize_bn  # noqa: E402
 
 
 def randomise_bn(model, seed=0):
     """Non-trivial BN statistics and affine parameters, so a wrongly mapped BN changes the logits."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-                m.num_batches_tracked.fill_(7)
-    return model.eval()
+    return randomize_bn(model, seed).eval()
 
 
 def n_params(model):

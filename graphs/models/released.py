@@ -34,6 +34,13 @@ def _official_gd(file_id, file_name, converted, license_):
                        num_classes=1000, hash=None, license=license_, note=_gd_note(file_id))
 
 
+def _dropbox(file_id, file_name):
+    """The official converted CondenseNet files: Dropbox's direct form (``?dl=1``) of the README links."""
+    page = f"https://www.dropbox.com/s/{file_id}/{file_name}"
+    return WeightEntry(url=page + "?dl=1", file_name=file_name, layout="official", converted=True, num_classes=1000,
+                       hash=None, license="MIT", note=f"open {page} and press Download")
+
+
 _TIMM_REL = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-rexnet/"
 
 
@@ -47,24 +54,10 @@ WEIGHTS = {
     # ---------------------------------------------------------------- CondenseNet (v1), converted
     # ShichenLiu/CondenseNet README.md:109
     # | CondenseNet-74 (C=G=4) | 529M | 4.8M | 26.2 | 8.3 | [Download (18.69M)](https://www.dropbox.com/s/sj26rm4so3uhdmg/converted_condensenet_4.pth.tar?dl=0) |
-    "condensenet_74_g4": {
-        "official": WeightEntry(
-            url="https://www.dropbox.com/s/sj26rm4so3uhdmg/converted_condensenet_4.pth.tar?dl=1",
-            file_name="converted_condensenet_4.pth.tar", layout="official", converted=True, num_classes=1000,
-            hash=None, license="MIT",
-            note="open https://www.dropbox.com/s/sj26rm4so3uhdmg/converted_condensenet_4.pth.tar and "
-                 "press Download"),
-    },
+    "condensenet_74_g4": {"official": _dropbox("sj26rm4so3uhdmg", "converted_condensenet_4.pth.tar")},
     # ShichenLiu/CondenseNet README.md:110
     # | CondenseNet-74 (C=G=8) | 274M | 2.9M | 29.0 | 10.0 | [Download (11.68M)](https://www.dropbox.com/s/aj1xpd6zcnclous/converted_condensenet_8.pth.tar?dl=0) |
-    "condensenet_74_g8": {
-        "official": WeightEntry(
-            url="https://www.dropbox.com/s/aj1xpd6zcnclous/converted_condensenet_8.pth.tar?dl=1",
-            file_name="converted_condensenet_8.pth.tar", layout="official", converted=True, num_classes=1000,
-            hash=None, license="MIT",
-            note="open https://www.dropbox.com/s/aj1xpd6zcnclous/converted_condensenet_8.pth.tar and "
-                 "press Download"),
-    },
+    "condensenet_74_g8": {"official": _dropbox("aj1xpd6zcnclous", "converted_condensenet_8.pth.tar")},
     # ---------------------------------------------------------------- CondenseNetV2
     # jianghaojun/CondenseNetV2 README.md:99
     # | CondenseNetV2-A | 46M | 2.0M | 35.6 | [Tsinghua Cloud](https://cloud.tsinghua.edu.cn/smart-link/34933e0e-565b-4633-b1ea-a5266d3d3fcc/) / [Google Drive](https://drive.google.com/file/d/1fhHeAGkdZnOEgv9f-IUCy_uNfc-QHcZ_/view?usp=sharing) | - |
