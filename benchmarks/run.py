@@ -268,9 +268,9 @@ def _deploy_model(key, quick=False):
         flops = profile(model, (3, res, res), rule="macs")[0]
         return model, model, res, flops
     model = create_model(factory, **({"stages": (1, 1, 2, 2, 2)} if quick and key.startswith("cdnv2") else {}))
-    if hasattr(model, "convert"):
-        model.set_progress(1.0)
-        model = model.eval().convert().eval()
+    if model.supports("convert"):
+        from commands.deploy import deployable
+        model = deployable(model)
         flops = profile(model, (3, res, res))[0]
         from graphs.layers.runtime import runtime_graph
         return model, runtime_graph(model, **RUNTIME_FORM), res, flops
@@ -307,7 +307,7 @@ def measure_deploy(key, variant, folder, threads=2, warmup=10, iters=50, quick=F
     x = torch.randn(1, 3, res, res, generator=torch.Generator().manual_seed(0))
     if variant in ("eager_fused", "compiled"):
         model, _, _, _ = _deploy_model(key, quick)
-        if hasattr(model, "fuse"):
+        if not key.startswith("timm_"):      # timm's peer has no fused form
             model.fuse()
         if variant == "compiled":
             import torch._inductor.config as inductor_config
