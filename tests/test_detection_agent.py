@@ -138,3 +138,11 @@ def test_bad_inputs_exit_2_with_one_sentence(tmp_path, coco_root, capsys, damage
     err = capsys.readouterr().err.strip().splitlines()
     assert match in err[-1] and "Traceback" not in "\n".join(err)
     assert not (tmp_path / "exp" / "det" / "checkpoints" / "last.pth").exists()
+
+
+def test_warmup_iters_is_mmdet_linear_warmup_then_steps():
+    from utils.schedules import LRSchedule
+    s = LRSchedule("multistep", 0.02, 100, 12, warmup_lr=0.02 / 3, milestones=[8, 11], warmup_iters=500)
+    # hand-computed: lr/3 -> lr linearly over 500 iterations, x0.1 at iterations 800 and 1100
+    assert [round(s.lr_at(t), 6) for t in (0, 250, 499, 500, 799, 800, 1100)] == \
+        [0.006667, 0.013333, 0.019973, 0.02, 0.02, 0.002, 0.0002]
