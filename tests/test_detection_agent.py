@@ -146,3 +146,12 @@ def test_warmup_iters_is_mmdet_linear_warmup_then_steps():
     # hand-computed: lr/3 -> lr linearly over 500 iterations, x0.1 at iterations 800 and 1100
     assert [round(s.lr_at(t), 6) for t in (0, 250, 499, 500, 799, 800, 1100)] == \
         [0.006667, 0.013333, 0.019973, 0.02, 0.02, 0.002, 0.0002]
+
+
+def test_flops_and_benchmark_modes(tmp_path, coco_root, capsys):
+    path = make_config(tmp_path, coco_root)
+    assert main.main([path, "--mode", "flops"]) == 0
+    # CondenseNetV2-A: 46M FLOPs in the paper (v2 counting rule, 224x224)
+    assert "network 45.9M FLOPs" in capsys.readouterr().out
+    assert main.main([path, "--mode", "benchmark"]) == 0
+    assert "ms per image at 128x160" in capsys.readouterr().out
