@@ -3,8 +3,9 @@ from utils.errors import ConfigError, closest
 
 from .base import BaseAgent
 from .classification import ClassificationAgent
+from .detection import DetectionAgent
 
-AGENTS = {"ClassificationAgent": ClassificationAgent}
+AGENTS = {"ClassificationAgent": ClassificationAgent, "DetectionAgent": DetectionAgent}
 
 
 def build_agent(config) -> BaseAgent:

@@ -35,11 +35,12 @@ O = Option
 SCHEMA = [
     # --- experiment ---
     O("exp_name", "str", REQUIRED, "Experiment name; outputs go to `<exp_root>/<exp_name>/`."),
-    O("agent", "str", REQUIRED, "Agent class that runs the experiment (`ClassificationAgent`)."),
-    O("model", "str", REQUIRED, "Registered model name (`python main.py --list-models`)."),
+    O("agent", "str", REQUIRED, "Agent class that runs the experiment (`ClassificationAgent`, or `DetectionAgent` for COCO detection)."),
+    O("model", "str", REQUIRED, "Registered model name (`python main.py --list-models`); DetectionAgent: the "
+      "backbone (graphs.detection.list_backbones(), torchvision baselines included)."),
     O("dataset", "str", REQUIRED, "`cifar10`, `cifar100`, `imagenet` (ImageFolder tree), `folder` (your own "
-      "`train/<class>/*` + `val/<class>/*` images, any Pillow-readable type; class names = folder names) or "
-      "`synthetic`."),
+      "`train/<class>/*` + `val/<class>/*` images, any Pillow-readable type; class names = folder names), "
+      "`synthetic`, or `coco` (DetectionAgent: `annotations/instances_{train,val}2017.json` + `{train,val}2017/`)."),
     O("mode", "str", "train", "What to run; `--mode` overrides it.", choices=MODES),
     O("exp_root", "str", "experiments", "Folder that holds all experiments."),
     O("model_args", "dict", {}, "Keyword arguments for the model builder (e.g. `{\"stages\": [14, 14, 14]}`)."),
@@ -90,6 +91,26 @@ SCHEMA = [
     O("head_lr_scale", "float", 1.0, "The classifier's learning rate relative to the backbone's.", min=0),
     O("recondense", "bool", False, "With `pretrained` on a training-time CondenseNet/V2: reset its learned masks "
       "and run the condensation schedule again (default: keep the file's masks; nothing is pruned again)."),
+    # --- detection (DetectionAgent) ---
+    O("detector", "str", "fasterrcnn", "DetectionAgent: torchvision detector.", choices=("fasterrcnn", "retinanet", "fcos")),
+    O("backbone_pretrained", "str", None, "Backbone weights: the same sources as `pretrained` (registry tag, path, "
+      "URL; torchvision baselines: a path); null = random init.", nullable=True),
+    O("trainable_backbone_layers", "int", None, "Backbone stages trained, counted from the deepest (0-5); null = 3 "
+      "with backbone weights, all without (torchvision).", min=0, max=5, nullable=True),
+    O("frozen_bn", "bool", None, "FrozenBatchNorm2d in the backbone; null = frozen iff backbone weights are loaded "
+      "(torchvision).", nullable=True),
+    O("fpn_reductions", "list[int]", [8, 16, 32], "Backbone strides that feed the FPN.", min=2),
+    O("fpn_channels", "int", 256, "FPN width.", min=1),
+    O("min_size", "list[int]", [800], "Detector resize: shorter side; several values = one drawn per training "
+      "batch (multi-scale), eval uses the last.", min=1),
+    O("max_size", "int", 1333, "Detector resize: longer side at most.", min=1),
+    O("aspect_ratio_group_factor", "int", 3, "Batch images of similar aspect ratio (torchvision's bins "
+      "2**linspace(-1,1,2k+1)); 0 = off.", min=0),
+    O("warmup_iters", "int", 0, "Linear warmup length in optimizer steps (mmdet), from warmup_lr to lr; exclusive "
+      "with warmup_epochs.", min=0),
+    O("detections_per_image", "int", 100, "Detections kept per image (torchvision box_detections_per_img).", min=1),
+    O("predict_score_threshold", "float", 0.3, "predict (detection): draw/print detections with at least this "
+      "score.", min=0, max=1),
     # --- optimisation ---
     O("max_epoch", "int", 300, "Training epochs.", min=1),
     O("optimizer", "str", "sgd", "Optimizer, as timm names them (`rmsprop` is timm's TF-style `rmsproptf`).",
@@ -306,6 +327,13 @@ def _check_consistency(cfg):
     if cfg["warmup_epochs"] >= cfg["max_epoch"] and cfg["warmup_epochs"] > 0:
         raise ConfigError(f"warmup_epochs ({cfg['warmup_epochs']}) must be shorter than max_epoch "
                           f"({cfg['max_epoch']})")
+    if cfg["warmup_iters"] and cfg["warmup_epochs"]:
+        raise ConfigError("warmup_iters and warmup_epochs both set a warmup; set one of them to 0")
+    if cfg["dataset"] == "coco" and cfg["agent"] != "DetectionAgent":
+        raise ConfigError(f"dataset 'coco' holds detection annotations: it needs agent 'DetectionAgent', not "
+                          f"{cfg['agent']!r}")
+    if not cfg["min_size"] or cfg["max_size"] < max(cfg["min_size"]):
+        raise ConfigError(f"max_size ({cfg['max_size']}) must be at least every min_size ({cfg['min_size']})")
     if cfg["amp"] == "fp16" and cfg["device"] == "cpu" and cfg["mode"] == "train":
         raise ConfigError("amp 'fp16' needs a CUDA device; use amp 'bf16' or 'none' on the CPU")
     if cfg["opt_betas"] is not None and (len(cfg["opt_betas"]) != 2 or not all(0 <= b < 1 for b in cfg["opt_betas"])):

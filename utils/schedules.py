@@ -8,17 +8,19 @@ class LRSchedule:
     cosine:    lr = min_lr + 0.5 * (lr0 - min_lr) * (1 + cos(pi * (t - W) / (T - W)))   after warmup (t >= W)
     warmup:    lr = warmup_lr + (lr0 - warmup_lr) * t / W            for t < W
     multistep: lr = lr0 * gamma ** (number of milestones passed)
-    with t the global iteration (optimizer step), T the total and W the warmup iterations. ``min_lr`` is
+    with t the global iteration (optimizer step), T the total and W the warmup iterations (``warmup_iters``,
+    else ``warmup_epochs`` x iterations per epoch). ``min_lr`` is
     the cosine floor of timm's ``CosineLRScheduler`` (``lr_min``); 0 gives the official formula.
     """
 
     def __init__(self, kind, base_lr, iters_per_epoch, epochs, warmup_epochs=0.0, warmup_lr=0.0,
-                 milestones=(), gamma=0.1, min_lr=0.0):
+                 milestones=(), gamma=0.1, min_lr=0.0, warmup_iters=0):
         self.kind = kind
         self.min_lr = min_lr
         self.base_lr = base_lr
         self.total = iters_per_epoch * epochs
-        self.warmup = int(round(warmup_epochs * iters_per_epoch))
+        # warmup_iters: mmdet's linear warmup counted in iterations (detection recipes)
+        self.warmup = int(warmup_iters) or int(round(warmup_epochs * iters_per_epoch))
         self.warmup_lr = warmup_lr
         as_fraction = milestones and all(m < 1 for m in milestones)
         self.milestones = [int(round((m * epochs if as_fraction else m) * iters_per_epoch)) for m in milestones]

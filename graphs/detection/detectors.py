@@ -52,6 +52,14 @@ class BackboneFPN(BackboneWithFPN):
 class _DetectorMixin:
     """What the trainer needs beyond torchvision's API (the CondenseNet Protocol on a detector)."""
 
+    @property
+    def capabilities(self) -> frozenset:
+        """``condense``: the body holds training-time CondenseNet layers that prune on a schedule."""
+        return frozenset({"condense"} if self.backbone._condensing else ())
+
+    def supports(self, capability: str) -> bool:
+        return capability in self.capabilities
+
     def set_progress(self, progress: float) -> int:
         """Forward the training progress in [0, 1] to the backbone; returns the pruning events applied."""
         return self.backbone.set_progress(progress)

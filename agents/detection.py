@@ -1,0 +1,137 @@
+"""DetectionAgent: a torchvision detector (graphs.detection) on COCO data (datasets.coco), trained by the
+engine's Trainer through four task hooks (``DetectionTrainer``); the other modes are commands/detection.py."""
+from typing import Optional
+
+from torch import nn
+
+from commands.detection import DETECTION_COMMANDS
+from datasets import build_loaders
+from engine.checkpoint import FORMAT, CheckpointManager
+from engine.detection import DetectionTrainer, detection_fields
+from engine.loggers import RunLogger
+from engine.optim import build_optimizer, param_groups, scaled_lr
+from graphs.detection import ARCHS, detector_from_config, list_backbones
+from graphs.models import get_pretrained_cfg
+from graphs.models.hub import resolve_pretrained
+from graphs.models.registry import get_builder
+from utils.checkpoint import plain
+from utils.ema import ModelEma
+from utils.errors import ConfigError, closest
+from utils.schedules import LRSchedule
+
+from .base import BaseAgent
+
+
+class DetectionAgent(BaseAgent):
+    commands = DETECTION_COMMANDS
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        valid = list_backbones()
+        if config.model not in valid:
+            try:
+                get_builder(config.model)
+            except ConfigError:
+                raise ConfigError(f"unknown backbone {config.model!r}{closest(config.model, valid)}; valid detection "
+                                  f"backbones are: {', '.join(valid)}") from None
+            raise ConfigError(f"model {config.model!r} is a classification-only model (no multi-scale features for "
+                              f"an FPN); use one of the detection backbones: {', '.join(valid)}")
+        if config.dataset != "coco":
+            raise ConfigError(f"DetectionAgent reads COCO detection data: set dataset 'coco', not {config.dataset!r}")
+        if config.detector not in ARCHS:
+            raise ConfigError(f"unknown detector {config.detector!r}; use one of {', '.join(ARCHS)}")
+        if config.model_args:
+            raise ConfigError("model_args does not apply to detection backbones; use the detection keys "
+                              "(detector, fpn_reductions, fpn_channels, ...)")
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.loaded_checkpoint = None
+        self.run_logger = None
+        self._loaders = build_loaders(config, None, self.device, rank=self.dist.rank,
+                                      world_size=self.dist.world_size)
+        self.num_classes = config.num_classes or self._loaders[0].num_classes
+        self.class_names_ = list(self._loaders[0].class_names)
+        self.pretrained = self._backbone_weights()
+        self.model = self.build_model()
+
+    @property
+    def loaders(self):
+        return self._loaders
+
+    def class_names(self):
+        return self.class_names_
+
+    def _backbone_weights(self) -> Optional[str]:
+        """The weight file of ``backbone_pretrained`` (registry tag, path or URL; torchvision baselines: a path)."""
+        source = self.config.backbone_pretrained
+        if not source:
+            return None
+        try:
+            cfg = get_pretrained_cfg(self.config.model)
+        except (ConfigError, KeyError):
+            cfg = None      # a torchvision baseline: not in the registry, so only a path or URL
+        if self.dist.is_main:
+            path = resolve_pretrained(source, cfg)
+        self.dist.barrier()
+        return path if self.dist.is_main else resolve_pretrained(source, cfg, progress=False)
+
+    def build_model(self, converted: Optional[bool] = None) -> nn.Module:
+        cfg = self.config
+        if converted is not None and converted != cfg.converted:
+            cfg.converted = converted
+        model = detector_from_config(cfg, self.num_classes, backbone_weights=self.pretrained)
+        return model.to(self.device)
+
+    def checkpoint_meta(self, converted=None) -> dict:
+        cfg = self.config
+        return {"format": FORMAT, "arch": f"{cfg.detector}:{cfg.model}", "model_args": {},
+                "num_classes": self.num_classes, "pretrained": self.pretrained,
+                "converted": self.model.is_converted if converted is None else converted, "config": plain(cfg),
+                "class_names": self.class_names_}
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if self.dist.enabled:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return model
+
+    def build_trainer(self) -> DetectionTrainer:
+        cfg = self.config
+        train_loader, val_loader = self.loaders
+        lr = scaled_lr(cfg.lr, cfg.batch_size * cfg.grad_accum_steps, cfg.lr_scale_batch)
+        groups = param_groups(self.model, cfg.weight_decay, cfg.weight_decay_mode)
+        optimizer = build_optimizer(groups, cfg.optimizer, lr, cfg.momentum, cfg.nesterov, cfg.opt_eps, cfg.opt_betas)
+        steps = -(-len(train_loader) // cfg.grad_accum_steps)
+        schedule = LRSchedule(cfg.lr_schedule, lr, steps, cfg.max_epoch, cfg.warmup_epochs, cfg.warmup_lr,
+                              cfg.lr_milestones, cfg.lr_gamma, min_lr=cfg.min_lr, warmup_iters=cfg.warmup_iters)
+        ema = ModelEma(self.model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema else None
+        if cfg.memory_efficient:
+            self.model.set_memory_efficient(True)
+        checkpoints = CheckpointManager(self.dirs.checkpoints, self.dist.is_main, cfg.recovery_keep,
+                                        self.dist.barrier, self.logger)
+        checkpoints.remove_partial_writes()
+        self.run_logger = RunLogger(self.dirs.summaries, self.dirs.metrics, self.logger, cfg.max_epoch,
+                                    self.dist.is_main, fields=detection_fields(cfg.detector))
+        trainer = DetectionTrainer(self.model, train_loader, val_loader, None, optimizer, schedule, config=cfg,
+                                   dist=self.dist, device=self.device, checkpoints=checkpoints,
+                                   run_logger=self.run_logger, logger=self.logger, meta=self.checkpoint_meta,
+                                   num_classes=self.num_classes, ema=ema, wrap=self._wrap, out_dir=self.dirs.out)
+        trainer.resume()
+        return trainer
+
+    def train(self):
+        cfg = self.config
+        trainer = self.build_trainer()
+        if trainer.state.epoch >= cfg.max_epoch:
+            self.logger.info(f"{cfg.exp_name}: already trained for {cfg.max_epoch} epochs; nothing to do")
+            return
+        self.logger.info(f"training {cfg.detector} with backbone {cfg.model} on coco ({self.num_classes} "
+                         f"categories) for {cfg.max_epoch} epochs on {self.device}; experiment folder {self.dirs.root}")
+        best = trainer.fit()
+        self.logger.info(f"done: best val AP {best:.2f}; checkpoints in {self.dirs.checkpoints}")
+
+    def finalize(self):
+        if self.run_logger is not None:
+            self.run_logger.close()
+        super().finalize()

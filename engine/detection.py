@@ -1,0 +1,108 @@
+"""Detection's Trainer hooks: the detector's summed loss dict, device-side loss-term sums, COCO box AP
+(utils.coco_eval over the gathered per-image outputs), written to out/coco_eval.json."""
+import json
+import os
+from typing import Optional
+
+import torch
+from torch import nn
+
+from utils.checkpoint import atomic_write
+from utils.coco_eval import evaluate_coco, to_coco_results
+
+from .evaluator import autocast
+from .trainer import Trainer
+
+__all__ = ["DetectionTrainer", "DetectionSums", "evaluate_detector", "write_coco_eval", "detection_fields",
+           "METRICS", "LOSS_TERMS"]
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+#: the loss terms of each torchvision detector's training output
+LOSS_TERMS = {"fasterrcnn": ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"),
+              "retinanet": ("classification", "bbox_regression"),
+              "fcos": ("classification", "bbox_regression", "bbox_ctrness")}
+
+
+class DetectionSums:
+    """Device-side running sums of the total loss and each loss term (read only in ``compute``)."""
+
+    def __init__(self, device: torch.device, terms):
+        self.terms = tuple(terms)
+        self.sums = torch.zeros(len(self.terms) + 2, dtype=torch.float64, device=device)
+
+    def update(self, loss: torch.Tensor, output: dict, target) -> None:
+        values = [loss.detach()] + [output[t].detach() for t in self.terms]
+        n = len(target)
+        self.sums[:-1] += torch.stack([v.double() for v in values]) * n
+        self.sums[-1] += n
+
+    def compute(self) -> dict:
+        s = self.sums.tolist()
+        n = max(s[-1], 1.0)
+        return {"loss": s[0] / n, **{t: v / n for t, v in zip(self.terms, s[1:-1])}, "count": int(s[-1])}
+
+
+def detection_fields(arch: str) -> tuple:
+    """metrics.csv columns of a detection run."""
+    return (("epoch", "lr", "train_loss") + tuple(f"train_{t}" for t in LOSS_TERMS[arch])
+            + tuple(f"val_{m}" for m in METRICS) + tuple(f"ema_val_{m}" for m in METRICS)
+            + ("epoch_time_s", "train_images_per_s"))
+
+
+@torch.no_grad()
+def evaluate_detector(model: nn.Module, loader, device: torch.device, dist, amp: str = "none",
+                      summary: Optional[list] = None):
+    """COCO box AP of ``model`` over ``loader`` (every rank its shard, outputs gathered): (metrics x100,
+    COCO result dicts). The model's train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    outputs = {}
+    for images, targets in loader:
+        with autocast(device, amp):
+            detections = model(images)
+        for t, d in zip(targets, detections):
+            outputs[int(t["image_id"])] = {k: v.float().cpu() if v.is_floating_point() else v.cpu()
+                                           for k, v in d.items()}
+    model.train(was_training)
+    if dist.enabled:
+        gathered = [None] * dist.world_size
+        torch.distributed.all_gather_object(gathered, outputs)
+        outputs = {k: v for part in gathered for k, v in part.items()}
+    metrics = evaluate_coco(loader.coco_gt, outputs, loader.label_to_cat, image_ids=loader.image_ids,
+                            summary=summary)
+    metrics = {k: (100.0 * v if v >= 0 else v) for k, v in metrics.items()}
+    return metrics, to_coco_results(outputs, loader.label_to_cat)
+
+
+def write_coco_eval(path: str, metrics: dict, results: list, **info) -> None:
+    """``out/coco_eval.json``: the metrics and every detection in COCO's result format, atomically."""
+    text = json.dumps({**info, "metrics": metrics, "results": results})
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+class DetectionTrainer(Trainer):
+    """The Trainer with detection's hooks: the detector's summed loss dict, loss-term sums, COCO AP."""
+    metric_key = "AP"
+
+    def __init__(self, *args, out_dir: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.out_dir = out_dir
+
+    def forward_loss(self, x, target):
+        losses = self.train_model(x, target)
+        return sum(losses.values()), losses
+
+    def new_sums(self) -> DetectionSums:
+        return DetectionSums(self.device, LOSS_TERMS[self.model.arch])
+
+    def validate(self, model: Optional[nn.Module] = None) -> dict:
+        main = model is None
+        lines = []
+        metrics, results = evaluate_detector(self.model if main else model, self.val_loader, self.device,
+                                             self.dist, self.cfg.amp, summary=lines)
+        if self.dist.is_main:
+            self.logger.info(("COCO box AP" if main else "COCO box AP (EMA)") + "\n" + "\n".join(lines))
+            if main:
+                write_coco_eval(os.path.join(self.out_dir, "coco_eval.json"), metrics, results,
+                                epoch=self.state.epoch)
+        return metrics
