@@ -44,6 +44,13 @@ class BaseAgent(ABC):
                               f"{', '.join(self.commands)}")
         return self.commands[mode](self)
 
+    def ready_to_train(self, trainer) -> bool:
+        """False (and one log line) when the resumed ``trainer`` has already reached ``max_epoch``."""
+        if trainer.state.epoch < self.config.max_epoch:
+            return True
+        self.logger.info(f"{self.config.exp_name}: already trained for {self.config.max_epoch} epochs; nothing to do")
+        return False
+
     @abstractmethod
     def train(self):
         """The whole training run, from the current (possibly resumed) position to the last epoch."""

@@ -193,8 +193,7 @@ class ClassificationAgent(BaseAgent):
     def train(self):
         cfg = self.config
         trainer = self.build_trainer()
-        if trainer.state.epoch >= cfg.max_epoch:
-            self.logger.info(f"{cfg.exp_name}: already trained for {cfg.max_epoch} epochs; nothing to do")
+        if not self.ready_to_train(trainer):
             return
         self.logger.info(f"training {cfg.model} on {cfg.dataset} for {cfg.max_epoch} epochs on {self.device} "
                          f"({self.dist.world_size} process(es), malloc: {active_allocator()}); "

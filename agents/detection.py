@@ -123,8 +123,7 @@ class DetectionAgent(BaseAgent):
     def train(self):
         cfg = self.config
         trainer = self.build_trainer()
-        if trainer.state.epoch >= cfg.max_epoch:
-            self.logger.info(f"{cfg.exp_name}: already trained for {cfg.max_epoch} epochs; nothing to do")
+        if not self.ready_to_train(trainer):
             return
         self.logger.info(f"training {cfg.detector} with backbone {cfg.model} on coco ({self.num_classes} "
                          f"categories) for {cfg.max_epoch} epochs on {self.device}; experiment folder {self.dirs.root}")

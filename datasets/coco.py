@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from datasets.loader import _PlanBatchSampler, BadImage, BatchPlan, shard_indices, subset
+from datasets.loader import _PlanBatchSampler, handle_bad_images, BadImage, BatchPlan, shard_indices, subset
 from datasets.transforms import mix_seed
 from utils.errors import DataError
 
@@ -293,13 +293,7 @@ class CocoLoader:
         return mix_seed(self.plan.seed, self.plan.epoch, batch, self.plan.rank, TAG_FLIP)
 
     def _handle_bad(self, bad):
-        path, reason = bad[0]
-        if self.bad_images != "skip":
-            raise DataError(f"cannot read image {path} ({reason}); replace or delete it, "
-                            f"or set bad_images to 'skip'")
-        for path, reason in bad:
-            log.warning("skipping unreadable image %s (%s)", path, reason)
-        self.skipped_images += len(bad)
+        handle_bad_images(self, bad)
 
     def __iter__(self):
         for images, targets, bad in self.dataloader:

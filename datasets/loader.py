@@ -72,6 +72,17 @@ class BatchPlan:
             yield b, idx[b * bs:(b + 1) * bs]
 
 
+def handle_bad_images(loader, bad) -> None:
+    """Unreadable images of a batch: one sentence (``bad_images: error``), or skipped and counted."""
+    path, reason = bad[0]
+    if loader.bad_images != "skip":
+        raise DataError(f"cannot read image {path} ({reason}); replace or delete it, "
+                        f"or set bad_images to 'skip'")
+    for path, reason in bad:
+        log.warning("skipping unreadable image %s (%s)", path, reason)
+    loader.skipped_images += len(bad)
+
+
 class _LoaderBase:
     """Common attributes and the epoch/resume state."""
 
@@ -261,13 +272,7 @@ class FolderLoader(_LoaderBase):
         self.generator.manual_seed(mix_seed(self.plan.seed, epoch, self.plan.rank))
 
     def _handle_bad(self, bad):
-        path, reason = bad[0]
-        if self.bad_images != "skip":
-            raise DataError(f"cannot read image {path} ({reason}); replace or delete it, "
-                            f"or set bad_images to 'skip'")
-        for path, reason in bad:
-            log.warning("skipping unreadable image %s (%s)", path, reason)
-        self.skipped_images += len(bad)
+        handle_bad_images(self, bad)
 
     def __iter__(self):
         b = self.plan.start_batch

@@ -46,3 +46,27 @@ def imagenet_sample_root(tmp_path_factory):
 def fixture_dir():
     """The official CondenseNet-50 fixture directory."""
     return shared_path("fixtures", "official", "condensenet50_cifar10")
+
+
+def run_interrupted_after_epoch_1(tmp_path, config_path, checkpoints, monkeypatch):
+    """Train ``config_path`` through main.py, stopped (Ctrl-C) right after epoch 1 is saved, then run it
+    again from that epoch-1 checkpoint to the end: the resumed half of an exact-resume test."""
+    import shutil
+
+    import main
+    from engine.checkpoint import CheckpointManager
+    from utils.checkpoint import load_checkpoint
+    snapshot = tmp_path / "after_epoch1.pth"
+    original = CheckpointManager.save
+
+    def save_then_stop(self, payload, best=False):
+        original(self, payload, best)
+        if load_checkpoint(self.path("last.pth"))["epoch"] == 1:
+            shutil.copy(self.path("last.pth"), snapshot)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(CheckpointManager, "save", save_then_stop)
+    assert main.main([config_path]) == 130
+    monkeypatch.setattr(CheckpointManager, "save", original)
+    shutil.copy(snapshot, checkpoints / "last.pth")
+    assert main.main([config_path]) == 0

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import main
+from conftest import run_interrupted_after_epoch_1
 from engine.checkpoint import CheckpointManager
 from tests._coco_data import make_coco_set
 from utils.checkpoint import load_checkpoint
@@ -76,20 +77,7 @@ def test_resume_after_epoch_gives_identical_weights(tmp_path, coco_root, monkeyp
     expected = load_checkpoint(tmp_path / "exp" / "ref" / "checkpoints" / "last.pth")["model"]
 
     path = make_config(tmp_path, coco_root, "int.json", exp_name="int")
-    snapshot = tmp_path / "after_epoch1.pth"
-    original = CheckpointManager.save
-
-    def save_then_stop(self, payload, best=False):
-        original(self, payload, best)
-        if load_checkpoint(self.path("last.pth"))["epoch"] == 1:
-            shutil.copy(self.path("last.pth"), snapshot)
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(CheckpointManager, "save", save_then_stop)
-    assert main.main([path]) == 130
-    monkeypatch.setattr(CheckpointManager, "save", original)
-    shutil.copy(snapshot, tmp_path / "exp" / "int" / "checkpoints" / "last.pth")
-    assert main.main([path]) == 0
+    run_interrupted_after_epoch_1(tmp_path, path, tmp_path / "exp" / "int" / "checkpoints", monkeypatch)
     resumed = load_checkpoint(tmp_path / "exp" / "int" / "checkpoints" / "last.pth")["model"]
     assert resumed.keys() == expected.keys()
     for k in expected:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import main
+from conftest import run_interrupted_after_epoch_1
 from agents import ClassificationAgent
 from engine.checkpoint import CheckpointManager
 from utils.checkpoint import load_checkpoint
@@ -56,20 +57,7 @@ def test_resume_after_epoch_gives_identical_weights(tmp_path, monkeypatch):
 
     # the same run, stopped after epoch 1 (its checkpoint kept aside), then resumed to the end
     path = make_config(tmp_path, "int.json", exp_name="int", ema=True, label_smoothing=0.1)
-    snapshot = tmp_path / "after_epoch1.pth"
-    original = CheckpointManager.save
-
-    def save_then_stop(self, payload, best=False):
-        original(self, payload, best)
-        if load_checkpoint(self.path("last.pth"))["epoch"] == 1:
-            shutil.copy(self.path("last.pth"), snapshot)
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(CheckpointManager, "save", save_then_stop)
-    assert main.main([path]) == 130
-    monkeypatch.setattr(CheckpointManager, "save", original)
-    shutil.copy(snapshot, tmp_path / "exp" / "int" / "checkpoints" / "last.pth")
-    assert main.main([path]) == 0
+    run_interrupted_after_epoch_1(tmp_path, path, tmp_path / "exp" / "int" / "checkpoints", monkeypatch)
     resumed = final_weights(tmp_path, "int")
     assert resumed.keys() == expected.keys()
     for k in expected:
