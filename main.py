@@ -88,4 +88,6 @@ def _json_str(value):
 
 
 if __name__ == "__main__":
+    from utils.allocator import reexec_with_allocator
+    reexec_with_allocator()     # before torch is imported: the malloc that run.sh would have preloaded
     sys.exit(main())

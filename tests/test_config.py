@@ -114,5 +114,5 @@ def test_cli_subprocess_prints_one_sentence(tmp_path):
 def test_shipped_configs_validate_and_name_their_model(path):
     cfg = load_config(str(path))
     assert cfg.exp_name == path.stem, "a config's exp_name must equal its file name"
-    from agents import AGENTS
-    AGENTS[cfg.agent].check_config(cfg)
+    from agents import get_agent_class
+    get_agent_class(cfg.agent).check_config(cfg)

@@ -3,10 +3,11 @@
 A training step frees and reallocates many large activation buffers of varying sizes. glibc's heap
 fragments under that (CondenseNet-86, CIFAR batch 64: peak RSS 1.78 GB), and pinning glibc's mmap
 threshold (``MALLOC_MMAP_THRESHOLD_``) trades the fragmentation for a page fault on every buffer, which
-more than halves the step rate. tcmalloc reuses freed pages without either cost (benchmarks/README.md has the
-figures), so ``run.sh`` preloads it when the system has it (Debian/Ubuntu: ``apt install
-libtcmalloc-minimal4``); ``ALLOCATOR=glibc sh run.sh ...`` opts out. An allocator can only be chosen
-before the process starts (``LD_PRELOAD``), hence a launcher, not a config key.
+more than halves the step rate. tcmalloc and mimalloc reuse freed pages without either cost
+(benchmarks/README.md has the figures). ``run.sh`` preloads tcmalloc where the system has it, else the
+mimalloc that ``pip install -r requirements.txt`` brings (the ``cmeel-mimalloc`` wheel), and ``python
+main.py`` restarts itself on the same library; ``ALLOCATOR=glibc`` opts out of both. An allocator can only
+be chosen before the process starts (``LD_PRELOAD``), hence a launcher, not a config key.
 
     python utils/allocator.py        # prints the library to preload, or nothing
 """
@@ -14,9 +15,10 @@ import ctypes
 import ctypes.util
 import glob
 import os
+import sys
 import sysconfig
 
-__all__ = ["find_tcmalloc", "find_mimalloc", "find_allocator", "active_allocator", "tune_glibc"]
+__all__ = ["find_tcmalloc", "find_mimalloc", "find_allocator", "active_allocator", "reexec_with_allocator"]
 
 _TCMALLOC = ("tcmalloc_minimal", "tcmalloc")
 
@@ -44,31 +46,30 @@ def find_allocator():
     return find_tcmalloc() or find_mimalloc()
 
 
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+_REEXEC_FLAG = "CONDENSE_ALLOCATOR_REEXEC"
 
 
-def tune_glibc(mmap_threshold=None, trim_threshold=None, arena_max=None):
-    """Set glibc malloc parameters with ``mallopt`` (no-op unless glibc is this process's malloc).
+def reexec_with_allocator() -> None:
+    """Restart this Python process once with :func:`find_allocator`'s library preloaded.
 
-    Returns the parameters applied (a dict, empty where nothing was applied)."""
-    if active_allocator() != "glibc":
-        return {}
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return {}
-    applied = {}
-    for code, name, value in ((_M_MMAP_THRESHOLD, "mmap_threshold", mmap_threshold),
-                              (_M_TRIM_THRESHOLD, "trim_threshold", trim_threshold),
-                              (_M_ARENA_MAX, "arena_max", arena_max)):
-        if value is not None and libc.mallopt(code, int(value)) == 1:
-            applied[name] = int(value)
-    return applied
+    A malloc can only be chosen when a process starts, so ``python main.py`` re-executes itself (same
+    interpreter, same arguments) the way ``run.sh`` would have started it. Nothing happens when
+    ``LD_PRELOAD`` is already set, ``ALLOCATOR=glibc`` opts out, no library is found, or this process
+    is already the restarted one.
+    """
+    if os.environ.get("LD_PRELOAD") or os.environ.get("ALLOCATOR") == "glibc" or os.environ.get(_REEXEC_FLAG):
+        return
+    lib = find_allocator()
+    if not lib:
+        return
+    env = dict(os.environ, LD_PRELOAD=lib, **{_REEXEC_FLAG: "1"})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, env)     # the same interpreter options, script and arguments
 
 
 def active_allocator():
-    """'tcmalloc', 'jemalloc' or 'glibc': the malloc mapped into this process."""
+    """'tcmalloc', 'jemalloc', 'mimalloc' or 'glibc': the malloc mapped into this process."""
     try:
         with open(f"/proc/{os.getpid()}/maps") as f:
             maps = f.read()

@@ -1,0 +1,53 @@
+"""The malloc of a fresh install: `pip install -r requirements.txt` brings mimalloc, and both `run.sh` and
+`python main.py` start Python on it (tcmalloc where the system has it); ALLOCATOR=glibc opts out."""
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+from utils.allocator import find_allocator, find_mimalloc
+
+PROBE = ("import sys; sys.path.insert(0, {root!r}); from utils.allocator import reexec_with_allocator, "
+         "active_allocator; reexec_with_allocator(); print(active_allocator(), sys.argv[1:])")
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ALLOCATOR")}
+    env.pop("CONDENSE_ALLOCATOR_REEXEC", None)
+    return {**env, **extra}
+
+
+def _probe(**extra):
+    out = subprocess.run([sys.executable, "-c", PROBE.format(root=str(ROOT)), "a", "--b"], env=_env(**extra),
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def _name(lib):
+    return "tcmalloc" if "tcmalloc" in lib else "mimalloc"
+
+
+def test_requirements_bring_a_preloadable_malloc():
+    lib = find_mimalloc()
+    assert lib and os.path.isfile(lib), "the cmeel-mimalloc wheel (requirements.txt) ships no libmimalloc.so"
+
+
+def test_reexec_runs_python_on_the_allocator_and_keeps_the_arguments():
+    assert _probe() == f"{_name(find_allocator())} ['a', '--b']"
+    assert _probe(ALLOCATOR="glibc") == "glibc ['a', '--b']"
+
+
+def test_main_py_and_run_sh_train_on_the_allocator(tmp_path):
+    cfg = {"agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic", "num_classes": 4,
+           "synthetic_train_size": 32, "synthetic_val_size": 16, "synthetic_shape": [3, 16, 16],
+           "model_args": {"stages": [1, 1], "growth": [4, 4]}, "batch_size": 16, "max_epoch": 1,
+           "device": "cpu", "exp_root": str(tmp_path / "exp")}
+    expected = _name(find_allocator())
+    for launcher in ([sys.executable, "main.py"], ["sh", "run.sh"]):
+        path = tmp_path / f"{launcher[0].split('/')[-1]}.json"
+        path.write_text(json.dumps({**cfg, "exp_name": path.stem}))
+        out = subprocess.run([*launcher, str(path)], cwd=ROOT, env=_env(PYTHON=sys.executable),
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert f"malloc: {expected})" in out.stdout + out.stderr, (launcher, out.stdout[-2000:])
