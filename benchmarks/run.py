@@ -279,7 +279,7 @@ def _deploy_model(key, quick=False):
     return model, model, res, flops
 
 
-RUNTIME_FORM = dict(lgc="dense", sfr="dense", conv3x3="grouped")
+RUNTIME_FORM = dict(lgc="auto", sfr="dense", conv3x3="grouped")     # runtime_graph's default
 
 
 def _prepare_deploy(key, folder, quick=False):

@@ -81,9 +81,34 @@ def test_dense_lgc_refuses_unequal_duplicate_bn():
     dup = next(i for i, v in enumerate(idx) if idx.index(v) != i)      # a duplicated gather position
     with torch.no_grad():
         lgc.norm.weight[dup] += 1.0
-    runtime_graph(conv, "gather")                                        # gather form stays exact
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = conv.eval()(x)
+        for form in ("gather", "auto"):      # BN after the gather there; auto falls back to gather
+            graph = runtime_graph(conv, form)
+            assert _rel(graph(x), ref) < 1e-5, form
+    layer = runtime_graph(conv, "auto").features.denseblock_1[0]
+    assert (layer.lgc_form, layer.bn_first) == ("gather", False)
     with pytest.raises(ConfigError, match="different BN parameters"):
         runtime_graph(conv, "dense")
+
+
+def test_auto_lgc_mixes_dense_and_gather_layers_by_width(monkeypatch):
+    """The default form picks per layer; a mixed chain stays exact (threshold moved between the widths
+    of the small model's blocks, so both forms occur)."""
+    import graphs.layers.runtime as runtime
+    name, kw, res = SMALL[1]
+    conv = _condensed(name, kw).convert().eval()
+    widths = sorted({m.conv_1.out_channels for m in conv.modules() if hasattr(m, "conv_1")})
+    monkeypatch.setattr(runtime, "AUTO_DENSE_MAX_OUT", widths[0])
+    graph = runtime_graph(conv)
+    forms = {(layer.conv_1.out_channels, layer.lgc_form) for layer in graph.modules()
+             if isinstance(layer, runtime._RuntimeLayer)}
+    assert {f for _, f in forms} == {"dense", "gather"} and all(
+        (f == "dense") == (w <= widths[0]) for w, f in forms)
+    x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert _rel(graph(x), conv(x)) < 1e-5
 
 
 def test_index_add_rounds_sums_duplicates():
