@@ -32,7 +32,9 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
+def main(argv=None, reexec: bool = False):
+    """Run one command; ``reexec`` (the script entry point): a training run restarts itself once on the
+    faster malloc (utils/allocator.py) before torch is imported."""
     args = parse_args(argv)
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return launch(args.nproc, argv if argv is not None else sys.argv[1:])
@@ -46,6 +48,11 @@ def main(argv=None):
         overrides = list(args.set) + ([f"checkpoint={_json_str(args.checkpoint)}"] if args.checkpoint else []) \
             + ([f"images={json.dumps([os.fspath(i) for i in args.images])}"] if args.images else [])
         config = load_config(args.config, overrides, mode=args.mode)
+        if reexec and config.mode == "train":
+            # training only: OpenVINO's converter frees memory through glibc directly, which a preloaded
+            # malloc turns into "free(): invalid pointer" (export / runtime commands stay on glibc)
+            from utils.allocator import reexec_with_allocator
+            reexec_with_allocator()
         from agents import build_agent
         agent = build_agent(config)
         try:
@@ -88,6 +95,4 @@ def _json_str(value):
 
 
 if __name__ == "__main__":
-    from utils.allocator import reexec_with_allocator
-    reexec_with_allocator()     # before torch is imported: the malloc that run.sh would have preloaded
-    sys.exit(main())
+    sys.exit(main(reexec=True))

@@ -7,9 +7,6 @@ if [ $# -lt 1 ]; then
     sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
-# tcmalloc where the system has it, else pip's mimalloc: low peak memory at full speed (utils/allocator.py)
-if [ -z "${LD_PRELOAD:-}" ] && [ "${ALLOCATOR:-tcmalloc}" != "glibc" ]; then
-    lib=$("${PYTHON:-python}" "$(dirname "$0")/utils/allocator.py" 2>/dev/null)
-    [ -n "$lib" ] && export LD_PRELOAD="$lib"
-fi
+# main.py runs training on tcmalloc where the system has it, else pip's mimalloc (utils/allocator.py;
+# ALLOCATOR=glibc opts out)
 exec "${PYTHON:-python}" "$(dirname "$0")/main.py" "$@"

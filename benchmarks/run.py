@@ -15,8 +15,8 @@ alternating with the others, and its fastest median is kept: a shared machine's 
 every variant alike. ``--quick`` uses tiny models/inputs, 1 timed iteration, no compile, in-process
 (for the tests).
 
-All subprocesses run on the same C allocator: tcmalloc where the system has it (as ``run.sh`` does),
-else glibc; ``--allocator`` picks one (``glibc-mmap`` = glibc with ``MALLOC_MMAP_THRESHOLD_=131072``,
+All subprocesses run on the same C allocator: the one ``run.sh`` and ``main.py`` use (tcmalloc where the
+system has it, else the mimalloc that requirements.txt installs); ``--allocator`` picks another (``glibc-mmap`` = glibc with ``MALLOC_MMAP_THRESHOLD_=131072``,
 low memory but a page fault per buffer). The allocator is part of the measurement: see
 benchmarks/README.md.
 """
@@ -32,6 +32,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from commands.deploy import (PEER as PEER_TIMM, RUNTIME_VARIANTS, deploy_rows, deployable,  # noqa: E402
+                             format_deploy_table, runtime_files, time_variant, write_runtime_files)
 
 # name -> (description, kind, settings); kind 'train' (img/s) or 'infer' (ms at batch 1)
 ROWS = {
@@ -149,7 +152,6 @@ def measure(row, variant, quick=False, threads=2, warmup=None, iters=None, profi
                    memory_efficient=optimized and own and model.supports("memory_efficient"), channels_last=cl,
                    progress=s.get("progress"))
     else:
-        from commands.deploy import deployable
         if s.get("timm") and not optimized:
             model.eval()
         elif s.get("unconverted"):
@@ -247,15 +249,13 @@ DEPLOY_MODELS = {
     "cdnv2_c": ("CondenseNetV2-C converted", "cdnv2_c", 224),
     "condensenet_86": ("CondenseNet-86 converted, 32x32", "condensenet_86", 32),
 }
-DEPLOY_QUICK = {"timm_rexnet_100": 64, "rexnet_1_0": 64, "cdnv2_a": 64, "cdnv2_c": 64, "condensenet_86": 32}
-# openvino: fp32 pinned (INFERENCE_PRECISION_HINT f32); openvino_bf16: the CPU plugin's default, which runs
-# fp32 models in bf16 on CPUs with bf16 instructions; openvino_int8: NNCF int8 (plugin default for the rest)
-DEPLOY_VARIANTS = ("eager_fused", "compiled", "onnxruntime", "openvino", "openvino_bf16", "openvino_int8")
-PEER = "timm_rexnet_100"
+DEPLOY_QUICK = {"timm_rexnet_100": 64, "rexnet_1_0": 64, "cdnv2_a": 224, "cdnv2_c": 224, "condensenet_86": 32}  # v2: 7x7 head pool
+DEPLOY_VARIANTS = RUNTIME_VARIANTS     # commands/deploy.py: eager, compiled, onnxruntime, openvino, openvino_bf16, openvino_int8
+PEER = "timm_" + PEER_TIMM
 
 
 def _deploy_model(key, quick=False):
-    """(eager model in eval mode, the module to export, input side, paper FLOPs per image)."""
+    """(the deployable model in eval mode: converted, unfused; timm's peer as it is), input side, FLOPs."""
     import torch
     from graphs.models import create_model
     from utils.flops import profile
@@ -265,66 +265,29 @@ def _deploy_model(key, quick=False):
     if factory.startswith("timm:"):
         import timm
         model = timm.create_model(factory[5:]).eval()
-        flops = profile(model, (3, res, res), rule="macs")[0]
-        return model, model, res, flops
+        return model, res, profile(model, (3, res, res), rule="macs")[0]
     model = create_model(factory, **({"stages": (1, 1, 2, 2, 2)} if quick and key.startswith("cdnv2") else {}))
-    if model.supports("convert"):
-        from commands.deploy import deployable
-        model = deployable(model)
-        flops = profile(model, (3, res, res))[0]
-        from graphs.layers.runtime import runtime_graph
-        return model, runtime_graph(model, **RUNTIME_FORM), res, flops
-    model.eval()
-    flops = profile(model, (3, res, res))[0]
-    return model, model, res, flops
-
-
-RUNTIME_FORM = dict(lgc="auto", sfr="dense", conv3x3="grouped")     # runtime_graph's default
+    model = deployable(model)
+    return model, res, profile(model, (3, res, res))[0]
 
 
 def _prepare_deploy(key, folder, quick=False):
-    """Write <folder>/<key>.onnx, .xml (fp32 IR) and _int8.xml (NNCF, 64 random calibration images:
-    speed only); returns the FLOPs."""
-    import numpy as np
-    from utils.export import export_onnx
-    from utils.runtimes import export_openvino, export_openvino_int8
-    _, graph, res, flops = _deploy_model(key, quick)
-    base = os.path.join(folder, key)
-    export_onnx(graph, base + ".onnx", (3, res, res))
-    export_openvino(graph, base + ".xml", (3, res, res), onnx_path=base + ".onnx")
-    rng = np.random.default_rng(0)
-    calib = [rng.standard_normal((1, 3, res, res)).astype(np.float32) for _ in range(8 if quick else 64)]
-    export_openvino_int8(graph, base + "_int8.xml", calib, (3, res, res), onnx_path=base + ".onnx")
+    """Write every runtime file of one model into ``folder`` (int8 calibrated on random images: speed
+    only); returns the FLOPs."""
+    model, res, flops = _deploy_model(key, quick)
+    write_runtime_files(model, folder, key, (3, res, res), DEPLOY_VARIANTS)
     return flops
 
 
 def measure_deploy(key, variant, folder, threads=2, warmup=10, iters=50, quick=False):
     """Batch-1 latency (ms, median of ``iters``) of one model on one runtime, in this process."""
-    import numpy as np
-    import torch
-    torch.set_num_threads(threads)
-    res = DEPLOY_QUICK[key] if quick else DEPLOY_MODELS[key][2]
-    x = torch.randn(1, 3, res, res, generator=torch.Generator().manual_seed(0))
-    if variant in ("eager_fused", "compiled"):
-        model, _, _, _ = _deploy_model(key, quick)
-        if not key.startswith("timm_"):      # timm's peer has no fused form
-            model.fuse()
-        if variant == "compiled":
-            import torch._inductor.config as inductor_config
-            inductor_config.freezing = True
-            model = torch.compile(model)
-        with torch.inference_mode():
-            model(x)
-            med, times = _time(lambda: model(x), warmup, iters)
-    else:
-        from utils.runtimes import load_runtime
-        path = os.path.join(folder, key + {"onnxruntime": ".onnx", "openvino": ".xml", "openvino_bf16": ".xml",
-                                           "openvino_int8": "_int8.xml"}[variant])
-        rt = load_runtime(path, "onnxruntime" if variant == "onnxruntime" else "openvino", threads=threads,
-                          precision="f32" if variant == "openvino" else "auto", batch=1)
-        xn = x.numpy().astype(np.float32)
-        med, times = _time(lambda: rt._run(xn), warmup, iters)
-    return dict(model=key, variant=variant, ms=med, ms_min=min(times), threads=threads, peak_rss_mb=_peak_rss_mb())
+    model, res, _ = _deploy_model(key, quick)
+    if variant in ("eager", "compiled") and not key.startswith("timm_"):    # timm's peer has no fused form
+        model = deployable(model, fuse=True)
+    times = time_variant(variant, model, runtime_files(folder, key, DEPLOY_VARIANTS), (3, res, res), threads,
+                         warmup, iters)
+    return dict(model=key, variant=variant, ms=statistics.median(times), ms_min=min(times), threads=threads,
+                peak_rss_mb=_peak_rss_mb())
 
 
 def run_deploy(args):
@@ -336,7 +299,7 @@ def run_deploy(args):
     unknown = [k for k in keys if k not in DEPLOY_MODELS]
     if unknown:
         raise SystemExit(f"error: unknown models {unknown}; choose from {', '.join(DEPLOY_MODELS)}")
-    env, allocator = _allocator_env(args.allocator)
+    env, allocator = _allocator_env(args.allocator, deploy=True)
     flops = {}
     for key in keys:
         if args.reuse and os.path.isfile(os.path.join(folder, key + ".flops")):
@@ -372,13 +335,13 @@ def run_deploy(args):
                          dict(error=(p.stderr or p.stdout).strip().splitlines()[-1:]))
                 runs[(key, v)].append(r.get("ms"))
         print(f"round {rnd + 1}/{args.repeat} done, load {_load_avg()}", file=sys.stderr, flush=True)
-        rows = _deploy_rows(keys, variants, runs, flops, rnd + 1)
+        rows = deploy_rows([(k, DEPLOY_MODELS[k][0], flops[k]) for k in keys], variants, runs, rnd + 1, PEER)
         table = format_deploy_table(rows, variants)
         # written after every round: a long run on a busy machine can be stopped with its rounds so far
         from utils.benchmark import write_json
         write_json(dict(deploy=rows, table=table, threads=args.threads, rounds=rnd + 1, cpu=_cpu_name(),
                         cpu_count=os.cpu_count(), torch_version=_torch_version(), allocator=allocator,
-                        runtime_form=RUNTIME_FORM, quick=args.quick, load_avg_1min_end=_load_avg()),
+                        quick=args.quick, load_avg_1min_end=_load_avg()),
                    args.json or os.path.join(ROOT, "benchmarks", "results_deploy.json"))
     print(table)
     print(f"\n{_cpu_name()} ({os.cpu_count()} logical CPUs), torch {_torch_version()}, threads {args.threads}, "
@@ -387,61 +350,19 @@ def run_deploy(args):
     return rows
 
 
-def _deploy_rows(keys, variants, runs, flops, rounds):
-    """Per model: median [min-max] over rounds per runtime; per round best(model) / best(peer), median."""
-    rows = []
-    for key in keys:
-        row = dict(model=key, description=DEPLOY_MODELS[key][0], flops=flops[key], variants={})
-        for v in variants:
-            ms = [t for t in runs[(key, v)] if t is not None]
-            row["variants"][v] = dict(runs_ms=runs[(key, v)], ms=statistics.median(ms) if ms else None,
-                                      ms_lo=min(ms) if ms else None, ms_hi=max(ms) if ms else None)
-        rows.append(row)
-
-    def best(key, rnd):
-        vals = [(runs[(key, v)][rnd], v) for v in variants if runs[(key, v)][rnd] is not None]
-        return min(vals) if vals else (None, None)
-    for row in rows:
-        ratios = []
-        for rnd in range(rounds):
-            (m, _), (p_, _) = best(row["model"], rnd), best(PEER, rnd)
-            if m is not None and p_ is not None:
-                ratios.append(m / p_)
-        bests = [best(row["model"], rnd)[1] for rnd in range(rounds)]
-        row.update(ratio=statistics.median(ratios) if ratios else None, ratio_lo=min(ratios) if ratios else None,
-                   ratio_hi=max(ratios) if ratios else None, ratios=ratios,
-                   best_variant=max(set(bests), key=bests.count) if bests else None)
-    return rows
-
-
-def format_deploy_table(rows, variants):
-    """Markdown: per model and runtime the median ms [spread] and achieved GFLOP/s (2 x multiply-adds)."""
-    head = "| model | FLOPs | " + " | ".join(variants) + " | best / peer best (median [spread]) |"
-    lines = [head, "|---|---:|" + "---:|" * len(variants) + "---:|"]
-    for r in rows:
-        cells = []
-        for v in variants:
-            d = r["variants"][v]
-            if d["ms"] is None:
-                cells.append("error")
-                continue
-            gflops = 2.0 * r["flops"] / (d["ms"] * 1e-3) / 1e9
-            cells.append(f"{d['ms']:.2f} ms [{d['ms_lo']:.2f}-{d['ms_hi']:.2f}], {gflops:.0f} GFLOP/s")
-        ratio = "-" if r["ratio"] is None else \
-            f"{r['ratio']:.2f}x [{r['ratio_lo']:.2f}-{r['ratio_hi']:.2f}] ({r['best_variant']})"
-        lines.append(f"| {r['description']} | {r['flops'] / 1e6:.0f} M | " + " | ".join(cells) + f" | {ratio} |")
-    return "\n".join(lines)
-
-
-def _allocator_env(choice):
-    """(environment for the measuring subprocesses, allocator label)."""
-    from utils.allocator import find_tcmalloc
+def _allocator_env(choice, deploy=False):
+    """(environment for the measuring subprocesses, allocator label). ``deploy``: 'auto' is glibc, as for
+    main.py's export and runtime commands (OpenVINO aborts under a preloaded malloc)."""
+    from utils.allocator import find_allocator, find_tcmalloc
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_MMAP_THRESHOLD_")}
     lib = find_tcmalloc()
     if choice == "tcmalloc" and not lib:
         raise SystemExit("error: --allocator tcmalloc: no tcmalloc found; install it (Debian/Ubuntu: "
                          "apt install libtcmalloc-minimal4) or pick --allocator glibc")
-    if choice in ("auto", "tcmalloc") and lib:
+    if choice == "auto" and find_allocator() and not deploy:      # what main.py trains on
+        env["LD_PRELOAD"] = find_allocator()
+        return env, f"{'tcmalloc' if lib else 'mimalloc'} ({env['LD_PRELOAD']})"
+    if choice == "tcmalloc":
         env["LD_PRELOAD"] = lib
         return env, f"tcmalloc ({lib})"
     if choice == "mimalloc":
@@ -522,7 +443,8 @@ def main(argv=None):
     ap.add_argument("--no-compile", dest="compile", action="store_false",
                     help="skip the torch.compile variant of the inference rows")
     ap.add_argument("--allocator", choices=("auto", "tcmalloc", "mimalloc", "glibc", "glibc-mmap"), default="auto",
-                    help="C allocator of the measuring subprocesses (auto: tcmalloc if installed, else glibc)")
+                    help="C allocator of the measuring subprocesses (auto: what run.sh and main.py use: tcmalloc "
+                         "if installed, else the pip-installed mimalloc)")
     ap.add_argument("--profile", nargs=2, metavar=("ROW", "VARIANT"),
                     help="measure one variant of one row in this process and print its top operators")
     ap.add_argument("--measure", nargs=2, metavar=("ROW", "VARIANT"), help=argparse.SUPPRESS)

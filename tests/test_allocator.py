@@ -1,5 +1,6 @@
-"""The malloc of a fresh install: `pip install -r requirements.txt` brings mimalloc, and both `run.sh` and
-`python main.py` start Python on it (tcmalloc where the system has it); ALLOCATOR=glibc opts out."""
+"""The malloc of a fresh install: `pip install -r requirements.txt` brings mimalloc, and training through
+`run.sh` or `python main.py` runs on it (tcmalloc where the system has it); ALLOCATOR=glibc opts out. The
+other commands stay on glibc: OpenVINO's converter aborts under a preloaded malloc."""
 import json
 import os
 import subprocess
@@ -51,3 +52,8 @@ def test_main_py_and_run_sh_train_on_the_allocator(tmp_path):
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr[-2000:]
         assert f"malloc: {expected})" in out.stdout + out.stderr, (launcher, out.stdout[-2000:])
+        # the same launcher exports to OpenVINO (on glibc: under the training malloc it aborts)
+        out = subprocess.run([*launcher, str(path), "--mode", "export", "--set", 'export_formats=["openvino"]'],
+                             cwd=ROOT, env=_env(PYTHON=sys.executable), capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert (tmp_path / "exp" / path.stem / "out" / f"{path.stem}.xml").is_file()

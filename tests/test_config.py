@@ -116,3 +116,9 @@ def test_shipped_configs_validate_and_name_their_model(path):
     assert cfg.exp_name == path.stem, "a config's exp_name must equal its file name"
     from agents import get_agent_class
     get_agent_class(cfg.agent).check_config(cfg)
+
+
+def test_benchmark_runtimes_choices_are_the_commands_variants():
+    from commands.deploy import RUNTIME_VARIANTS
+    from utils.config import BENCHMARK_RUNTIMES
+    assert BENCHMARK_RUNTIMES == RUNTIME_VARIANTS

@@ -66,3 +66,26 @@ def test_export_runtimes_validate_and_predict(tmp_path):
                       f"runtime_artifact={tmp_path / 'missing.xml'}"])
     err = main.err.strip()
     assert code == 2 and "missing.xml" in err and "\n" not in err, err
+
+
+def test_benchmark_times_the_runtimes_beside_rexnet_100(tmp_path):
+    """--mode benchmark: the config's deployable model and timm's rexnet_100 on each runtime, same run."""
+    path = _write(tmp_path, benchmark_batch_size=4)
+    runtimes = ["eager", "onnxruntime", "openvino", "openvino_int8"]
+    assert main.main([path, "--mode", "benchmark", "--set", f"benchmark_runtimes={json.dumps(runtimes)}",
+                      "runtime_threads=1"]) == 0, main.err[-2000:]
+    report = json.loads((tmp_path / "exp" / "dep" / "out" / "benchmark.json").read_text())["runtimes"]
+    rows = {r["model"]: r for r in report["rows"]}
+    assert set(rows) == {"condensenet_50", "rexnet_100"} and report["threads"] == 1
+    for row in rows.values():
+        assert set(row["variants"]) == set(runtimes)
+        for v in runtimes:
+            assert len(row["variants"][v]["runs_ms"]) == report["rounds"] and row["variants"][v]["ms"] > 0
+    assert rows["rexnet_100"]["ratio"] == 1.0 and rows["rexnet_100"]["flops"] == pytest.approx(398e6, rel=0.01)
+    assert rows["condensenet_50"]["ratio"] > 0 and "GFLOP/s" in main.out and "peer" in main.out
+    assert not [p for p in (tmp_path / "exp" / "dep" / "out").iterdir() if p.is_dir()]   # temporary files gone
+
+
+def test_benchmark_refuses_an_unknown_runtime(tmp_path):
+    assert main.main([_write(tmp_path), "--mode", "benchmark", "--set", 'benchmark_runtimes=["tensorrt"]']) == 2
+    assert main.err.strip().count("\n") == 0 and "benchmark_runtimes may hold" in main.err

@@ -4,10 +4,12 @@ A training step frees and reallocates many large activation buffers of varying s
 fragments under that (CondenseNet-86, CIFAR batch 64: peak RSS 1.78 GB), and pinning glibc's mmap
 threshold (``MALLOC_MMAP_THRESHOLD_``) trades the fragmentation for a page fault on every buffer, which
 more than halves the step rate. tcmalloc and mimalloc reuse freed pages without either cost
-(benchmarks/README.md has the figures). ``run.sh`` preloads tcmalloc where the system has it, else the
-mimalloc that ``pip install -r requirements.txt`` brings (the ``cmeel-mimalloc`` wheel), and ``python
-main.py`` restarts itself on the same library; ``ALLOCATOR=glibc`` opts out of both. An allocator can only
-be chosen before the process starts (``LD_PRELOAD``), hence a launcher, not a config key.
+(benchmarks/README.md has the figures). A training run of ``python main.py`` (and so of ``run.sh``)
+restarts itself once with tcmalloc preloaded where the system has it, else the mimalloc that ``pip install
+-r requirements.txt`` brings (the ``cmeel-mimalloc`` wheel); ``ALLOCATOR=glibc`` opts out. An allocator
+can only be chosen before the process starts (``LD_PRELOAD``), hence the restart, not a config key. The
+other commands stay on glibc: OpenVINO's model converter frees memory through glibc directly, which
+under a preloaded malloc aborts with "free(): invalid pointer".
 
     python utils/allocator.py        # prints the library to preload, or nothing
 """
@@ -42,7 +44,7 @@ def find_mimalloc():
 
 
 def find_allocator():
-    """The library ``run.sh`` preloads: tcmalloc where the system has it, else the pip-installed mimalloc."""
+    """The library training runs on: tcmalloc where the system has it, else the pip-installed mimalloc."""
     return find_tcmalloc() or find_mimalloc()
 
 
@@ -52,8 +54,8 @@ _REEXEC_FLAG = "CONDENSE_ALLOCATOR_REEXEC"
 def reexec_with_allocator() -> None:
     """Restart this Python process once with :func:`find_allocator`'s library preloaded.
 
-    A malloc can only be chosen when a process starts, so ``python main.py`` re-executes itself (same
-    interpreter, same arguments) the way ``run.sh`` would have started it. Nothing happens when
+    A malloc can only be chosen when a process starts, so a training run of ``main.py`` re-executes
+    itself (same interpreter, options and arguments) with ``LD_PRELOAD`` set. Nothing happens when
     ``LD_PRELOAD`` is already set, ``ALLOCATOR=glibc`` opts out, no library is found, or this process
     is already the restarted one.
     """

@@ -15,6 +15,8 @@ from easydict import EasyDict
 
 from utils.errors import ConfigError, closest
 
+# commands.deploy.RUNTIME_VARIANTS (utils imports nothing above it; a test keeps the two equal)
+BENCHMARK_RUNTIMES = ("eager", "compiled", "onnxruntime", "openvino", "openvino_bf16", "openvino_int8")
 MODES = ("train", "validate", "convert", "flops", "visualize", "predict", "export", "benchmark")
 REQUIRED = object()
 
@@ -201,6 +203,11 @@ SCHEMA = [
       "the CPU has it.", choices=("f32", "auto")),
     O("benchmark_batch_size", "int", None, "benchmark: throughput/training batch; null = `batch_size`.",
       min=1, nullable=True),
+    O("benchmark_runtimes", "list[str]", ["eager", "onnxruntime", "openvino", "openvino_int8"], "benchmark: "
+      "batch-1 latency of the deployable model on these runtimes, beside timm's `rexnet_100` (224 px) on the "
+      "same ones: `eager` (fused), `compiled` (torch.compile), `onnxruntime`, `openvino` (fp32), `openvino_bf16` "
+      "(the CPU plugin's default), `openvino_int8` (NNCF; calibrated on random images: speed only); `[]` = "
+      "the PyTorch rows only."),
     O("prune_classifier", "bool", True, "CondenseNet v1 conversion: prune the classifier to half its "
       "inputs as the official converter does."),
 ]
@@ -359,6 +366,10 @@ def _check_consistency(cfg):
     if unknown:
         raise ConfigError(f"export_formats may hold {', '.join(formats)}, not {unknown[0]!r}"
                           f"{closest(unknown[0], formats)}")
+    unknown = [v for v in cfg["benchmark_runtimes"] if v not in BENCHMARK_RUNTIMES]
+    if unknown:
+        raise ConfigError(f"benchmark_runtimes may hold {', '.join(BENCHMARK_RUNTIMES)}, not {unknown[0]!r}"
+                          f"{closest(unknown[0], BENCHMARK_RUNTIMES)}")
     for key in ("mean", "std"):
         values = cfg[key]
         if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
