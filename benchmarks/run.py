@@ -34,7 +34,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from commands.deploy import (PEER as PEER_TIMM, RUNTIME_VARIANTS, deploy_rows, deployable,  # noqa: E402
-                             format_deploy_table, runtime_files, time_variant, write_runtime_files)
+                             format_deploy_table, latencies_ms, runtime_files, time_variant,
+                             write_runtime_files)
 
 # name -> (description, kind, settings); kind 'train' (img/s) or 'infer' (ms at batch 1)
 ROWS = {
@@ -89,13 +90,7 @@ def _peak_rss_mb():
 
 
 def _time(fn, warmup, iters):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
+    times = latencies_ms(fn, warmup, iters)
     return statistics.median(times), times
 
 

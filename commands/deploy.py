@@ -13,7 +13,7 @@ from torch import nn
 from graphs.layers.runtime import runtime_graph
 
 __all__ = ["deployable", "export_graph", "RUNTIME_VARIANTS", "PEER", "runtime_files", "write_runtime_files", "time_variant",
-           "deploy_rows", "format_deploy_table"]
+           "deploy_rows", "format_deploy_table", "latencies_ms"]
 
 # eager / compiled: the fused PyTorch model (compiled: torch.compile, inductor with frozen weights);
 # openvino pins fp32, openvino_bf16 is the CPU plugin's default (bf16 where the CPU has it)
@@ -71,7 +71,8 @@ def write_runtime_files(model: nn.Module, folder: str, name: str, input_size: Tu
     return files
 
 
-def _times_ms(fn, warmup: int, iters: int) -> List[float]:
+def latencies_ms(fn, warmup: int, iters: int) -> List[float]:
+    """``iters`` wall-clock times (ms) of ``fn()`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -96,12 +97,12 @@ def time_variant(variant: str, eager: Optional[nn.Module], files: Dict[str, str]
                 model = torch.compile(eager)
                 model(x)
         with torch.inference_mode():
-            return _times_ms(lambda: model(x), warmup, iters)
+            return latencies_ms(lambda: model(x), warmup, iters)
     from utils.runtimes import load_runtime
     rt = load_runtime(files[variant], "onnxruntime" if variant == "onnxruntime" else "openvino", threads=threads,
                       precision="f32" if variant == "openvino" else "auto", batch=1)
     xn = x.numpy()
-    return _times_ms(lambda: rt._run(xn), warmup, iters)
+    return latencies_ms(lambda: rt._run(xn), warmup, iters)
 
 
 def deploy_rows(models: Sequence[Tuple[str, str, float]], variants: Sequence[str], runs: dict, rounds: int,

@@ -209,3 +209,18 @@ def test_benchmark_quick_writes_json(tmp_path):
         assert r["speed_ratio"] > 0
         for v in ("baseline", "optimized"):
             assert r[v]["ms"] > 0 and r[v]["peak_rss_mb"] > 0
+
+
+def test_deploy_benchmark_quick_rows_beside_the_peer(tmp_path):
+    """benchmarks/run.py --deploy (the README's runtime table): every model x runtime, ratio to rexnet_100."""
+    path = tmp_path / "deploy.json"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--deploy", "--quick",
+                        "--in-process", "--models", "condensenet_86", "--variants", "eager,onnxruntime,openvino",
+                        "--repeat", "1", "--artifacts", str(tmp_path / "art"), "--json", str(path)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = {r["model"]: r for r in json.loads(path.read_text())["deploy"]}
+    assert list(rows) == ["timm_rexnet_100", "condensenet_86"] and rows["timm_rexnet_100"]["ratio"] == 1.0
+    for r in rows.values():
+        assert all(r["variants"][v]["ms"] > 0 for v in ("eager", "onnxruntime", "openvino"))
+    assert rows["condensenet_86"]["ratio"] > 0 and "| CondenseNet-86 converted, 32x32 |" in p.stdout
