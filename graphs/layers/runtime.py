@@ -8,7 +8,7 @@ Yang et al., CVPR 2021; official ``layers.py`` / ``CondenseSFR``):
   * ``conv_2``'s BN follows the grouped 1x1 conv and its shuffle with no nonlinearity between, so it is
     folded into that conv (weight rows scaled through the shuffle permutation, plus a bias); the
     activation commutes with the shuffle and moves before it, so the runtimes fuse it into the conv as
-    a post-op. Per layer: Gather -> BN -> act -> Conv(+bias+act) -> shuffle -> Conv 3x3 -> Concat.
+    a post-op. Per layer: BN -> act -> Gather -> Conv(+bias+act) -> shuffle -> Conv 3x3 -> Concat.
   * The pre-activation BN runs on the layer's full input, before the gather (legal when every duplicated
     index has the same BN parameters, as ``convert()`` and the official converter produce them; otherwise
     the ``gather`` form keeps it after the gather): on the runtimes' blocked layouts it is a third of the
@@ -197,8 +197,7 @@ def runtime_graph(model, lgc="auto", sfr="dense", conv3x3="grouped"):
 
     ``model`` is not modified (its state dict keeps the official converted layout). ``lgc``: 'auto'
     (default, per layer by width), 'gather' (gather + grouped 1x1) or 'dense' (gather folded into a dense
-    1x1); ``sfr``:
-    'dense' (default) or 'scatter' (see the module docstring). Hard swish becomes ``nn.Hardswish``
+    1x1); ``sfr``: 'dense' (default) or 'scatter' (see the module docstring). Hard swish becomes ``nn.Hardswish``
     (one ONNX HardSwish node). Returns the copy in eval mode with ``requires_grad`` off.
     """
     if lgc not in LGC_FORMS or sfr not in SFR_FORMS or conv3x3 not in ("grouped", "dense"):
