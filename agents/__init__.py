@@ -7,7 +7,7 @@ from .base import BaseAgent
 from .classification import ClassificationAgent
 
 # name -> module defining it; imported on first use, so a classification run never loads torchvision's
-# detection stack (about 170 MB of resident memory)
+# detection stack (its C++ extension and detection models)
 AGENT_MODULES = {"ClassificationAgent": "agents.classification", "DetectionAgent": "agents.detection"}
 
 

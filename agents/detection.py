@@ -16,6 +16,7 @@ from graphs.models.hub import resolve_pretrained
 from graphs.models.registry import get_builder
 from utils.checkpoint import plain
 from utils.ema import ModelEma
+from utils.config import SCHEMA_BY_NAME
 from utils.errors import ConfigError, closest
 from utils.schedules import LRSchedule
 
@@ -43,6 +44,9 @@ class DetectionAgent(BaseAgent):
         if config.model_args:
             raise ConfigError("model_args does not apply to detection backbones; use the detection keys "
                               "(detector, fpn_reductions, fpn_channels, ...)")
+        if list(config.benchmark_runtimes) != SCHEMA_BY_NAME["benchmark_runtimes"].default:
+            raise ConfigError("benchmark_runtimes applies to classification models; the detection benchmark "
+                              "times the PyTorch detector (export it with --mode export for onnxruntime)")
 
     def __init__(self, config):
         super().__init__(config)

@@ -50,13 +50,13 @@ def runtime_files(folder: str, name: str, variants: Sequence[str]) -> Dict[str, 
 
 
 def write_runtime_files(model: nn.Module, folder: str, name: str, input_size: Tuple[int, int, int],
-                        variants: Sequence[str], calibration=None) -> Dict[str, str]:
+                        variants: Sequence[str], calibration=None, graph: Optional[nn.Module] = None) -> Dict[str, str]:
     """Export ``model`` (deployable, unfused) for the runtime ``variants`` into ``folder``; returns
     variant -> file. ``calibration`` (float32 NCHW batches) calibrates int8; None: 64 random images,
-    which times speed only."""
+    which times speed only. ``graph``: the module to export instead of :func:`export_graph`'s."""
     from utils.export import export_onnx
     from utils.runtimes import export_openvino, export_openvino_int8
-    graph, files = export_graph(model), runtime_files(folder, name, variants)
+    graph, files = graph or export_graph(model), runtime_files(folder, name, variants)
     wanted = set(files)
     onnx = os.path.join(folder, name + ".onnx")
     if wanted:
@@ -102,7 +102,7 @@ def time_variant(variant: str, eager: Optional[nn.Module], files: Dict[str, str]
     rt = load_runtime(files[variant], "onnxruntime" if variant == "onnxruntime" else "openvino", threads=threads,
                       precision="f32" if variant == "openvino" else "auto", batch=1)
     xn = x.numpy()
-    return latencies_ms(lambda: rt._run(xn), warmup, iters)
+    return latencies_ms(lambda: rt.run_array(xn), warmup, iters)
 
 
 def deploy_rows(models: Sequence[Tuple[str, str, float]], variants: Sequence[str], runs: dict, rounds: int,

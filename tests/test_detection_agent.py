@@ -106,6 +106,7 @@ def _unknown_category(data):
     ("bad_box", {"bad_images": "error"}, "non-positive width or height"),
     ("unknown_category", {}, "not in 'categories'"),
     (None, {"model": "densenet_bc_100"}, "classification-only"),
+    (None, {"benchmark_runtimes": ["openvino"]}, "benchmark_runtimes applies to classification models"),
 ])
 def test_bad_inputs_exit_2_with_one_sentence(tmp_path, coco_root, capsys, damage, changes, match):
     root = tmp_path / "coco"

@@ -203,7 +203,8 @@ SCHEMA = [
       "the CPU has it.", choices=("f32", "auto")),
     O("benchmark_batch_size", "int", None, "benchmark: throughput/training batch; null = `batch_size`.",
       min=1, nullable=True),
-    O("benchmark_runtimes", "list[str]", ["eager", "onnxruntime", "openvino", "openvino_int8"], "benchmark: "
+    O("benchmark_runtimes", "list[str]", ["eager", "onnxruntime", "openvino", "openvino_int8"], "benchmark "
+      "(ClassificationAgent): "
       "batch-1 latency of the deployable model on these runtimes, beside timm's `rexnet_100` (224 px) on the "
       "same ones: `eager` (fused), `compiled` (torch.compile), `onnxruntime`, `openvino` (fp32), `openvino_bf16` "
       "(the CPU plugin's default), `openvino_int8` (NNCF; calibrated on random images: speed only); `[]` = "

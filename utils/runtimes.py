@@ -83,6 +83,10 @@ class Runtime:
                               f"{tuple(x.shape[1:])}; use the input_size the file was exported with")
         return torch.from_numpy(np.asarray(self._run(x), dtype=np.float32))
 
+    def run_array(self, x):
+        """The raw call on a float32 NCHW numpy array, without conversion or checks (for timing)."""
+        return self._run(x)
+
     def __repr__(self):
         return f"Runtime({self.kind}, {self.path!r}, input_size={self.input_size}, num_classes={self.num_classes})"
 
