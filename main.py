@@ -10,7 +10,7 @@ import signal
 import sys
 
 from utils.config import MODES, load_config
-from utils.errors import Interrupted, UserError
+from utils.errors import ConfigError, Interrupted, UserError
 
 
 def parse_args(argv=None):
@@ -36,8 +36,6 @@ def main(argv=None, reexec: bool = False):
     """Run one command; ``reexec`` (the script entry point): a training run restarts itself once on the
     faster malloc (utils/allocator.py) before torch is imported."""
     args = parse_args(argv)
-    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return launch(args.nproc, argv if argv is not None else sys.argv[1:])
     try:
         if args.list_models:
             from graphs.models import get_pretrained_cfg, list_models
@@ -47,10 +45,16 @@ def main(argv=None, reexec: bool = False):
             return 0
         overrides = list(args.set) + ([f"checkpoint={_json_str(args.checkpoint)}"] if args.checkpoint else []) \
             + ([f"images={json.dumps([os.fspath(i) for i in args.images])}"] if args.images else [])
-        config = load_config(args.config, overrides, mode=args.mode)
-        if reexec and config.mode == "train":
-            # training only: OpenVINO's converter frees memory through glibc directly, which a preloaded
-            # malloc turns into "free(): invalid pointer" (export / runtime commands stay on glibc)
+        world = int(os.environ.get("WORLD_SIZE", 0)) or args.nproc or 1
+        config = load_config(args.config, overrides, mode=args.mode, world_size=max(world, 1))
+        if args.nproc is not None and "WORLD_SIZE" not in os.environ:
+            check_nproc(args.nproc, config)
+            if args.nproc > 1:
+                return launch(args.nproc, argv if argv is not None else sys.argv[1:])
+        if reexec and config.mode == "train" and not _wants_cuda(config.device):
+            # CPU training only: OpenVINO's converter frees memory through glibc directly, which a preloaded
+            # malloc turns into "free(): invalid pointer" (export / runtime commands stay on glibc); on a GPU
+            # the activations live in CUDA memory, and every CUDA/NCCL/compile child would inherit the preload
             from utils.allocator import reexec_with_allocator
             reexec_with_allocator()
         from agents import build_agent
@@ -74,6 +78,25 @@ def main(argv=None, reexec: bool = False):
     return 0
 
 
+def check_nproc(nproc: int, config) -> None:
+    """Refuse, before any process starts, a process count the run cannot use (one sentence each)."""
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    for key in ("batch_size", "val_batch_size"):
+        batch = config[key] or config.batch_size
+        if batch % nproc:
+            raise ConfigError(f"{key} {batch} is the global batch and must be a multiple of --nproc {nproc}; "
+                              f"change {key} or --nproc")
+    if config.device != "cpu":
+        import torch
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if config.device != "auto" and not gpus:
+            raise ConfigError(f"device {config.device!r} was requested but CUDA is not available; use 'cpu' or 'auto'")
+        if gpus and nproc > gpus:
+            raise ConfigError(f"--nproc {nproc} asks for one GPU per process but this machine has {gpus}; use "
+                              f"--nproc {gpus} or fewer (or device 'cpu')")
+
+
 def launch(nproc, argv):
     """Re-run this command under torchrun with ``nproc`` processes on this node."""
     import subprocess
@@ -88,6 +111,13 @@ def launch(nproc, argv):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            os.path.abspath(__file__), *rest]
     return subprocess.call(cmd)
+
+
+def _wants_cuda(device: str) -> bool:
+    if device == "auto":
+        import torch
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
 
 
 def _json_str(value):

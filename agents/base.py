@@ -6,10 +6,11 @@ dist, dirs, logger, model, loaders, ...); an agent for another task (detection) 
 """
 import os
 from abc import ABC, abstractmethod
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional, Tuple
 
+from engine.checkpoint import CheckpointManager
 from utils.distributed import init_distributed
-from utils.errors import ConfigError
+from utils.errors import CheckpointError, ConfigError
 from utils.experiment import prepare_experiment, resolve_device, seed_everything, setup_logging
 
 
@@ -20,7 +21,7 @@ class BaseAgent(ABC):
     def __init__(self, config):
         self.config = config
         self.dist = init_distributed(config.device, config.dist_timeout)
-        self.device = resolve_device(config.device, self.dist.local_rank)
+        self.device = resolve_device(config.device, self.dist.local_rank, self.dist.enabled)
         if config.amp == "fp16" and self.device.type != "cuda":
             if config.mode == "train":
                 raise ConfigError("amp 'fp16' needs a CUDA device and none is available; use --set amp=bf16 (or "
@@ -29,6 +30,33 @@ class BaseAgent(ABC):
         self.dirs = prepare_experiment(config, is_main=self.dist.is_main, save_config=config.mode == "train")
         self.logger = setup_logging(os.path.join(self.dirs.logs, f"{config.mode}.log"), self.dist.is_main)
         seed_everything(config.seed, config.deterministic)
+        #: (path, state) of the checkpoint a non-training mode evaluates (state None: foreign weights), or None
+        self.source: Optional[Tuple[str, Optional[dict]]] = None
+        if config.mode != "train":
+            self.source = CheckpointManager(self.dirs.checkpoints, logger=self.logger).find_eval(config.checkpoint)
+
+    @property
+    def source_state(self) -> Optional[dict]:
+        """The evaluated training checkpoint of this project (its identity builds the model), or None."""
+        return self.source[1] if self.source else None
+
+    def check_source(self, arch: str, model_args: dict) -> dict:
+        """The evaluated checkpoint's ``model_args``, after checking that the config does not contradict
+        it: another model, other (non-empty) model_args or another explicit num_classes is one sentence
+        naming both; what the config leaves out comes from the checkpoint."""
+        path, state = self.source
+        if state["arch"] != arch:
+            raise CheckpointError(f"{path} holds model {state['arch']!r} but the config builds {arch!r}; set model "
+                                  f"to match the checkpoint, or pass a checkpoint of {arch!r}")
+        stored = dict(state.get("model_args") or {})
+        if model_args and dict(model_args) != stored:
+            raise CheckpointError(f"{path} was trained with model_args {stored} but the config sets {dict(model_args)}; "
+                                  f"remove model_args from the config to use the checkpoint's")
+        n = self.config.num_classes
+        if n is not None and state.get("num_classes") is not None and n != state["num_classes"]:
+            raise CheckpointError(f"{path} has {state['num_classes']} classes but the config sets num_classes {n}; "
+                                  f"set num_classes to null to use the checkpoint's")
+        return stored
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -43,6 +71,12 @@ class BaseAgent(ABC):
             raise ConfigError(f"{type(self).__name__} has no mode {mode!r}; its modes are: train, "
                               f"{', '.join(self.commands)}")
         return self.commands[mode](self)
+
+    def batch_line(self) -> str:
+        """What the run uses per optimizer step, for the start-up line."""
+        cfg, world = self.config, self.dist.world_size
+        return (f"{cfg.batch_size * cfg.grad_accum_steps} images per optimizer step = {world} process(es) x "
+                f"{cfg.batch_size // world} x {cfg.grad_accum_steps} accumulation step(s)")
 
     def ready_to_train(self, trainer) -> bool:
         """False (and one log line) when the resumed ``trainer`` has already reached ``max_epoch``."""

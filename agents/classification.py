@@ -1,6 +1,7 @@
 """ClassificationAgent: assembles a registered classifier, its data and its loss, and trains them with the
 engine; every other mode is a command (commands/)."""
 import os
+from typing import Optional
 
 import torch
 from torch import nn
@@ -22,7 +23,8 @@ from utils.allocator import active_allocator
 from utils.checkpoint import plain
 from utils.distributed import convert_sync_batchnorm
 from utils.ema import ModelEma
-from utils.errors import ConfigError, closest
+from utils.errors import ConfigError, DataError, closest
+from utils.model_cfg import PretrainedCfg
 from utils.schedules import LRSchedule
 
 from .base import BaseAgent
@@ -55,20 +57,41 @@ class ClassificationAgent(BaseAgent):
         super().__init__(config)
         if config.channels_last is None:    # measured faster on the CPU in fp32 for every family (README)
             config.channels_last = self.device.type == "cpu" and config.mode == "train" and config.amp == "none"
-        self.num_classes = config.num_classes or DEFAULT_CLASSES.get(config.dataset) or self._folder_classes()
         self._loaders = None
         self.run_logger = None
         self.pretrained = None          # the weight file loaded into the model, if any
         self.loaded_checkpoint = None   # the checkpoint a command evaluates (commands.common)
+        state = self.source_state
         converted = config.converted
-        entry = pretrained_entry(config.pretrained, get_pretrained_cfg(config.model)) if config.pretrained else None
-        if entry is not None and entry.converted and not converted:
-            self.logger.info(f"the {config.pretrained!r} weights of {config.model} are converted: building the "
-                             f"converted model")
-            converted = True
+        if state is not None:           # a checkpoint is all a non-training mode needs: no data, no download
+            self.model_args = self.check_source(config.model, config.model_args)
+            self.num_classes = state.get("num_classes") or config.num_classes
+            converted = bool(state.get("converted"))
+        else:
+            self.model_args = dict(config.model_args)
+            self.num_classes = config.num_classes or DEFAULT_CLASSES.get(config.dataset) or self._folder_classes()
+            entry = pretrained_entry(config.pretrained, get_pretrained_cfg(config.model)) if config.pretrained else None
+            if entry is not None and entry.converted and not converted:
+                self.logger.info(f"the {config.pretrained!r} weights of {config.model} are converted: building the "
+                                 f"converted model")
+                converted = True
         self.model = self.build_model(converted=converted)
-        if config.pretrained:
+        self.eval_cfg = self._eval_cfg((state or {}).get("eval"))
+        if config.pretrained and self.source is None:
             self._load_pretrained()
+
+    def _eval_cfg(self, stored: Optional[dict]) -> PretrainedCfg:
+        """The eval transform (input size, crop, interpolation, mean/std): the model's ``pretrained_cfg``,
+        then what the evaluated checkpoint was trained with, then the config's explicit values."""
+        cfg, ecfg = self.config, self.model.pretrained_cfg
+        if stored:
+            ecfg = ecfg.replace(input_size=tuple(stored["input_size"]), crop_pct=stored["crop_pct"],
+                                interpolation=stored["interpolation"], mean=_tuple(stored["mean"]),
+                                std=_tuple(stored["std"]))
+        explicit = {"input_size": cfg.input_size and (ecfg.input_size[0], cfg.input_size, cfg.input_size),
+                    "crop_pct": cfg.crop_pct, "interpolation": cfg.eval_interpolation, "mean": _tuple(cfg.mean),
+                    "std": _tuple(cfg.std)}
+        return ecfg.replace(**{k: v for k, v in explicit.items() if v is not None})
 
     def _folder_classes(self):
         """The class count of a ``folder`` data set (its class folders; one sentence if unreadable)."""
@@ -88,7 +111,7 @@ class ClassificationAgent(BaseAgent):
     # ------------------------------------------------------------------ assembly
     def build_model(self, converted: bool = False) -> nn.Module:
         cfg = self.config
-        kwargs = dict(cfg.model_args)
+        kwargs = dict(self.model_args)
         if cfg.drop_rate is not None:
             kwargs["drop_rate"] = cfg.drop_rate
         if cfg.drop_path:
@@ -105,28 +128,45 @@ class ClassificationAgent(BaseAgent):
     def loaders(self):
         if self._loaders is None:
             cfg = self.config
-            stats = {k: tuple(cfg[k]) for k in ("mean", "std") if cfg[k] is not None}
-            self._loaders = build_loaders(cfg, self.model.pretrained_cfg.replace(**stats), self.device,
-                                          rank=self.dist.rank, world_size=self.dist.world_size)
-            n = self._loaders[1].num_classes
+            self._loaders = build_loaders(cfg, self.eval_cfg, self.device, rank=self.dist.rank,
+                                          world_size=self.dist.world_size)
+            n, names = self._loaders[1].num_classes, self._loaders[1].class_names
             if n != self.num_classes:
                 raise ConfigError(f"the data set has {n} classes but the model was built for {self.num_classes}; "
                                   f"set num_classes to {n}")
+            stored = (self.source_state or {}).get("class_names")
+            if stored is not None and list(stored) != list(names):
+                raise DataError(f"the data in {cfg.data_root} has the classes {_few(names)} but {self.source[0]} "
+                                f"was trained on {_few(stored)}; evaluate it on data with the same class folders")
         return self._loaders
 
     def class_names(self):
+        stored = (self.source_state or {}).get("class_names")
+        if stored is not None and self._loaders is None:
+            return list(stored)
         loader = self.loaders[1]
         return loader.readable_class_names or loader.class_names
+
+    def eval_settings(self) -> dict:
+        """The eval transform this run's data uses, stored in every checkpoint so that predict, export and
+        validate on other data need nothing else: input size, crop_pct, interpolation, mean/std."""
+        val = self.loaders[1]
+        size = getattr(val, "input_size", None) or tuple(val.images.shape[1:])
+        return {"input_size": list(size), "crop_pct": self.eval_cfg.crop_pct,
+                "interpolation": self.eval_cfg.interpolation, "mean": list(val.mean), "std": list(val.std)}
 
     def checkpoint_meta(self, converted=None) -> dict:
         """The identity fields of every checkpoint this agent writes (with the class names, so that
         predict and validate can print them later without the data)."""
         cfg = self.config
-        meta = {"format": FORMAT, "arch": cfg.model, "model_args": plain(cfg.model_args),
+        meta = {"format": FORMAT, "arch": cfg.model, "model_args": plain(self.model_args),
                 "num_classes": self.num_classes, "pretrained": self.pretrained,
                 "converted": self.model.is_converted if converted is None else converted, "config": plain(cfg)}
         if self._loaders is not None:
             meta["class_names"] = list(self._loaders[0].class_names)
+            meta["eval"] = self.eval_settings()
+        elif self.source_state is not None:      # convert: what the source checkpoint knew
+            meta.update({k: self.source_state[k] for k in ("class_names", "eval") if k in self.source_state})
         return meta
 
     def build_trainer(self) -> Trainer:
@@ -134,10 +174,15 @@ class ClassificationAgent(BaseAgent):
         train_loader, val_loader = self.loaders
         if self.dist.enabled and cfg.sync_bn:
             self.model = convert_sync_batchnorm(self.model, self.device)
+            if cfg.memory_efficient and self.model.supports("memory_efficient"):
+                self.logger.warning("sync_bn: the memory-efficient layers run their plain form with SyncBatchNorm "
+                                    "and store their BN outputs, as with memory_efficient false; lower batch_size "
+                                    "if memory runs out")
         lr = scaled_lr(cfg.lr, cfg.batch_size * cfg.grad_accum_steps, cfg.lr_scale_batch)
         groups = param_groups(self.model, cfg.weight_decay, cfg.weight_decay_mode,
                               self.model.pretrained_cfg.classifier, cfg.head_lr_scale)
-        optimizer = build_optimizer(groups, cfg.optimizer, lr, cfg.momentum, cfg.nesterov, cfg.opt_eps, cfg.opt_betas)
+        optimizer = build_optimizer(groups, cfg.optimizer, lr, cfg.momentum, cfg.nesterov, cfg.opt_eps, cfg.opt_betas,
+                                    fused=self.device.type == "cuda")
         # the schedule, condensation, EMA and recovery files count optimizer steps
         steps = optimizer_steps(len(train_loader), cfg.grad_accum_steps)
         schedule = LRSchedule(cfg.lr_schedule, lr, steps, cfg.max_epoch, cfg.warmup_epochs, cfg.warmup_lr,
@@ -196,8 +241,7 @@ class ClassificationAgent(BaseAgent):
         if not self.ready_to_train(trainer):
             return
         self.logger.info(f"training {cfg.model} on {cfg.dataset} for {cfg.max_epoch} epochs on {self.device} "
-                         f"({self.dist.world_size} process(es), malloc: {active_allocator()}); "
-                         f"experiment folder {self.dirs.root}")
+                         f"({self.batch_line()}; malloc: {active_allocator()}); experiment folder {self.dirs.root}")
         best = trainer.fit()
         self.logger.info(f"done: best val top-1 {best:.2f}%; checkpoints in {self.dirs.checkpoints}")
         if self.dist.is_main:
@@ -209,3 +253,12 @@ class ClassificationAgent(BaseAgent):
         if self.run_logger is not None:
             self.run_logger.close()
         super().finalize()
+
+
+def _tuple(values) -> Optional[tuple]:
+    return None if values is None else tuple(values)
+
+
+def _few(names) -> str:
+    names = list(names)
+    return ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")

@@ -2,6 +2,7 @@
 engine's Trainer through four task hooks (``DetectionTrainer``); the other modes are commands/detection.py."""
 from typing import Optional
 
+import torch
 from torch import nn
 
 from commands.detection import DETECTION_COMMANDS
@@ -17,7 +18,7 @@ from graphs.models.registry import get_builder
 from utils.checkpoint import plain
 from utils.ema import ModelEma
 from utils.config import SCHEMA_BY_NAME
-from utils.errors import ConfigError, closest
+from utils.errors import ConfigError, DataError, closest
 from utils.schedules import LRSchedule
 
 from .base import BaseAgent
@@ -50,17 +51,40 @@ class DetectionAgent(BaseAgent):
 
     def __init__(self, config):
         super().__init__(config)
+        # image sizes change every step: cuDNN's autotuner would benchmark anew for each (torchvision's references)
+        torch.backends.cudnn.benchmark = False
         self.loaded_checkpoint = None
         self.run_logger = None
-        self._loaders = build_loaders(config, None, self.device, rank=self.dist.rank,
-                                      world_size=self.dist.world_size)
-        self.num_classes = config.num_classes or self._loaders[0].num_classes
-        self.class_names_ = list(self._loaders[0].class_names)
-        self.pretrained = self._backbone_weights()
+        self._loaders = None
+        state = self.source_state
+        if state is not None:       # a checkpoint is all a non-training mode needs: no data, no download
+            self.check_source(f"{config.detector}:{config.model}", {})
+            self.num_classes = state.get("num_classes") or config.num_classes
+            self.class_names_ = list(state.get("class_names") or [])
+            self.pretrained = None
+            trained = state.get("config") or {}
+            frozen = trained.get("frozen_bn")       # the BN form training used (null: frozen iff weights loaded)
+            self._build = {"converted": bool(state.get("converted")),
+                           "frozen_bn": bool(trained.get("backbone_pretrained")) if frozen is None else frozen}
+        else:
+            self._loaders = build_loaders(config, None, self.device, rank=self.dist.rank,
+                                          world_size=self.dist.world_size)
+            self.num_classes = config.num_classes or self._loaders[0].num_classes
+            self.class_names_ = list(self._loaders[0].class_names)
+            self.pretrained = self._backbone_weights()
+            self._build = {}
         self.model = self.build_model()
 
     @property
     def loaders(self):
+        if self._loaders is None:
+            self._loaders = build_loaders(self.config, None, self.device, rank=self.dist.rank,
+                                          world_size=self.dist.world_size)
+            names = list(self._loaders[0].class_names)
+            if self.class_names_ and names != self.class_names_:
+                raise DataError(f"the COCO data in {self.config.data_root} has the categories {names[:4]}... but "
+                                f"{self.source[0]} was trained on {self.class_names_[:4]}...; evaluate it on data "
+                                f"with the same categories")
         return self._loaders
 
     def class_names(self):
@@ -80,11 +104,8 @@ class DetectionAgent(BaseAgent):
         self.dist.barrier()
         return path if self.dist.is_main else resolve_pretrained(source, cfg, progress=False)
 
-    def build_model(self, converted: Optional[bool] = None) -> nn.Module:
-        cfg = self.config
-        if converted is not None and converted != cfg.converted:
-            cfg.converted = converted
-        model = detector_from_config(cfg, self.num_classes, backbone_weights=self.pretrained)
+    def build_model(self) -> nn.Module:
+        model = detector_from_config({**self.config, **self._build}, self.num_classes, backbone_weights=self.pretrained)
         return model.to(self.device)
 
     def checkpoint_meta(self, converted=None) -> dict:
@@ -105,7 +126,8 @@ class DetectionAgent(BaseAgent):
         train_loader, val_loader = self.loaders
         lr = scaled_lr(cfg.lr, cfg.batch_size * cfg.grad_accum_steps, cfg.lr_scale_batch)
         groups = param_groups(self.model, cfg.weight_decay, cfg.weight_decay_mode)
-        optimizer = build_optimizer(groups, cfg.optimizer, lr, cfg.momentum, cfg.nesterov, cfg.opt_eps, cfg.opt_betas)
+        optimizer = build_optimizer(groups, cfg.optimizer, lr, cfg.momentum, cfg.nesterov, cfg.opt_eps, cfg.opt_betas,
+                                    fused=self.device.type == "cuda")
         steps = -(-len(train_loader) // cfg.grad_accum_steps)
         schedule = LRSchedule(cfg.lr_schedule, lr, steps, cfg.max_epoch, cfg.warmup_epochs, cfg.warmup_lr,
                               cfg.lr_milestones, cfg.lr_gamma, min_lr=cfg.min_lr, warmup_iters=cfg.warmup_iters)
@@ -130,7 +152,8 @@ class DetectionAgent(BaseAgent):
         if not self.ready_to_train(trainer):
             return
         self.logger.info(f"training {cfg.detector} with backbone {cfg.model} on coco ({self.num_classes} "
-                         f"categories) for {cfg.max_epoch} epochs on {self.device}; experiment folder {self.dirs.root}")
+                         f"categories) for {cfg.max_epoch} epochs on {self.device} ({self.batch_line()}); experiment "
+                         f"folder {self.dirs.root}")
         best = trainer.fit()
         self.logger.info(f"done: best val AP {best:.2f}; checkpoints in {self.dirs.checkpoints}")
 

@@ -6,44 +6,27 @@ import torch
 from torch import nn
 
 from graphs.models import load_weights
-from utils.checkpoint import load_checkpoint
 from utils.errors import CheckpointError
 
 __all__ = ["load_for_eval", "load_if_available", "input_size", "runtime_model"]
 
 
-def _checkpoint_manager(ctx):
-    from engine.checkpoint import CheckpointManager
-    return CheckpointManager(ctx.dirs.checkpoints)
+def load_for_eval(ctx) -> str:
+    """Load the checkpoint the agent resolved (``--checkpoint``, else the experiment's best/last, else
+    the ``pretrained`` weights the agent loaded) into ``ctx.model``; returns its path.
 
-
-def load_for_eval(ctx, path: Optional[str] = None) -> str:
-    """Load ``path`` (default: ``checkpoint``, else the experiment's best/last, else the ``pretrained``
-    weights the agent loaded) into ``ctx.model``; returns the path.
-
-    A training checkpoint of this project is checked against the config (a converted one rebuilds the
-    model in converted form) and kept as ``ctx.loaded_checkpoint`` (its class names); any other file
-    goes through ``load_weights`` (every known layout)."""
-    manager = _checkpoint_manager(ctx)
-    try:
-        path = manager.eval_path(path or ctx.config.checkpoint)
-    except CheckpointError:
+    A training checkpoint of this project already built the model (its arch, model_args, class count
+    and form) and is kept as ``ctx.loaded_checkpoint``; any other file goes through ``load_weights``
+    (every known layout)."""
+    if ctx.source is None:
         if ctx.pretrained:
             return ctx.pretrained
-        raise
-    state = None
-    if not path.endswith(".pdparams"):
-        try:
-            state = load_checkpoint(path)
-        except CheckpointError:
-            state = None
+        raise CheckpointError(f"no checkpoint given and none found in {ctx.dirs.checkpoints}; train first or pass "
+                              f"--checkpoint PATH")
+    path, state = ctx.source
     if state is None:  # plain or foreign weights
         load_weights(ctx.model, path, prefer_ema=ctx.config.use_ema_weights)
         return path
-    if bool(state.get("converted")) != ctx.model.is_converted:
-        ctx.model = ctx.build_model(converted=bool(state.get("converted")))
-    manager.check_compatible(state, path, ctx.config.model, ctx.config.model_args, ctx.model.is_converted,
-                             ctx.num_classes)
     weights = state["ema"] if ctx.config.use_ema_weights and state.get("ema") else state["model"]
     load_weights(ctx.model, weights)
     ctx.loaded_checkpoint = state
@@ -52,20 +35,16 @@ def load_for_eval(ctx, path: Optional[str] = None) -> str:
 
 def load_if_available(ctx) -> Optional[str]:
     """Load the given or the experiment's checkpoint; without one, warn that the weights are random."""
-    try:
-        return load_for_eval(ctx)
-    except CheckpointError:
-        if ctx.config.checkpoint:
-            raise
+    if ctx.source is None and not ctx.pretrained:
         ctx.logger.warning(f"no checkpoint in {ctx.dirs.checkpoints} and none given: the weights are RANDOM "
                            f"(untrained); pass --checkpoint PATH for real predictions")
         return None
+    return load_for_eval(ctx)
 
 
 def input_size(ctx) -> Tuple[int, int, int]:
-    """(C, H, W) of the model's input: its pretrained_cfg, or ``input_size`` from the config."""
-    size = tuple(ctx.model.pretrained_cfg.input_size)
-    return (size[0], ctx.config.input_size, ctx.config.input_size) if ctx.config.input_size else size
+    """(C, H, W) of the model's input: the eval transform's (checkpoint, config, model's pretrained_cfg)."""
+    return tuple(ctx.eval_cfg.input_size)
 
 
 def out_path(ctx, name: str) -> str:

@@ -4,27 +4,22 @@ import time
 
 import torch
 
-from utils.checkpoint import load_checkpoint
 from utils.errors import CheckpointError, DataError
 
 __all__ = ["DETECTION_COMMANDS"]
 
 
-def _load(ctx, required: bool = False):
-    """Load ``checkpoint`` (else the experiment's best/last) into ``ctx.model``; without one, warn (random)."""
-    from engine.checkpoint import CheckpointManager
-    manager = CheckpointManager(ctx.dirs.checkpoints)
-    try:
-        path = manager.eval_path(ctx.config.checkpoint)
-    except CheckpointError:
-        if required or ctx.config.checkpoint:
-            raise
+def _load(ctx):
+    """Load the agent's checkpoint (``--checkpoint``, else the experiment's best/last) into ``ctx.model``;
+    without one, warn that the weights are random."""
+    if ctx.source is None:
         ctx.logger.warning(f"no checkpoint in {ctx.dirs.checkpoints} and none given: the detector weights are "
                            f"RANDOM; pass --checkpoint PATH")
         return None
-    state = load_checkpoint(path)
-    meta = ctx.checkpoint_meta()
-    manager.check_compatible(state, path, meta["arch"], {}, ctx.model.is_converted, ctx.num_classes)
+    path, state = ctx.source
+    if state is None:
+        raise CheckpointError(f"{path} is not a detection checkpoint of this project; pass a checkpoint that "
+                              f"DetectionAgent training wrote (<exp>/checkpoints/best.pth)")
     ctx.model.load_state_dict(state["ema"] if ctx.config.use_ema_weights and state.get("ema") else state["model"])
     ctx.loaded_checkpoint = state
     return path
@@ -58,8 +53,10 @@ def predict(ctx) -> list:
     cfg = ctx.config
     if not cfg.images:
         raise ConfigError("predict needs images: add --images a.jpg b.png (files or folders)")
-    _load(ctx)
-    names = (ctx.loaded_checkpoint or {}).get("class_names") or ctx.class_names()
+    path = _load(ctx)
+    if path is not None:
+        ctx.logger.info(f"predicting with {path} ({cfg.detector}, backbone {cfg.model}, {ctx.num_classes} classes)")
+    names = ctx.class_names()
     ctx.model.eval()
     rows = []
     for path in expand_image_paths(cfg.images):
@@ -120,7 +117,7 @@ def flops(ctx) -> dict:
     """Backbone FLOPs (network and FPN body) at 224x224 under the family's counting rule."""
     from graphs.detection.flops import backbone_flops
     cfg = ctx.config
-    info = backbone_flops(cfg.model, fpn_reductions=tuple(cfg.fpn_reductions), converted=cfg.converted or None)
+    info = backbone_flops(cfg.model, fpn_reductions=tuple(cfg.fpn_reductions), converted=ctx.model.is_converted or None)
     print(f"{cfg.model} ({info['rule']} rule, 224x224): network {info['model_flops'] / 1e6:.1f}M FLOPs, "
           f"body {info['body_flops'] / 1e6:.1f}M FLOPs")
     return info

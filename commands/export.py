@@ -43,7 +43,7 @@ def export(ctx) -> dict:
         for fmt in ["onnx" if "onnx" in fmts else None, "openvino" if "openvino" in fmts else None, *int8]:
             if fmt is not None:        # the deployed file's accuracy on real data, fp32 beside int8
                 rt = load_runtime(path[fmt], threads=cfg.runtime_threads or None, precision=cfg.runtime_precision)
-                stats = evaluate(model, val, ctx.device, ctx.dist, ctx.num_classes, forward=lambda x: rt(x.cpu()))
+                stats = evaluate(model, val, ctx.device, ctx.dist, ctx.num_classes, forward=lambda x: rt(x.cpu()).to(x.device))
                 results[fmt]["val_top1"] = stats["top1"]
                 ctx.logger.info(f"{fmt}: top-1 {stats['top1']:.2f}% on {stats['count']} validation images")
     for fmt, res in results.items():

@@ -12,11 +12,10 @@ def predict(ctx) -> list:
         raise ConfigError("predict needs images: add --images a.jpg b.png (files or folders)")
     deployed = runtime_model(ctx)
     if deployed is None:
-        load_if_available(ctx)
-    mean, std = dataset_mean_std(cfg.dataset)
-    mean, std = tuple(cfg.mean or mean), tuple(cfg.std or std)
-    transform = eval_transform(ctx.model.pretrained_cfg, mean, std, input_size=cfg.input_size,
-                               crop_pct=cfg.crop_pct, interpolation=cfg.eval_interpolation)
+        path = load_if_available(ctx)
+        if path is not None:
+            ctx.logger.info(f"predicting with {path} ({cfg.model}, {ctx.num_classes} classes)")
+    transform = eval_transform(ctx.eval_cfg, *dataset_mean_std(cfg.dataset))
     names = resolve_class_names(ctx.num_classes, ctx.loaded_checkpoint, cfg.dataset, cfg.data_root)
     results = predict_images(deployed or ctx.model, expand_image_paths(cfg.images), transform, names, topk=5,
                              device=ctx.device)

@@ -155,9 +155,16 @@ class InMemoryLoader(_LoaderBase):
         g = torch.Generator()
         g.manual_seed(self._seed(TAG_CROP, batch))
         offsets, flip_idx = draw_crop_flip(len(x), self.crop_padding, self.hflip, g)
-        if x.device.type != "cpu":
-            offsets, flip_idx = offsets.to(x.device), flip_idx.to(x.device)
-        return random_crop_flip(x, offsets, flip_idx, self.crop_padding)
+        return random_crop_flip(x, self._to_device(offsets), self._to_device(flip_idx), self.crop_padding)
+
+    def _to_device(self, tensor):
+        """A host tensor on the device without waiting for the GPU: through pinned memory, asynchronously
+        (a pageable copy would synchronise the host with the device every batch)."""
+        if self.device.type == "cpu":
+            return tensor
+        if torch.cuda.is_available():
+            tensor = tensor.pin_memory()
+        return tensor.to(self.device, non_blocking=True)
 
     def __iter__(self):
         for b, idx in self.plan.batches():

@@ -47,11 +47,11 @@ class CheckpointManager:
         self.barrier()
 
     def find_resume(self) -> Optional[Tuple[dict, str]]:
-        """The newest readable of ``last.pth`` and the recovery checkpoints, as (state, path), or None.
-
-        An unreadable file is skipped with a warning; if every candidate is unreadable, one sentence."""
+        """The newest readable of ``last.pth``, the recovery checkpoints and ``best.pth``, as (state, path),
+        or None. An unreadable file is skipped with a warning naming it and the file used instead; if every
+        candidate is unreadable, one sentence."""
         candidates, broken = [], []
-        for path in [self.path("last.pth")] + recovery_checkpoints(self.folder):
+        for path in [self.path("last.pth")] + recovery_checkpoints(self.folder) + [self.path("best.pth")]:
             if os.path.exists(path):
                 try:
                     candidates.append((load_checkpoint(path), path))
@@ -61,22 +61,51 @@ class CheckpointManager:
         if candidates:
             state, path = max(candidates, key=lambda c: c[0]["global_step"])
             if broken:
-                self._warn(f"falling back to {path} because {', '.join(broken)} could not be read")
+                self._warn(f"{', '.join(broken)} could not be read; resuming from {path}")
             return state, path
         if broken:
             raise CheckpointError(f"every checkpoint in {self.folder} is unreadable; delete them to start over "
                                   f"or set resume to a good checkpoint")
         return None
 
-    def eval_path(self, explicit: Optional[str] = None) -> str:
-        """``explicit``, else the experiment's ``best.pth``, else its ``last.pth``."""
+    def find_eval(self, explicit: Optional[str] = None) -> Optional[Tuple[str, Optional[dict]]]:
+        """The checkpoint a non-training mode uses, as (path, state): ``explicit`` (``--checkpoint``), else the
+        experiment's ``best.pth``, else its ``last.pth``; None when there is none. ``state`` is the loaded
+        training checkpoint of this project, or None for any other weight file (official, timm, plain).
+
+        An unreadable ``best.pth`` beside a readable ``last.pth`` is skipped with a warning naming both."""
         if explicit is not None:
-            return explicit
+            if os.path.isdir(explicit):
+                raise CheckpointError(f"--checkpoint {explicit} is a folder, not a file; pass a checkpoint file "
+                                      f"such as {os.path.join(explicit, 'best.pth')}")
+            if not os.path.isfile(explicit):
+                raise CheckpointError(f"checkpoint {explicit!r} does not exist; check the path (an experiment's "
+                                      f"checkpoints are in <exp_root>/<exp_name>/checkpoints/)")
+            state = None if explicit.endswith(".pdparams") else load_checkpoint(explicit, foreign_ok=True)
+            return explicit, state
+        broken = []
         for name in ("best.pth", "last.pth"):
-            if os.path.exists(self.path(name)):
-                return self.path(name)
-        raise CheckpointError(f"no checkpoint given and none found in {self.folder}; train first or pass "
-                              f"--checkpoint PATH")
+            path = self.path(name)
+            if os.path.exists(path):
+                try:
+                    state = load_checkpoint(path)
+                except CheckpointError as e:
+                    broken.append((path, e))
+                    continue
+                if broken:
+                    self._warn(f"{broken[0][0]} could not be read ({broken[0][1]}); using {path}")
+                return path, state
+        if broken:
+            raise broken[0][1]
+        return None
+
+    def eval_path(self, explicit: Optional[str] = None) -> str:
+        """The path :meth:`find_eval` picks; one sentence when there is none."""
+        found = self.find_eval(explicit)
+        if found is None:
+            raise CheckpointError(f"no checkpoint given and none found in {self.folder}; train first or pass "
+                                  f"--checkpoint PATH")
+        return found[0]
 
     @staticmethod
     def check_compatible(state: dict, path: str, arch: str, model_args: dict, converted: bool,
@@ -98,3 +127,4 @@ class CheckpointManager:
     def _warn(self, message: str) -> None:
         if self.logger is not None:
             self.logger.warning(message)
+

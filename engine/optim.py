@@ -64,11 +64,14 @@ def param_groups(model: nn.Module, weight_decay: float, mode: str = "all", head_
 
 
 def build_optimizer(groups: Iterable[dict], name: str, lr: float, momentum: float = 0.9, nesterov: bool = True,
-                    eps: Optional[float] = None, betas: Optional[Sequence[float]] = None) -> torch.optim.Optimizer:
+                    eps: Optional[float] = None, betas: Optional[Sequence[float]] = None,
+                    fused: bool = False) -> torch.optim.Optimizer:
     """The optimizer ``name`` over ``groups`` (each with its own ``weight_decay``).
 
     ``momentum``/``nesterov`` apply to sgd (and momentum to rmsprop), ``betas`` to adamw and lamb,
     ``eps`` to adamw, rmsprop and lamb; null takes the class default (``DEFAULT_EPS``/``DEFAULT_BETAS``).
+    ``fused`` (parameters on CUDA): PyTorch's fused sgd/adamw kernels, one launch for all parameters,
+    which also take the fp16 GradScaler's inf check on the device instead of reading it on the host.
     """
     groups = list(groups)
     if betas is not None:
@@ -76,10 +79,11 @@ def build_optimizer(groups: Iterable[dict], name: str, lr: float, momentum: floa
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError(f"opt_betas must be two numbers in [0, 1), got {list(betas)}")
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                               fused=fused or None)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas or DEFAULT_BETAS,
-                                 eps=DEFAULT_EPS[name] if eps is None else eps)
+                                 eps=DEFAULT_EPS[name] if eps is None else eps, fused=fused or None)
     if name == "rmsprop":
         from timm.optim import RMSpropTF
         return RMSpropTF(groups, lr=lr, alpha=0.9, momentum=momentum,

@@ -1,11 +1,7 @@
-"""The training position as one serialisable record, and the RNG states that go with it."""
-import random
+"""The training position as one serialisable record."""
 from dataclasses import asdict, dataclass
 
-import numpy as np
-import torch
-
-__all__ = ["TrainState", "rng_state", "set_rng_state"]
+__all__ = ["TrainState"]
 
 
 @dataclass
@@ -28,26 +24,3 @@ class TrainState:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def rng_state() -> dict:
-    """All RNG states, in a form ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_tuplify(state["python"]))
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuplify(x):
-    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x

@@ -12,6 +12,7 @@ Everything a resumed run needs is in the checkpoint payload: the model, optimize
 states, the TrainState and the RNG states; data order and augmentation are functions of (seed, epoch,
 batch), so an interrupted run continues bit for bit.
 """
+import os
 import signal
 import time
 from typing import Callable, Optional
@@ -28,7 +29,7 @@ from .accumulate import group_size, is_step_end, optimizer_steps, sync_context
 from .checkpoint import CheckpointManager
 from .evaluator import autocast, evaluate
 from .loggers import RunLogger
-from .state import TrainState, rng_state, set_rng_state
+from .state import TrainState
 
 __all__ = ["Trainer"]
 
@@ -50,8 +51,9 @@ class Trainer:
     EMA, recovery files and ``state.step`` count optimizer steps; checkpoints are taken only between
     steps, so a resume never holds half-accumulated gradients). ``set_frozen(frozen)`` freezes the backbone for the first
     ``config.freeze_backbone_epochs`` epochs (the step's wrapper is rebuilt when that flips: DDP only
-    reduces the parameters that required grad when it was built). ``config`` also supplies max_epoch,
-    validate_every, log_interval, clip_grad_norm, amp, recovery_every, resume and auto_resume.
+    reduces the parameters that required grad when it was built). ``config`` also supplies seed (of the
+    per-batch dropout draws), max_epoch, validate_every, log_interval, clip_grad_norm, amp, recovery_every,
+    resume and auto_resume.
     """
 
     def __init__(self, model: nn.Module, train_loader, val_loader, criterion: Callable, optimizer, schedule, *,
@@ -81,7 +83,7 @@ class Trainer:
         """The checkpoint of the current position (main process)."""
         return {**self.meta(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
-                **self.state.state_dict(), "rng": rng_state()}
+                **self.state.state_dict()}
 
     def resume(self) -> None:
         """Continue from ``resume``, or from the experiment's newest readable checkpoint."""
@@ -99,18 +101,40 @@ class Trainer:
                                           self.num_classes)
         try:
             self.model.load_state_dict(state["model"])
+            fused = [g.get("fused") for g in self.optimizer.param_groups]
             self.optimizer.load_state_dict(state["optimizer"])
+            for group, flag in zip(self.optimizer.param_groups, fused):    # this device's kernels, not the saver's
+                if "fused" in group:
+                    group["fused"] = flag
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"the model or optimizer state in {path} does not fit this model "
                                   f"({str(e).splitlines()[0]}); start a new experiment or set auto_resume "
                                   f"false") from e
-        self.scaler.load_state_dict(state["scaler"])
+        if self.scaler.is_enabled() and not state.get("scaler"):
+            self.logger.info(f"{path} holds no fp16 loss scale (it was trained without amp fp16): starting a fresh one")
+        else:
+            self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"] if state.get("ema") else state["model"])
         self.state.load_state_dict(state)
-        set_rng_state(state["rng"])
+        self._check_same_batch(state.get("config") or {}, path)
         self.logger.info(f"resumed from {path} at epoch {self.state.epoch + 1}, batch {self.state.batch} "
                          f"(best {self.metric_key} so far {self.state.best_metric:.2f})")
+
+    def _check_same_batch(self, trained: dict, path: str) -> None:
+        """Refuse to resume with another batch per optimizer step: the schedule, the condensation progress and
+        the data order are counted in steps of it. Another split into processes and accumulation steps (e.g.
+        ``global_batch_size`` on another GPU count) is fine: every step still sees the same samples."""
+        size, accum = trained.get("batch_size"), trained.get("grad_accum_steps", 1)
+        if size is None:
+            return
+        now = self.cfg.batch_size * self.cfg.grad_accum_steps
+        if size * accum != now:
+            raise CheckpointError(f"{path} was trained with {size * accum} images per optimizer step (batch_size "
+                                  f"{size} x grad_accum_steps {accum}) but this run uses {now}; the schedule and data "
+                                  f"order depend on it — set them back, or start a new experiment (another exp_name)")
+        if accum != self.accum and self.state.batch:     # a checkpoint is taken between optimizer steps
+            self.state.batch = self.state.batch // accum * self.accum
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> float:
@@ -170,7 +194,9 @@ class Trainer:
     def _set_progress(self, progress: float) -> None:
         events = self.model.set_progress(progress)
         if events:
-            self.dist.broadcast_buffers(self.model)     # every rank holds rank 0's masks
+            if self.dist.enabled:   # every rank holds rank 0's masks, and the caches built from them
+                self.dist.broadcast_buffers(self.model)
+                self.model.sync_condensation_state()
             if self.ema is not None:
                 self.ema.sync_structure()
             self.logger.info(f"condensation: {events} pruning event(s) at progress {progress:.4f} "
@@ -201,6 +227,9 @@ class Trainer:
                 lr = self.schedule.lr_at(step)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
+            # dropout and drop-path draw from the global RNG: seeded per batch and rank, so the ranks draw
+            # different masks and a resumed run draws the same ones (no RNG state to save)
+            torch.manual_seed(hash((cfg.seed, self.dist.rank, epoch, i)) & 0x7FFF_FFFF_FFFF_FFFF)
             target = y
             if self.mix is not None:
                 x, target = self.mix(x, y, epoch, i)
@@ -214,7 +243,7 @@ class Trainer:
                 continue
             st.step = step + 1
             at_interval = st.step % cfg.log_interval == 0 or last
-            if at_interval or on_cpu:
+            if at_interval or (on_cpu and not self.dist.enabled):
                 self._check_finite(finite, epoch, i)
             if at_interval:
                 self._report(bar, sums, lr, images, start)
@@ -261,7 +290,11 @@ class Trainer:
                                                "iter/images_per_s": img_s})
 
     def _check_finite(self, finite: torch.Tensor, epoch: int, i: int) -> None:
-        if not bool(finite):
-            raise TrainingError(f"the loss became NaN or infinite at epoch {epoch + 1}, iteration {i + 1}; the "
-                                f"last good checkpoint in {self.checkpoints.folder} is intact — lower lr or enable "
-                                f"clip_grad_norm and resume")
+        """Stop on a NaN/inf loss; under DDP every rank stops when any rank saw one (a collective: all
+        ranks call this at the same steps)."""
+        if not self.dist.all_true(finite):
+            last = self.checkpoints.path("last.pth")
+            saved = (f"the last checkpoint, {last}, is intact and the same command resumes from it" if os.path.exists(last)
+                     else f"no checkpoint has been written yet, so the same command starts over")
+            raise TrainingError(f"the loss became NaN or infinite at epoch {epoch + 1}, iteration {i + 1}; {saved} "
+                                f"— lower lr or enable clip_grad_norm first")

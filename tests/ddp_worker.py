@@ -11,11 +11,46 @@ from agents import build_agent  # noqa: E402
 from commands import validate  # noqa: E402
 from engine.evaluator import evaluate  # noqa: E402
 from utils.config import load_config  # noqa: E402
+from utils.errors import TrainingError  # noqa: E402
+
+
+def nan_on_rank1(agent, out_dir):
+    """Rank 1 alone sees a NaN loss at its third batch: every rank must stop there with the same sentence."""
+    trainer = agent.build_trainer()
+    criterion, calls = trainer.criterion, []
+
+    def poisoned(output, target, inputs):
+        calls.append(1)
+        loss = criterion(output, target, inputs)
+        # a NaN loss value with finite gradients, so that rank 0's weights stay finite
+        return loss + loss.detach() * float("nan") if agent.dist.rank == 1 and len(calls) == 3 else loss
+    trainer.criterion = poisoned
+    try:
+        trainer.fit()
+        result = {"error": None}
+    except TrainingError as e:
+        result = {"error": str(e)}
+    torch.save({**result, "batches": len(calls)}, os.path.join(out_dir, f"rank{agent.dist.rank}.pth"))
+
+
+def dropout_draws(agent, out_dir):
+    """The first training batch's dropout masks, and the initial weights, of each rank."""
+    trainer = agent.build_trainer()
+    initial = {k: v.clone() for k, v in agent.model.state_dict().items()}
+    drops = []
+    for m in agent.model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.register_forward_hook(lambda mod, inp, out: drops.append((out == 0).clone()))
+    trainer.fit()
+    torch.save({"initial": initial, "first_drop": drops[0]}, os.path.join(out_dir, f"rank{agent.dist.rank}.pth"))
 
 
 def main(config_path, out_dir, mode):
-    agent = build_agent(load_config(config_path, mode=mode))
+    agent = build_agent(load_config(config_path, mode="train" if mode in ("nan", "dropout") else mode))
     try:
+        if mode in ("nan", "dropout"):
+            (nan_on_rank1 if mode == "nan" else dropout_draws)(agent, out_dir)
+            return
         if mode == "train":
             agent.train()
             stats = evaluate(agent.model, agent.loaders[1], agent.device, agent.dist, agent.num_classes)

@@ -116,3 +116,27 @@ def test_killing_one_rank_stops_the_launcher(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = config(tmp_path, "nan", max_epoch=3, log_interval=2, dist_timeout=30)
+    torchrun(ROOT / "tests" / "ddp_worker.py", cfg, out, "nan")
+    ranks = [torch.load(out / f"rank{r}.pth") for r in (0, 1)]
+    for r in ranks:
+        assert r["error"] and "NaN or infinite" in r["error"] and "iteration 4" in r["error"], r
+    assert ranks[0]["batches"] == ranks[1]["batches"] == 4       # stopped together at the log interval
+
+
+def test_ranks_draw_different_dropout_masks_from_identical_weights(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = config(tmp_path, "drop", model="rexnet_1_0", model_args={}, drop_rate=0.5, max_epoch=1,
+                 synthetic_train_size=32, synthetic_val_size=8)
+    torchrun(ROOT / "tests" / "ddp_worker.py", cfg, out, "dropout")
+    ranks = [torch.load(out / f"rank{r}.pth") for r in (0, 1)]
+    for k, v in ranks[0]["initial"].items():
+        assert torch.equal(v, ranks[1]["initial"][k]), k
+    assert ranks[0]["first_drop"].shape == ranks[1]["first_drop"].shape
+    assert not torch.equal(ranks[0]["first_drop"], ranks[1]["first_drop"])

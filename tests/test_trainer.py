@@ -38,7 +38,7 @@ def _run(tmp_path, name, batch, accum, epochs=2):
     val = InMemoryLoader(images[:8], labels[:8], list("abcd"), batch_size=8, train=False, **common)
     cfg = EasyDict(max_epoch=epochs, validate_every=epochs, log_interval=1, clip_grad_norm=None, amp="none",
                    recovery_every=0, resume=None, auto_resume=False, grad_accum_steps=accum,
-                   freeze_backbone_epochs=0)
+                   freeze_backbone_epochs=0, seed=0)
     opt = build_optimizer(param_groups(model, 1e-3, "all"), "sgd", 0.1, momentum=0.9, nesterov=True)
     steps = len(train) // accum
     schedule = LRSchedule("cosine", 0.1, steps, epochs)

@@ -53,8 +53,11 @@ def save_checkpoint(obj, path):
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """Load and verify a training checkpoint written by ``save_checkpoint``."""
+def load_checkpoint(path, map_location="cpu", foreign_ok=False):
+    """Load and verify a training checkpoint written by ``save_checkpoint``.
+
+    ``foreign_ok``: a readable file that is not this project's checkpoint (official, timm or plain
+    weights) returns None instead of raising; a truncated or corrupt file raises either way."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist; check the path (the experiment's "
@@ -65,6 +68,8 @@ def load_checkpoint(path, map_location="cpu"):
         raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt ({type(e).__name__}); use an "
                               f"earlier checkpoint or retrain") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        if foreign_ok:
+            return None
         raise CheckpointError(f"{path!r} is not a training checkpoint of this project; to use plain "
                               f"weights pass them to graphs.models.load_weights or --checkpoint in validate mode")
     missing = [k for k in REQUIRED_KEYS if k not in obj]

@@ -7,6 +7,7 @@ required keys and contradictory options. The names of agents, models, data sets 
 where those layers are assembled (``agents.build_agent``), so this ground floor imports none of them.
 """
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,11 @@ SCHEMA = [
       "weights' statistics), else the data set's.", nullable=True),
     O("std", "list[float]", None, "Per-channel normalisation std; null as for `mean`.", nullable=True),
     O("batch_size", "int", 64, "Global training batch, split evenly over processes.", min=1),
+    O("global_batch_size", "int", None, "The recipe's batch per optimizer step over all processes and "
+      "accumulation steps; when set, `batch_size` and `grad_accum_steps` are derived at start-up from the process "
+      "count and `max_batch_per_process`, so one config reproduces it on 1, 2, 4 or 8 GPUs.", min=1, nullable=True),
+    O("max_batch_per_process", "int", None, "With `global_batch_size`: the largest batch one process (GPU) runs "
+      "at once; gradient accumulation makes up the rest. null = no accumulation.", min=1, nullable=True),
     O("val_batch_size", "int", None, "Global validation batch; null = `batch_size`.", min=1, nullable=True),
     O("num_workers", "int", 4, "Loader worker processes (ImageFolder data only).", min=0),
     O("pin_memory", "bool", True, "Pin host memory for faster copies to the GPU."),
@@ -242,17 +248,21 @@ def read_json(path):
 
 def parse_overrides(items):
     """``["a=1", "model_args.stages=[8,8,8]"]`` -> list of (dotted key, value); values parse as JSON,
-    and fall back to plain strings (``data_root=/tmp/x``)."""
-    out = []
+    and fall back to plain strings (``data_root=/tmp/x``). A key given twice is refused."""
+    out, seen = [], {}
     for item in items or []:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set expects key=value (e.g. --set max_epoch=1), got {item!r}")
+        if key in seen:
+            raise ConfigError(f"--set gives {key} twice ({seen[key]!r} and {item!r}); keep one of them")
+        seen[key] = item
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        out.append((key.strip(), value))
+        out.append((key, value))
     return out
 
 
@@ -296,12 +306,27 @@ def _describe(value):
     return f"{json.dumps(value)} ({'null' if value is None else type(value).__name__})"
 
 
+def _non_finite(value, path):
+    """(dotted path, value) of the first NaN or infinite number in ``value`` (JSON allows NaN/Infinity), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{path}.{k}" if isinstance(value, dict) else f"{path}[{k}]")
+        if found:
+            return found
+    return None
+
+
 def validate(data, source="config"):
     """Check keys, types, ranges and names; return the complete config as an EasyDict."""
     for key in data:
         if key not in SCHEMA_BY_NAME:
             raise ConfigError(f"unknown key {key!r} in {source}{closest(key, SCHEMA_BY_NAME)}; "
                               f"see the key table in README.md")
+        bad = _non_finite(data[key], key)
+        if bad:
+            raise ConfigError(f"{bad[0]} is {json.dumps(bad[1])} in {source}; every number must be finite")
     cfg = defaults()
     cfg.update(data)
     for o in SCHEMA:
@@ -328,6 +353,10 @@ def validate(data, source="config"):
 
 
 def _check_consistency(cfg):
+    name = cfg["exp_name"]
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or "\0" in name:
+        raise ConfigError(f"exp_name must be a plain folder name (no '/', no '..'), got {name!r}; put the parent "
+                          f"folder into exp_root instead")
     if cfg["dataset"] == "synthetic" and cfg["num_classes"] is None:
         raise ConfigError("dataset 'synthetic' needs num_classes (e.g. \"num_classes\": 10)")
     if len(cfg["synthetic_shape"]) != 3 or min(cfg["synthetic_shape"]) < 1:
@@ -386,13 +415,45 @@ def _check_consistency(cfg):
         raise ConfigError(f"lr_milestones must be increasing, got {cfg['lr_milestones']}")
 
 
-def load_config(path, overrides=(), mode=None):
-    """Read ``path``, apply ``--set`` overrides and ``--mode``, validate, return an EasyDict."""
+def load_config(path, overrides=(), mode=None, world_size=1):
+    """Read ``path``, apply ``--set`` overrides and ``--mode``, validate, derive the per-step batch for
+    ``world_size`` processes (``global_batch_size``); return an EasyDict."""
     data = read_json(path)
     data = apply_overrides(data, parse_overrides(overrides))
     if mode is not None:
         data["mode"] = mode
-    return validate(data, source=path)
+    return resolve_batch(validate(data, source=path), data, world_size)
+
+
+def split_global_batch(total: int, processes: int, max_per_process=None):
+    """(batch per step over all processes, accumulation steps) that make ``total`` with at most
+    ``max_per_process`` per process, or None when ``total`` does not split evenly over ``processes``."""
+    limit = max_per_process or total
+    for steps in range(1, total + 1):
+        if total % (processes * steps) == 0 and total // (processes * steps) <= limit:
+            return total // steps, steps
+    return None
+
+
+def resolve_batch(cfg, data: dict, world_size: int):
+    """With ``global_batch_size``: set ``batch_size`` (global per step) and ``grad_accum_steps`` for
+    ``world_size`` processes; one sentence where the recipe's batch cannot be split that way."""
+    total = cfg.global_batch_size
+    if total is None:
+        if cfg.max_batch_per_process is not None:
+            raise ConfigError("max_batch_per_process applies with global_batch_size; set global_batch_size (the "
+                              "recipe's batch) or drop max_batch_per_process")
+        return cfg
+    both = [k for k in ("batch_size", "grad_accum_steps") if k in data]
+    if both:
+        raise ConfigError(f"global_batch_size derives {' and '.join(both)}; set either global_batch_size or "
+                          f"{' and '.join(both)}, not both")
+    split = split_global_batch(total, world_size, cfg.max_batch_per_process)
+    if split is None:
+        raise ConfigError(f"global_batch_size {total} does not split evenly over {world_size} processes; use a "
+                          f"process count that divides it")
+    cfg.batch_size, cfg.grad_accum_steps = split
+    return cfg
 
 
 def markdown_table():

@@ -35,6 +35,14 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+    def all_true(self, flag: torch.Tensor) -> bool:
+        """True on every rank if the boolean tensor ``flag`` is true on every rank."""
+        if not self.enabled:
+            return bool(flag)
+        t = flag.to(torch.int32).reshape(1)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
     def broadcast_buffers(self, module):
         """Make every rank hold rank 0's buffers (e.g. condensation masks after a pruning event)."""
         if self.enabled:

@@ -87,13 +87,15 @@ def seed_everything(seed, deterministic=False):
         torch.backends.cudnn.benchmark = True
 
 
-def resolve_device(name, local_rank=0):
+def resolve_device(name, local_rank=0, distributed=False):
+    """The torch device for ``name`` ('auto' | 'cpu' | 'cuda' | 'cuda:N'); under DDP every process takes
+    the GPU of its LOCAL_RANK (a 'cuda:N' would put every rank on one GPU)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} was requested but CUDA is not available; use 'cpu' or 'auto'")
-        if name == "cuda":
+        if name == "cuda" or distributed:
             name = f"cuda:{local_rank}"
         torch.cuda.set_device(torch.device(name))
     return torch.device(name)

@@ -19,8 +19,9 @@ class RunningSums:
     def update(self, loss, output, target):
         n = target.size(0)
         top1, top5 = topk_correct(output.detach(), target)
-        self.sums += torch.stack([loss.detach().double() * n, top1.double(), top5.double(),
-                                  torch.tensor(float(n), dtype=torch.float64, device=self.sums.device)])
+        # device tensors and a Python scalar only: a host number made into a device tensor would wait for the GPU
+        self.sums[:3] += torch.stack([loss.detach().double() * n, top1.double(), top5.double()])
+        self.sums[3] += n
 
     def compute(self):
         loss, top1, top5, n = self.sums.tolist()

@@ -1,6 +1,8 @@
 """Learning-rate schedules, evaluated per iteration (as the official CondenseNet/V2 code does)."""
 import math
 
+from utils.errors import ConfigError
+
 
 class LRSchedule:
     """``lr_at(step)`` for cosine (optional linear warmup) or multistep decay.
@@ -21,6 +23,9 @@ class LRSchedule:
         self.total = iters_per_epoch * epochs
         # warmup_iters: mmdet's linear warmup counted in iterations (detection recipes)
         self.warmup = int(warmup_iters) or int(round(warmup_epochs * iters_per_epoch))
+        if warmup_iters and warmup_iters >= self.total:
+            raise ConfigError(f"warmup_iters ({warmup_iters}) must be shorter than the run's {self.total} optimizer "
+                              f"steps ({epochs} epochs x {iters_per_epoch}); lower warmup_iters or raise max_epoch")
         self.warmup_lr = warmup_lr
         as_fraction = milestones and all(m < 1 for m in milestones)
         self.milestones = [int(round((m * epochs if as_fraction else m) * iters_per_epoch)) for m in milestones]

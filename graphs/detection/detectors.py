@@ -75,6 +75,11 @@ class _DetectorMixin:
     def condensing_modules(self) -> list:
         return list(self.backbone._condensing)
 
+    def sync_condensation_state(self) -> None:
+        """Refresh every body layer's host-side stage from its buffers (after masks were copied in)."""
+        for m in self.backbone._condensing:
+            m.sync_from_buffers()
+
 
 class FasterRCNNDetector(_DetectorMixin, FasterRCNN):
     pass

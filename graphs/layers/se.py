@@ -1,6 +1,7 @@
 """Squeeze-and-excitation without biases, as in CondenseNetV2 (keys ``fc.0.weight`` / ``fc.2.weight``)."""
 import torch.nn as nn
 
+from graphs.layers.pool import GlobalAvgPool2d
 from utils.errors import check
 
 
@@ -12,7 +13,7 @@ class SELayer(nn.Module):
         check(inplanes // reduction >= 1,
               f"SE layer with {inplanes} channels cannot use reduction {reduction}; use a smaller reduction")
         hidden = inplanes // reduction
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.avg_pool = GlobalAvgPool2d()
         self.fc = nn.Sequential(
             nn.Linear(inplanes, hidden, bias=False),
             nn.ReLU(inplace=True),

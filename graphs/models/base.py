@@ -7,7 +7,8 @@ probed with ``hasattr``); the defaults of :class:`ModelBase` make every method s
 =====================  =====================================================================
 capability             meaning
 =====================  =====================================================================
-``condense``           ``set_progress(p)`` prunes learned group convolutions (CondenseNet/V2)
+``condense``           ``set_progress(p)`` prunes learned group convolutions (CondenseNet/V2);
+                       ``sync_condensation_state()`` re-reads the stage after masks were copied in
 ``convert``            ``convert()`` returns the deployable group-convolution model
 ``fuse``               ``fuse()`` returns an inference-only form with BN folded
 ``memory_efficient``   ``set_memory_efficient(True)`` recomputes BN/activation in backward
@@ -45,6 +46,8 @@ class ClassifierModel(Protocol):
 
     def set_progress(self, progress: float) -> int: ...
 
+    def sync_condensation_state(self) -> None: ...
+
     def set_memory_efficient(self, enabled: bool = True) -> nn.Module: ...
 
     def convert(self, prune_classifier: bool = True) -> nn.Module: ...
@@ -73,6 +76,9 @@ class ModelBase(nn.Module):
     def set_progress(self, progress: float) -> int:
         """Apply the training-progress schedule; returns the number of structural changes (none here)."""
         return 0
+
+    def sync_condensation_state(self) -> None:
+        """Refresh host-side condensation state from the buffers (nothing to refresh here)."""
 
     def set_memory_efficient(self, enabled: bool = True) -> nn.Module:
         """Switch memory-efficient training on layers that have it (none here); returns ``self``."""

@@ -13,6 +13,7 @@ from torch import nn
 from graphs.layers.conv import Conv
 from graphs.layers.dense import features_before_pool
 from graphs.layers.efficient import set_memory_efficient
+from graphs.layers.pool import GlobalAvgPool2d
 from utils.errors import check
 from utils.model_cfg import Published
 
@@ -102,7 +103,7 @@ class DenseNetBC(ModelBase):
         self.features.add_module("relu_last", nn.ReLU(inplace=True))
         self.feature_info.append(dict(num_chs=width, reduction=reduction, module="features.relu_last"))
         # the official 8x8 (CIFAR) / 7x7 (ImageNet) average pool, for any input size
-        self.features.add_module("pool_last", nn.AdaptiveAvgPool2d(1))
+        self.features.add_module("pool_last", GlobalAvgPool2d())
         self.num_features = width
         self.num_classes = num_classes
         self.classifier = nn.Linear(width, num_classes)

@@ -43,6 +43,7 @@ import re
 import torch
 import torch.nn as nn
 
+from graphs.layers.pool import GlobalAvgPool2d
 from utils.errors import CheckpointError, ConfigError
 from utils.model_cfg import Published
 
@@ -147,7 +148,7 @@ class SEModule(nn.Module):
     def __init__(self, channels, se_ratio=12):
         super().__init__()
         reduced = channels // se_ratio
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.avg_pool = GlobalAvgPool2d()
         self.fc = nn.Sequential(
             nn.Conv2d(channels, reduced, 1, bias=True),
             nn.BatchNorm2d(reduced),
@@ -424,7 +425,7 @@ class ReXNetV1(_ReXNetBase):
         for c_in, c_out, t, s, se, dp in zip(ins, outs, ts, strides, ses, dp_rates):
             features.append(LinearBottleneck(c_in, c_out, t, s, use_se=se, se_ratio=se_ratio, drop_path_rate=dp))
         _conv_bn(features, outs[-1], pen, act=nn.SiLU())
-        features.append(nn.AdaptiveAvgPool2d(1))
+        features.append(GlobalAvgPool2d())
         self.features = nn.Sequential(*features)
         self.output = nn.Sequential(nn.Dropout(dropout_ratio), nn.Conv2d(pen, num_classes, 1, bias=True))
         self.feature_info = self._build_feature_info(stem_stride, strides)
@@ -484,7 +485,7 @@ class ReXNetV1Lite(_ReXNetBase):
                                              drop_path_rate=dp))
         _conv_bn(features, outs[-1], pen, act=nn.ReLU6(inplace=True), bn_kwargs=bn_kwargs)
         self.features = nn.Sequential(*features)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = GlobalAvgPool2d()
         self.output = nn.Sequential(
             nn.Conv2d(pen, 1024, 1, bias=True),
             nn.BatchNorm2d(1024, **bn_kwargs),

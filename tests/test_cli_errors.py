@@ -1,0 +1,85 @@
+"""Every mistake in the command line is one sentence (exit 2) before any work, through main.py in a subprocess."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+TINY = {"agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic", "num_classes": 4,
+        "synthetic_train_size": 64, "synthetic_val_size": 16, "synthetic_shape": [3, 16, 16],
+        "model_args": {"stages": [2, 2], "growth": [4, 4]}, "batch_size": 16, "max_epoch": 1, "lr": 0.05,
+        "device": "cpu", "seed": 5}
+
+
+def write(tmp_path, name="run", text=None, **changes):
+    path = tmp_path / f"{name}.json"
+    path.write_text(text if text is not None else
+                    json.dumps({**TINY, "exp_name": name, "exp_root": str(tmp_path / "exp"), **changes}))
+    return path
+
+
+def run(*args, timeout=300):
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def one_sentence(r, *words):
+    """Exit 2 with a single `error:` line holding ``words``, and no traceback."""
+    err = r.stderr.strip()
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert all(w in err for w in words), err
+    return err
+
+
+@pytest.mark.parametrize("override, words", [(["--set", "lr=NaN"], ("lr is NaN",)),
+                                             (["--set", "weight_decay=-Infinity"], ("weight_decay is -Infinity",)),
+                                             (["--set", "model_args.growth=[4,Infinity]"],
+                                              ("model_args.growth[1] is Infinity",))])
+def test_non_finite_numbers_are_refused(tmp_path, override, words):
+    one_sentence(run(write(tmp_path), *override), *words, "finite")
+
+
+def test_non_finite_number_in_the_file_is_refused(tmp_path):
+    text = json.dumps({**TINY, "exp_name": "f", "exp_root": str(tmp_path / "exp")}).replace('"lr": 0.05', '"lr": Infinity')
+    one_sentence(run(write(tmp_path, text=text)), "lr is Infinity")
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "a/b", "..", ""])
+def test_exp_name_is_a_plain_folder_name(tmp_path, name):
+    one_sentence(run(write(tmp_path), "--set", f"exp_name={json.dumps(name)}"), "exp_name", "plain folder name")
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "exp").exists()
+
+
+def test_a_set_key_given_twice_is_refused(tmp_path):
+    one_sentence(run(write(tmp_path), "--set", "lr=0.1", "max_epoch=2", "lr=0.2"), "lr twice", "lr=0.1", "lr=0.2")
+
+
+@pytest.mark.parametrize("nproc, words", [("0", ("--nproc must be at least 1",)),
+                                          ("3", ("batch_size 16", "multiple of --nproc 3"))])
+def test_nproc_is_checked_before_launching(tmp_path, nproc, words):
+    err = one_sentence(run(write(tmp_path), "--nproc", nproc), *words)
+    assert "torch.distributed" not in err
+    assert not (tmp_path / "exp").exists()
+
+
+def test_nproc_on_a_cuda_device_without_cuda(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal needs a machine without it")
+    one_sentence(run(write(tmp_path, device="cuda"), "--nproc", "2"), "CUDA is not available")
+
+
+@pytest.mark.slow
+def test_resume_with_another_batch_and_nan_loss_messages(tmp_path):
+    path = write(tmp_path, "nan", lr=1e9, max_epoch=2)
+    err = one_sentence(run(path), "NaN or infinite", "no checkpoint has been written yet")
+    assert "intact" not in err
+    path = write(tmp_path, "ok")
+    assert run(path).returncode == 0
+    last = tmp_path / "exp" / "ok" / "checkpoints" / "last.pth"
+    one_sentence(run(path, "--set", "max_epoch=2", "batch_size=32"), "batch_size 16", "32", "exp_name")
+    err = one_sentence(run(path, "--set", "max_epoch=2", "lr=1e9"), "NaN or infinite", f"{last}, is intact")
+    one_sentence(run(path, "--set", "max_epoch=3", "warmup_iters=12"), "warmup_iters (12)", "12 optimizer steps")
