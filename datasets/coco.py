@@ -197,7 +197,7 @@ def read_image(path: str, width: float, height: float, max_pixels: Optional[int]
     ignored the tag): then the stored pixels. DataError (one sentence) if unreadable."""
     img = decode_image(path, max_pixels)
     size = (int(width), int(height))
-    if img.size != size and img.size == size[::-1]:
+    if img.size == size[::-1] != size:
         stored = decode_image(path, max_pixels, exif_orientation=False)
         if stored.size == size:
             return stored

@@ -92,6 +92,17 @@ def test_unreadable_image_is_data_error(model, images, tmp_path):
         decode_image(tmp_path / "missing.png")
 
 
+def test_skip_leaves_bad_files_out_but_not_all_of_them(model, images, tmp_path, caplog):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    transform, names = eval_transform(model.pretrained_cfg), class_names_for("cifar10", 10)
+    results = predict(model, [images[0], str(bad), images[1]], transform, names, batch_size=1, bad_images="skip")
+    assert [p for p, _ in results] == [images[0], images[1]]
+    assert [r.getMessage() for r in caplog.records if "broken.png" in r.getMessage()] != []
+    with pytest.raises(DataError, match="none of the 1 image"):
+        predict(model, [str(bad)], transform, names, bad_images="skip")
+
+
 def test_decode_image_rgb(images):
     for p in images:
         img = decode_image(p)
