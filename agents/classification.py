@@ -95,7 +95,9 @@ class ClassificationAgent(BaseAgent):
 
     def _folder_classes(self):
         """The class count of a ``folder`` data set (its class folders; one sentence if unreadable)."""
-        return len(folder.load_folder(self.config.data_root)[2]) if self.config.dataset == "folder" else None
+        if self.config.dataset != "folder":
+            return None
+        return len(folder.load_folder(self.config.data_root, self.config.max_image_pixels)[2])
 
     def _load_pretrained(self) -> None:
         cfg = self.config

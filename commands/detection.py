@@ -4,7 +4,7 @@ import time
 
 import torch
 
-from utils.errors import CheckpointError, DataError
+from utils.errors import CheckpointError
 
 __all__ = ["DETECTION_COMMANDS"]
 
@@ -45,11 +45,10 @@ def validate(ctx) -> dict:
 
 def predict(ctx) -> list:
     """Boxes, class names and scores of image files: printed, and drawn into out/<name>.png."""
-    from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.functional import to_tensor
     from utils.draw import draw_detections
     from utils.errors import ConfigError
-    from utils.predict import expand_image_paths
+    from utils.predict import decode_images, expand_image_paths
     cfg = ctx.config
     if not cfg.images:
         raise ConfigError("predict needs images: add --images a.jpg b.png (files or folders)")
@@ -59,11 +58,7 @@ def predict(ctx) -> list:
     names = ctx.class_names()
     ctx.model.eval()
     rows = []
-    for path in expand_image_paths(cfg.images):
-        try:
-            image = Image.open(path).convert("RGB")
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataError(f"cannot read image {path} ({e})") from e
+    for path, image in decode_images(expand_image_paths(cfg.images), cfg.max_image_pixels, cfg.bad_images):
         with torch.no_grad():
             out = ctx.model([to_tensor(image).to(ctx.device)])[0]
         keep = out["scores"] >= cfg.predict_score_threshold

@@ -18,6 +18,6 @@ def predict(ctx) -> list:
     transform = eval_transform(ctx.eval_cfg, *dataset_mean_std(cfg.dataset))
     names = resolve_class_names(ctx.num_classes, ctx.loaded_checkpoint, cfg.dataset, cfg.data_root)
     results = predict_images(deployed or ctx.model, expand_image_paths(cfg.images), transform, names, topk=5,
-                             device=ctx.device)
+                             device=ctx.device, max_pixels=cfg.max_image_pixels, bad_images=cfg.bad_images)
     print(format_predictions(results))
     return results

@@ -98,7 +98,7 @@ def _build_imagenet(config, model_cfg, device, rank, world_size, s):
 def _build_folder(config, model_cfg, device, rank, world_size, s):
     """Your own ``train/<class>/*`` and ``val/<class>/*`` images (:mod:`datasets.folder`), normalised with
     the model's (``pretrained_cfg``) mean/std, else ImageNet's."""
-    train_samples, val_samples, classes = folder.load_folder(s["data_root"])
+    train_samples, val_samples, classes = folder.load_folder(s["data_root"], s["max_image_pixels"])
     mean, std = _mean_std(model_cfg, 3, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     loaders = _folder_loaders(train_samples, val_samples, classes, mean, std, model_cfg, device, rank,
                               world_size, s)
@@ -129,7 +129,7 @@ def _folder_loaders(train_samples, val_samples, classes, mean, std, model_cfg, d
         erasing = RandomErasing(s["reprob"], mode=s["remode"], device=device)
     common = dict(device=device, mean=mean, std=std, rank=rank, world_size=world_size, seed=s["seed"],
                   num_workers=s["num_workers"], pin_memory=s["pin_memory"],
-                  channels_last=s["channels_last"], bad_images=s["bad_images"])
+                  channels_last=s["channels_last"], bad_images=s["bad_images"], max_pixels=s["max_image_pixels"])
     train_samples = folder.stratified_subset(train_samples, s["train_subset"])
     val_samples = folder.stratified_subset(val_samples, s["val_subset"])
     train_loader = FolderLoader(train_samples, classes, train_tf, train=True,
@@ -191,14 +191,15 @@ def class_names_for(dataset, num_classes, data_root=None):
 
 def calibration_loader(train_loader, val_loader, count):
     """The first ``count`` training images through the EVAL transform (no augmentation), batched like
-    validation: what int8 post-training quantization calibrates on."""
+    validation: what int8 post-training quantization calibrates on (folder images decoded as in training)."""
     common = dict(batch_size=val_loader.batch_size, train=False, device=train_loader.device,
                   mean=train_loader.mean, std=train_loader.std)
     if isinstance(train_loader, InMemoryLoader):
         return InMemoryLoader(train_loader.images[:count], train_loader.labels[:count], train_loader.class_names,
                               **common)
     return FolderLoader(train_loader.dataset.samples[:count], train_loader.class_names,
-                        val_loader.dataset.transform, **common)
+                        val_loader.dataset.transform, bad_images=train_loader.bad_images,
+                        max_pixels=train_loader.dataset.max_pixels, **common)
 
 
 def dataset_mean_std(dataset):

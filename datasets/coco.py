@@ -9,7 +9,9 @@ As torchvision's ``references/detection`` (``coco_utils.py``): crowd boxes (``is
 out of the training targets (they stay in the evaluation ground truth, where pycocotools ignores
 detections on them), boxes are converted to x1y1x2y2 and clipped to the image, and training drops
 images without a usable box. A box with non-positive width or height is an error, or is skipped and
-counted with ``bad_images: skip``.
+counted with ``bad_images: skip``. Images are read by ``utils.decode`` (EXIF orientation, 16-bit,
+transparency, ``max_image_pixels``); a photo whose annotation gives its stored, unrotated size keeps
+that orientation, since its boxes were drawn on the stored pixels (:func:`read_image`).
 
 Batches: the rank's epoch order is torch DistributedSampler's (``datasets.loader.shard_indices``),
 then grouped by aspect ratio as torchvision's ``GroupedBatchSampler`` does (a batch is emitted when
@@ -31,6 +33,7 @@ import torch
 
 from datasets.loader import _PlanBatchSampler, handle_bad_images, BadImage, BatchPlan, shard_indices, subset
 from datasets.transforms import mix_seed
+from utils.decode import DEFAULT_MAX_PIXELS, decode_image
 from utils.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -188,25 +191,37 @@ class GroupedBatchPlan(BatchPlan):
             yield b, batches[b]
 
 
+def read_image(path: str, width: float, height: float, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
+    """The RGB PIL image the annotation's boxes refer to: upright (EXIF orientation applied, as
+    ``utils.decode``), unless the annotation's width x height is the stored, unrotated size (a tool that
+    ignored the tag): then the stored pixels. DataError (one sentence) if unreadable."""
+    img = decode_image(path, max_pixels)
+    size = (int(width), int(height))
+    if img.size == size[::-1] != size:
+        stored = decode_image(path, max_pixels, exif_orientation=False)
+        if stored.size == size:
+            return stored
+    return img
+
+
 class _CocoSamples(torch.utils.data.Dataset):
     """Items ``(index, flip)`` -> (uint8 CHW image, target) or BadImage; decoded in the workers."""
 
-    def __init__(self, index: CocoIndex):
-        self.samples = index.samples
+    def __init__(self, index: CocoIndex, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
+        self.samples, self.max_pixels = index.samples, max_pixels
 
     def __len__(self):
         return len(self.samples)
 
     def __getitem__(self, item):
+        from torchvision.transforms.functional import pil_to_tensor
+
         i, flip = item
         path, iid, w, h, boxes, labels = self.samples[i]
         try:
-            from PIL import Image
-            from torchvision.transforms.functional import pil_to_tensor
-            with open(path, "rb") as f:
-                img = pil_to_tensor(Image.open(f).convert("RGB"))
-        except Exception as e:  # unreadable / truncated / not an image: decided in the main process
-            return BadImage(path, f"{type(e).__name__}: {e}")
+            img = pil_to_tensor(read_image(path, w, h, self.max_pixels))
+        except DataError as e:  # what to do about it is decided in the main process (bad_images)
+            return BadImage(str(e))
         boxes = boxes.clone()
         if img.shape[-2:] != (int(h), int(w)):
             # the annotation's size is what the boxes refer to; rescale them to the decoded image
@@ -222,7 +237,7 @@ class _CocoSamples(torch.utils.data.Dataset):
 def collate_detection(batch):
     """Images of their own sizes stay a list (no stacking); BadImage entries are passed up separately."""
     good = [s for s in batch if not isinstance(s, BadImage)]
-    bad = [(s.path, s.reason) for s in batch if isinstance(s, BadImage)]
+    bad = [s.message for s in batch if isinstance(s, BadImage)]
     return [s[0] for s in good], [s[1] for s in good], bad
 
 
@@ -253,7 +268,8 @@ class CocoLoader:
     def __init__(self, index: CocoIndex, *, batch_size: int, train: bool, device, rank: int = 0,
                  world_size: int = 1, seed: int = 0, drop_last: bool = False, hflip: float = 0.5,
                  num_workers: int = 0, pin_memory: bool = False, bad_images: str = "error",
-                 limit: Optional[int] = None, group_factor: int = 3):
+                 limit: Optional[int] = None, group_factor: int = 3,
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
         index.samples = index.samples[:subset(len(index.samples), limit)]
         index.check_files()
         self.index, self.train, self.device = index, train, torch.device(device)
@@ -274,7 +290,7 @@ class CocoLoader:
         self.skipped_boxes = index.skipped_boxes
         pin = bool(pin_memory) and self.device.type == "cuda" and torch.cuda.is_available()
         self.dataloader = torch.utils.data.DataLoader(
-            _CocoSamples(index), batch_sampler=_Sampler(self), num_workers=num_workers,
+            _CocoSamples(index, max_pixels), batch_sampler=_Sampler(self), num_workers=num_workers,
             collate_fn=collate_detection, pin_memory=pin, persistent_workers=num_workers > 0)
 
     batch_size = property(lambda self: self.plan.batch_size)
@@ -315,7 +331,7 @@ def build_coco(config, data_cfg, device, rank, world_size, s):
         raise DataError(f"the train and val annotation files of {root} list different categories; "
                         f"both need the same 'categories'")
     common = dict(device=device, rank=rank, world_size=world_size, seed=s["seed"], num_workers=s["num_workers"],
-                  pin_memory=s["pin_memory"], bad_images=s["bad_images"])
+                  pin_memory=s["pin_memory"], bad_images=s["bad_images"], max_pixels=s["max_image_pixels"])
     group_factor = config.get("aspect_ratio_group_factor")
     train = CocoLoader(train_index, batch_size=s["batch_size"], train=True, drop_last=s["drop_last"],
                        hflip=s["hflip"], limit=s["train_subset"],

@@ -2,8 +2,9 @@
 
 The ``folder`` data set. Class names are the class folder names, sorted (class index = position), as
 in torchvision's ``ImageFolder``; images may sit in sub-folders of a class folder. Any file type Pillow
-can decode counts as an image (its registered extensions: .jpg, .png, .webp, .tif, .bmp, .gif, ...);
-other files (.txt, .DS_Store, hidden files) are ignored. train/ and val/ must hold the same classes.
+can decode counts as an image (``utils.decode.image_extensions``: .jpg, .png, .webp, .tif, .bmp, .gif,
+...); other files (.txt, .DS_Store, hidden files) are ignored. train/ and val/ must hold the same classes.
+The scan judges a file readable with the loaders' own decoder (``utils.decode.decode_image``).
 
 ``stratified_subset`` picks a class-balanced subset with a fixed seed: the samples of every class
 are shuffled and the classes are taken in turn, so ``train_subset=N`` draws from every class instead of
@@ -13,36 +14,26 @@ from __future__ import annotations
 
 import os
 import random
-from functools import lru_cache
+from typing import Optional
 
+from utils.decode import DEFAULT_MAX_PIXELS, decode_image, image_extensions
 from utils.errors import DataError
 
-__all__ = ["image_extensions", "class_names", "scan_split", "load_folder", "stratified_subset"]
+__all__ = ["class_names", "scan_split", "load_folder", "stratified_subset"]
 
 SUBSET_SEED = 0     # the same subset for every run, rank and training seed
-# Pillow formats that identify a file but cannot decode pixels without an extra handler
-_STUB_FORMATS = {"BUFR", "GRIB", "HDF5", "WMF", "MPEG"}
 
 
-@lru_cache(maxsize=1)
-def image_extensions() -> tuple:
-    """Lower-case extensions of every format this Pillow build can decode."""
-    from PIL import Image
-
-    Image.init()
-    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items()
-                        if fmt in Image.OPEN and fmt not in _STUB_FORMATS))
-
-
-def _readable(path: str) -> bool:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.verify()
-        return True
-    except Exception:  # noqa: BLE001 - any decoder error means "not a readable image"
-        return False
+def _first_error(files: list, max_pixels: Optional[int]) -> Optional[str]:
+    """None as soon as one of ``files`` decodes, else why the first one does not."""
+    first = None
+    for path in files:
+        try:
+            decode_image(path, max_pixels)
+            return None
+        except DataError as e:
+            first = first or str(e)
+    return first
 
 
 def _class_files(folder: str, exts: tuple) -> list:
@@ -65,11 +56,11 @@ def class_names(root):
     return (_class_folders(train) or None) if os.path.isdir(train) else None
 
 
-def scan_split(root, split: str) -> tuple:
+def scan_split(root, split: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> tuple:
     """(samples [(path, class index)], class names) of ``root/split``; DataError (one sentence) if unusable.
 
-    Every class folder must hold at least one image Pillow can decode (only the first files are opened,
-    until one decodes, so a large tree is not read twice).
+    Every class folder must hold at least one image the loaders can decode with ``max_pixels`` (only the
+    first files are decoded, until one succeeds, so a large tree is not read twice).
     """
     folder = os.path.join(os.path.expanduser(os.fspath(root)), split)
     if not os.path.isdir(folder):
@@ -82,17 +73,21 @@ def scan_split(root, split: str) -> tuple:
     samples = []
     for index, name in enumerate(classes):
         files = _class_files(os.path.join(folder, name), exts)
-        if not any(_readable(p) for p in files):
-            raise DataError(f"class folder {os.path.join(folder, name)} holds no readable image "
-                            f"({len(files)} file(s) with an image extension); add images or remove the folder")
+        if not files:
+            raise DataError(f"class folder {os.path.join(folder, name)} holds no readable image (no file with "
+                            f"an image extension: {', '.join(exts[:4])}, ...); add images or remove the folder")
+        error = _first_error(files, max_pixels)
+        if error:
+            raise DataError(f"class folder {os.path.join(folder, name)} holds no readable image: none of its "
+                            f"{len(files)} file(s) decodes; the first: {error}")
         samples.extend((p, index) for p in files)
     return samples, classes
 
 
-def load_folder(root) -> tuple:
+def load_folder(root, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> tuple:
     """(train samples, val samples, class names) of a folder data set with the same classes in both splits."""
-    train, train_classes = scan_split(root, "train")
-    val, val_classes = scan_split(root, "val")
+    train, train_classes = scan_split(root, "train", max_pixels)
+    val, val_classes = scan_split(root, "val", max_pixels)
     if train_classes != val_classes:
         only_train = sorted(set(train_classes) - set(val_classes))
         only_val = sorted(set(val_classes) - set(train_classes))

@@ -12,16 +12,14 @@ by repeating its head to a multiple of world_size, then ``rank::world_size``; ba
 size, the last one dropped when ``drop_last``. Val: unshuffled, no padding, ``rank::world_size`` (every
 sample counted exactly once over the ranks; shards and last batches may be uneven).
 """
-import logging
 import math
 
 import torch
 
 from datasets.transforms import (TAG_CROP, TAG_ERASE, TAG_SAMPLE, DeviceNormalize, draw_crop_flip,
                                  mix_seed, random_crop_flip, seeded_global_rngs)
+from utils.decode import DEFAULT_MAX_PIXELS, bad_image, decode_image
 from utils.errors import DataError
-
-log = logging.getLogger(__name__)
 
 
 def shard_indices(n, rank, world_size, *, shuffle, seed=0, epoch=0, pad=True):
@@ -73,13 +71,9 @@ class BatchPlan:
 
 
 def handle_bad_images(loader, bad) -> None:
-    """Unreadable images of a batch: one sentence (``bad_images: error``), or skipped and counted."""
-    path, reason = bad[0]
-    if loader.bad_images != "skip":
-        raise DataError(f"cannot read image {path} ({reason}); replace or delete it, "
-                        f"or set bad_images to 'skip'")
-    for path, reason in bad:
-        log.warning("skipping unreadable image %s (%s)", path, reason)
+    """Unreadable images of a batch (the decoder's sentences): stop (``bad_images: error``), or skip and count."""
+    for message in bad:
+        bad_image(message, loader.bad_images)
     loader.skipped_images += len(bad)
 
 
@@ -177,24 +171,25 @@ class InMemoryLoader(_LoaderBase):
 
 # ------------------------------------------------------------------ folder loader (ImageNet style)
 class BadImage:
-    """What a worker returns instead of a sample when the file cannot be decoded."""
+    """What a worker returns instead of a sample when the file cannot be decoded: the decoder's sentence."""
 
-    __slots__ = ("path", "reason")
+    __slots__ = ("message",)
 
-    def __init__(self, path, reason):
-        self.path, self.reason = path, reason
+    def __init__(self, message):
+        self.message = message
 
 
 class FolderDataset(torch.utils.data.Dataset):
     """(path, class) samples -> (uint8 CHW tensor, class) or BadImage; items are (index, sample_seed).
 
-    With a sample seed, the transform's draws (timm/torchvision use the global Python, numpy and torch
-    generators) are seeded from it, so a sample's augmentation depends only on (seed, epoch, rank,
-    position in the epoch), not on worker scheduling.
+    Images are read by ``utils.decode.decode_image`` with ``max_pixels`` (an attribute, so the worker
+    processes get it with the data set). With a sample seed, the transform's draws (timm/torchvision use
+    the global Python, numpy and torch generators) are seeded from it, so a sample's augmentation depends
+    only on (seed, epoch, rank, position in the epoch), not on worker scheduling.
     """
 
-    def __init__(self, samples, transform):
-        self.samples, self.transform = samples, transform
+    def __init__(self, samples, transform, max_pixels=DEFAULT_MAX_PIXELS):
+        self.samples, self.transform, self.max_pixels = samples, transform, max_pixels
 
     def __len__(self):
         return len(self.samples)
@@ -203,12 +198,9 @@ class FolderDataset(torch.utils.data.Dataset):
         index, sample_seed = item
         path, target = self.samples[index]
         try:
-            from PIL import Image
-            with open(path, "rb") as f:
-                img = Image.open(f)
-                img = img.convert("RGB")
-        except Exception as e:  # unreadable / truncated / not an image: decided in the main process
-            return BadImage(path, f"{type(e).__name__}: {e}")
+            img = decode_image(path, self.max_pixels)
+        except DataError as e:  # what to do about it is decided in the main process (bad_images)
+            return BadImage(str(e))
         if sample_seed is None:
             return self.transform(img), target
         with seeded_global_rngs(sample_seed):
@@ -218,7 +210,7 @@ class FolderDataset(torch.utils.data.Dataset):
 def collate_uint8(batch):
     """Stack uint8 images (in shared memory inside workers); BadImage entries are passed up separately."""
     good = [s for s in batch if not isinstance(s, BadImage)]
-    bad = [(s.path, s.reason) for s in batch if isinstance(s, BadImage)]
+    bad = [s.message for s in batch if isinstance(s, BadImage)]
     if not good:
         return None, None, bad
     images = torch.utils.data.default_collate([s[0] for s in good])
@@ -252,18 +244,18 @@ class FolderLoader(_LoaderBase):
     augmentation is seeded per (seed, epoch, rank, batch, position) and random erasing per batch, so a
     resumed epoch also reproduces the augmentation, as long as the same library versions are used (the
     brief only promises the order; do not rely on bit-exact pixels across torchvision/timm upgrades).
-    Unreadable images: ``bad_images='skip'`` drops them (``skipped_images`` counts them, a warning is
-    logged, that batch is smaller); ``'error'`` raises DataError naming the file.
+    Images larger than ``max_pixels`` or unreadable: ``bad_images='skip'`` drops them (``skipped_images``
+    counts them, a warning is logged, that batch is smaller); ``'error'`` raises DataError naming the file.
     """
 
     def __init__(self, samples, class_names, transform, *, batch_size, train, device, mean, std,
                  rank=0, world_size=1, seed=0, drop_last=False, num_workers=0, pin_memory=False,
-                 channels_last=False, random_erasing=None, bad_images="error"):
+                 channels_last=False, random_erasing=None, bad_images="error", max_pixels=DEFAULT_MAX_PIXELS):
         plan = BatchPlan(len(samples), batch_size, rank, world_size, train=train, seed=seed,
                          drop_last=drop_last)
         super().__init__(plan, device=device, mean=mean, std=std, channels_last=channels_last,
                          class_names=class_names, dataset_size=len(samples), train=train)
-        self.dataset = FolderDataset(samples, transform)
+        self.dataset = FolderDataset(samples, transform, max_pixels)
         self.random_erasing = random_erasing if train else None
         self.bad_images = bad_images
         self.generator = torch.Generator()
@@ -327,6 +319,7 @@ def loader_settings(config, world_size):
         train_interpolation=_opt(config, "train_interpolation", "bilinear"),
         auto_augment=config.get("auto_augment") or None, reprob=float(_opt(config, "reprob", 0.0)),
         remode=_opt(config, "remode", "pixel"), bad_images=bad_images,
+        max_image_pixels=config.get("max_image_pixels", DEFAULT_MAX_PIXELS),   # None = no limit
     )
 
 

@@ -3,8 +3,10 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from datasets.coco import CocoIndex, CocoLoader, GroupedBatchPlan, aspect_ratio_groups, build_coco
 from datasets.loader import loader_settings
@@ -245,3 +247,42 @@ def test_build_coco_from_config_keys(coco_root):
     images, targets = next(iter(train))
     assert all(im.dtype == torch.float32 and im.max() <= 1 for im in images)
     assert all(t["labels"].min() >= 1 and t["labels"].max() <= 3 for t in targets)
+
+
+# ------------------------------------------------------------------ decoding (utils.decode)
+def _exif_rotated_copy(path):
+    """Store the image at ``path`` as a phone does: turned 90 degrees, with EXIF orientation 6."""
+    upright = Image.open(path).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, quality=95, exif=exif.tobytes())
+    return np.asarray(upright).astype(int)
+
+
+def test_phone_photo_is_read_in_the_orientation_its_annotation_describes(coco_root, tmp_path):
+    root = _copy(coco_root, tmp_path)
+    from datasets.coco import _CocoSamples
+    ix = CocoIndex(str(root), "val", train=False)
+    i = next(k for k, s in enumerate(ix.samples) if s[2] != s[3])        # a non-square image
+    path, iid, w, h, boxes, _ = ix.samples[i]
+    upright = _exif_rotated_copy(path)
+    assert Image.open(path).size == (h, w)                                # stored turned
+    img, target = _CocoSamples(ix)[(i, False)]
+    assert img.shape == (3, h, w) and torch.equal(target["boxes"], boxes)  # upright, boxes as annotated
+    assert np.abs(img.permute(1, 2, 0).numpy().astype(int) - upright).mean() < 4
+
+    def stored_size(data):       # an annotation tool that ignored the tag recorded the stored size
+        im = next(im for im in data["images"] if im["id"] == iid)
+        im["width"], im["height"] = int(h), int(w)
+        return data
+    _edit(root, "val", stored_size)
+    ix = CocoIndex(str(root), "val", train=False)
+    img, target = _CocoSamples(ix)[(i, False)]
+    assert img.shape == (3, w, h) and torch.equal(target["boxes"], ix.samples[i][4])   # not rescaled
+
+
+def test_pixel_limit_reaches_the_coco_loader(coco_root):
+    cfg = dict(dataset="coco", data_root=str(coco_root), batch_size=2, num_workers=1, seed=0, max_image_pixels=1000)
+    _, val = build_coco(cfg, None, "cpu", 0, 1, loader_settings(cfg, 1))
+    with pytest.raises(DataError, match=r"is \d+ x \d+ pixels .*max_image_pixels = 1000"):
+        next(iter(val))

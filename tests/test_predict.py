@@ -12,7 +12,8 @@ from datasets.cifar import CIFAR10_CLASSES
 from graphs.models import create_model
 from utils.errors import ConfigError, DataError
 from utils.model_cfg import PretrainedCfg
-from utils.predict import expand_image_paths, format_predictions, load_image, predict
+from utils.decode import decode_image
+from utils.predict import expand_image_paths, format_predictions, predict
 
 
 def eval_transform(cfg, **kw):
@@ -64,7 +65,7 @@ def test_predict_top5_sorted(model, images):
         assert probs == sorted(probs, reverse=True)
         assert all(0 <= p <= 1 for p in probs) and sum(probs) <= 1 + 1e-6
     # the same numbers computed by hand for the first image
-    x = transform(load_image(images[0])).unsqueeze(0)
+    x = transform(decode_image(images[0])).unsqueeze(0)
     model.eval()
     with torch.no_grad():
         ref = torch.softmax(model(x), 1)[0]
@@ -86,14 +87,25 @@ def test_unreadable_image_is_data_error(model, images, tmp_path):
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(open(images[0], "rb").read()[:60])
     with pytest.raises(DataError, match="truncated.png"):
-        load_image(truncated)
+        decode_image(truncated)
     with pytest.raises(DataError, match="does not exist"):
-        load_image(tmp_path / "missing.png")
+        decode_image(tmp_path / "missing.png")
 
 
-def test_load_image_rgb(images):
+def test_skip_leaves_bad_files_out_but_not_all_of_them(model, images, tmp_path, caplog):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    transform, names = eval_transform(model.pretrained_cfg), class_names_for("cifar10", 10)
+    results = predict(model, [images[0], str(bad), images[1]], transform, names, batch_size=1, bad_images="skip")
+    assert [p for p, _ in results] == [images[0], images[1]]
+    assert [r.getMessage() for r in caplog.records if "broken.png" in r.getMessage()] != []
+    with pytest.raises(DataError, match="none of the 1 image"):
+        predict(model, [str(bad)], transform, names, bad_images="skip")
+
+
+def test_decode_image_rgb(images):
     for p in images:
-        img = load_image(p)
+        img = decode_image(p)
         assert img.mode == "RGB"
 
 
@@ -113,7 +125,7 @@ def test_eval_transform_cifar(images):
     resize, crop = t.transforms[0], t.transforms[1]
     assert isinstance(resize, T.Resize) and resize.size == 32
     assert isinstance(crop, T.CenterCrop) and tuple(crop.size) == (32, 32)
-    x = t(load_image(images[0]))
+    x = t(decode_image(images[0]))
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     # a model without its own constants takes the data set's: (v/255 - mean) / std by hand
     c = eval_transform(cfg, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))(Image.new("RGB", (32, 32), (255, 0, 0)))
@@ -127,9 +139,9 @@ def test_eval_transform_imagenet(images):
     cfg = PretrainedCfg(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic")
     t = eval_transform(cfg)
     assert t.transforms[0].size == 256 and t.transforms[0].interpolation == T.InterpolationMode.BICUBIC
-    assert t(load_image(images[2])).shape == (3, 224, 224)
+    assert t(decode_image(images[2])).shape == (3, 224, 224)
     t2 = eval_transform(cfg, input_size=128, crop_pct=1.0, interpolation="bilinear")
-    assert t2.transforms[0].size == 128 and t2(load_image(images[0])).shape == (3, 128, 128)
+    assert t2.transforms[0].size == 128 and t2(decode_image(images[0])).shape == (3, 128, 128)
     with pytest.raises(ConfigError):
         eval_transform(cfg, interpolation="lanczos9")
     with pytest.raises(ConfigError, match="crop_pct"):

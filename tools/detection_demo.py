@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from datasets.coco import CocoIndex, CocoLoader  # noqa: E402
+from datasets.coco import CocoIndex, CocoLoader, read_image  # noqa: E402
 from graphs.detection import create_detector  # noqa: E402
 from utils.coco_eval import evaluate_coco  # noqa: E402
 from utils.draw import draw_detections  # noqa: E402
@@ -90,11 +90,10 @@ def main():
     if a.out:
         os.makedirs(a.out, exist_ok=True)
         val_index = CocoIndex(a.data_root, "val", train=False)
-        from PIL import Image
-        for path, iid, *_ in val_index.samples[:4]:
+        for path, iid, w, h, *_ in val_index.samples[:4]:
             o = outputs[iid]
             dest = os.path.join(a.out, f"{iid}.png")
-            draw_detections(Image.open(path), o["boxes"], o["labels"], o["scores"], val.class_names, dest,
+            draw_detections(read_image(path, w, h), o["boxes"], o["labels"], o["scores"], val.class_names, dest,
                             score_threshold=0.5)
             print(f"wrote {dest}")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from easydict import EasyDict
 
+from utils.decode import DEFAULT_MAX_PIXELS
 from utils.errors import ConfigError, closest
 
 # commands.deploy.RUNTIME_VARIANTS (utils imports nothing above it; a test keeps the two equal)
@@ -84,8 +85,11 @@ SCHEMA = [
       nullable=True),
     O("reprob", "float", 0.0, "Random-erasing probability (ImageFolder only).", min=0, max=1),
     O("remode", "str", "pixel", "Random-erasing fill.", choices=("pixel", "const", "rand")),
-    O("bad_images", "str", "error", "Unreadable images: stop with an error, or skip and count them.",
+    O("bad_images", "str", "error", "Unreadable or too large images (loaders and `predict`): stop with an "
+      "error, or skip them (one warning each, counted).",
       choices=("error", "skip")),
+    O("max_image_pixels", "int", DEFAULT_MAX_PIXELS, "Refuse images of more pixels (width x height; Pillow's "
+      "decompression-bomb limit by default); null = no limit.", min=1, nullable=True),
     O("synthetic_train_size", "int", 512, "Synthetic data: training samples.", min=1),
     O("synthetic_val_size", "int", 256, "Synthetic data: validation samples.", min=1),
     O("synthetic_shape", "list[int]", [3, 32, 32], "Synthetic data: image shape C, H, W."),

@@ -10,42 +10,26 @@ import os
 
 import torch
 
+from utils.decode import DEFAULT_MAX_PIXELS, bad_image, decode_image, image_extensions
 from utils.errors import ConfigError, DataError
 
-__all__ = ["load_image", "predict", "expand_image_paths", "format_predictions"]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+__all__ = ["predict", "decode_images", "expand_image_paths", "format_predictions"]
 
 
 # ------------------------------------------------------------------------------------ images
-def load_image(path):
-    """Open ``path`` as an RGB PIL image (fully decoded); an unreadable file raises DataError."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError(f"image {path!r} does not exist; check the path")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {path!r} ({type(e).__name__}); the file is corrupt or not an "
-                        f"image — replace or remove it") from None
-
-
 def expand_image_paths(paths):
     """Files and folders -> a list of image files (a folder contributes its image files, sorted)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    exts = image_extensions()
     out = []
     for p in paths:
         p = os.fspath(p)
         if os.path.isdir(p):
             found = sorted(os.path.join(p, n) for n in os.listdir(p)
-                           if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(p, n)))
+                           if n.lower().endswith(exts) and os.path.isfile(os.path.join(p, n)))
             if not found:
-                raise DataError(f"folder {p!r} holds no image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)")
+                raise DataError(f"folder {p!r} holds no image files ({', '.join(exts[:4])}, ...)")
             out.extend(found)
         elif os.path.isfile(p):
             out.append(p)
@@ -54,14 +38,34 @@ def expand_image_paths(paths):
     return out
 
 
+def decode_images(paths, max_pixels=DEFAULT_MAX_PIXELS, bad_images="error"):
+    """(path, RGB PIL image) of each of ``paths`` that decodes (:func:`utils.decode.decode_image`); the
+    others raise DataError (``bad_images`` 'error') or are skipped with one warning each ('skip'); DataError
+    when none of them decodes."""
+    decoded = 0
+    for path in paths:
+        try:
+            image = decode_image(path, max_pixels)
+        except DataError as e:
+            bad_image(str(e), bad_images)
+            continue
+        decoded += 1
+        yield path, image
+    if paths and not decoded:
+        raise DataError(f"none of the {len(paths)} image(s) could be read (each is named above); "
+                        f"replace or delete them")
+
+
 # ------------------------------------------------------------------------------------ prediction
-def predict(model, image_paths, transform, class_names, topk=5, device="cpu", batch_size=32):
+def predict(model, image_paths, transform, class_names, topk=5, device="cpu", batch_size=32, *,
+            max_pixels=DEFAULT_MAX_PIXELS, bad_images="error"):
     """Top-``topk`` (class name, probability) of every image, in input order.
 
-    Images are loaded (:func:`load_image`, DataError for an unreadable file), transformed, batched by
-    ``batch_size`` and classified in eval mode under ``torch.inference_mode`` with softmax
-    probabilities; pairs are sorted by decreasing probability. ``model`` is moved to ``device`` and its
-    train/eval mode is restored afterwards. Returns ``[(path, [(name, prob), ...]), ...]``.
+    Images are decoded by :func:`decode_images` (``max_pixels``; an unreadable one raises DataError, or
+    with ``bad_images`` 'skip' is left out after one warning), transformed, batched by ``batch_size`` and
+    classified in eval mode under ``torch.inference_mode`` with softmax probabilities; pairs are sorted by
+    decreasing probability. ``model`` is moved to ``device`` and its train/eval mode is restored
+    afterwards. Returns ``[(path, [(name, prob), ...]), ...]`` for the images that were read.
     """
     paths = [os.fspath(p) for p in ([image_paths] if isinstance(image_paths, (str, os.PathLike)) else image_paths)]
     if not isinstance(topk, int) or topk < 1:
@@ -73,23 +77,30 @@ def predict(model, image_paths, transform, class_names, topk=5, device="cpu", ba
     model.to(device)
     was_training = model.training
     model.eval()
-    results = []
+    results, chunk = [], []
+
+    def classify():
+        x = torch.stack([transform(image) for _, image in chunk]).to(device=device, dtype=dtype)
+        with torch.inference_mode():
+            out = model(x)
+            if isinstance(out, (list, tuple)):
+                out = out[0]
+            probs = torch.softmax(out.float(), dim=1).cpu()
+        if probs.shape[1] != len(class_names):
+            raise ConfigError(f"the model has {probs.shape[1]} outputs but {len(class_names)} class names "
+                              f"were given; set num_classes/dataset to match the checkpoint")
+        values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
+        for (p, _), v, i in zip(chunk, values.tolist(), indices.tolist()):
+            results.append((p, [(class_names[j], float(q)) for j, q in zip(i, v)]))
+        chunk.clear()
+
     try:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            x = torch.stack([transform(load_image(p)) for p in chunk]).to(device=device, dtype=dtype)
-            with torch.inference_mode():
-                out = model(x)
-                if isinstance(out, (list, tuple)):
-                    out = out[0]
-                probs = torch.softmax(out.float(), dim=1).cpu()
-            if probs.shape[1] != len(class_names):
-                raise ConfigError(f"the model has {probs.shape[1]} outputs but {len(class_names)} class names "
-                                  f"were given; set num_classes/dataset to match the checkpoint")
-            k = min(topk, probs.shape[1])
-            values, indices = probs.topk(k, dim=1)
-            for p, v, i in zip(chunk, values.tolist(), indices.tolist()):
-                results.append((p, [(class_names[j], float(q)) for j, q in zip(i, v)]))
+        for item in decode_images(paths, max_pixels, bad_images):
+            chunk.append(item)
+            if len(chunk) == batch_size:
+                classify()
+        if chunk:
+            classify()
     finally:
         model.train(was_training)
     return results
