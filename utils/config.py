@@ -118,8 +118,7 @@ SCHEMA = [
     O("max_size", "int", 1333, "Detector resize: longer side at most.", min=1),
     O("aspect_ratio_group_factor", "int", 3, "Batch images of similar aspect ratio (torchvision's bins "
       "2**linspace(-1,1,2k+1)); 0 = off.", min=0),
-    O("warmup_iters", "int", 0, "Linear warmup length in optimizer steps (mmdet), from warmup_lr to lr; exclusive "
-      "with warmup_epochs.", min=0),
+
     O("detections_per_image", "int", 100, "Detections kept per image (torchvision box_detections_per_img).", min=1),
     O("predict_score_threshold", "float", 0.3, "predict (detection): draw/print detections with at least this "
       "score.", min=0, max=1),
@@ -145,6 +144,8 @@ SCHEMA = [
       "when all < 1) where the lr is multiplied by `lr_gamma`."),
     O("lr_gamma", "float", 0.1, "Multistep decay factor.", min=0),
     O("warmup_epochs", "float", 0, "Linear warmup length in epochs.", min=0),
+    O("warmup_iters", "int", 0, "Linear warmup length in optimizer steps (mmdet's detection recipes), from "
+      "warmup_lr to lr; exclusive with warmup_epochs.", min=0),
     O("warmup_lr", "float", 0.0, "Learning rate at the start of warmup.", min=0),
     O("min_lr", "float", 0.0, "Cosine schedule floor (timm's `lr_min`).", min=0),
     O("loss", "str", "cross_entropy", "Loss function: cross-entropy, or knowledge distillation from `teacher`.",
