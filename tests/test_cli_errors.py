@@ -26,10 +26,11 @@ def run(*args, timeout=300):
 
 
 def one_sentence(r, *words):
-    """Exit 2 with a single `error:` line holding ``words``, and no traceback."""
-    err = r.stderr.strip()
+    """Exit 2 with a single `error:` sentence (the last line of stderr) holding ``words``, and no traceback."""
     assert r.returncode == 2, r.stderr[-2000:]
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert r.stderr.count("error: ") == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    err = "error: " + r.stderr.split("error: ")[1]
+    assert err.endswith("\n") and "\n" not in err.strip(), err
     assert all(w in err for w in words), err
     return err
 
