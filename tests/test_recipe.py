@@ -165,6 +165,17 @@ def test_min_lr_matches_timm_cosine_lr_min():
     assert LRSchedule("cosine", 0.4, 10, 5).lr_at(25) == 0.5 * 0.4 * (1 + math.cos(math.pi * 0.5))
 
 
+def test_multistep_fractions_change_the_lr_at_epoch_boundaries_for_odd_epochs():
+    # official CondenseNet CIFAR multistep: lr0, x0.1 from epoch >= 0.5 E, x0.01 from epoch >= 0.75 E.
+    # E = 5, 10 iterations per epoch: epochs 0-2 (steps 0-29) 0.1, epoch 3 (>= 2.5) 0.01, epoch 4 (>= 3.75) 0.001
+    s = LRSchedule("multistep", 0.1, 10, 5, milestones=[0.5, 0.75], gamma=0.1)
+    assert [s.lr_at(t) for t in (0, 24, 25, 29, 30, 37, 38, 39, 40, 49)] == pytest.approx(
+        [0.1] * 4 + [0.01] * 4 + [0.001] * 2, rel=1e-12)
+    # E = 3, 4 iterations: x0.1 from epoch 2 (>= 1.5); 0.75 E = 2.25 is never reached
+    s = LRSchedule("multistep", 0.1, 4, 3, milestones=[0.5, 0.75], gamma=0.1)
+    assert [s.lr_at(t) for t in range(12)] == pytest.approx([0.1] * 8 + [0.01] * 4, rel=1e-12)
+
+
 def test_ema_warmup_is_timm_model_ema_v3():
     from timm.utils.model_ema import ModelEmaV3
     net = nn.Linear(2, 2)

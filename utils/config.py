@@ -131,8 +131,8 @@ SCHEMA = [
     O("weight_decay_mode", "str", "all", "Decay `all` parameters or only `ndim2` (weights with >= 2 dims).",
       choices=("all", "ndim2")),
     O("lr_schedule", "str", "cosine", "Per-iteration schedule.", choices=("cosine", "multistep")),
-    O("lr_milestones", "list[float]", [0.5, 0.75], "Multistep: epochs (or fractions of `max_epoch` "
-      "when all < 1) where the lr is multiplied by `lr_gamma`."),
+    O("lr_milestones", "list[float]", [0.5, 0.75], "Multistep: the lr is multiplied by `lr_gamma` from the "
+      "first epoch >= each milestone (in epochs, or fractions of `max_epoch` when all < 1)."),
     O("lr_gamma", "float", 0.1, "Multistep decay factor.", min=0),
     O("warmup_epochs", "float", 0, "Linear warmup length in epochs.", min=0),
     O("warmup_lr", "float", 0.0, "Learning rate at the start of warmup.", min=0),

@@ -11,6 +11,9 @@ class LRSchedule:
     with t the global iteration (optimizer step), T the total and W the warmup iterations (``warmup_iters``,
     else ``warmup_epochs`` x iterations per epoch). ``min_lr`` is
     the cosine floor of timm's ``CosineLRScheduler`` (``lr_min``); 0 gives the official formula.
+    A milestone m (in epochs, or m x ``epochs`` when every milestone is below 1) is passed from the first
+    epoch e >= m, as the official CondenseNet's ``epoch >= args.epochs * 0.5``: the lr changes at an epoch
+    boundary also when m x ``epochs`` is not a whole number.
     """
 
     def __init__(self, kind, base_lr, iters_per_epoch, epochs, warmup_epochs=0.0, warmup_lr=0.0,
@@ -23,7 +26,7 @@ class LRSchedule:
         self.warmup = int(warmup_iters) or int(round(warmup_epochs * iters_per_epoch))
         self.warmup_lr = warmup_lr
         as_fraction = milestones and all(m < 1 for m in milestones)
-        self.milestones = [int(round((m * epochs if as_fraction else m) * iters_per_epoch)) for m in milestones]
+        self.milestones = [math.ceil(m * epochs if as_fraction else m) * iters_per_epoch for m in milestones]
         self.gamma = gamma
 
     def lr_at(self, step):
