@@ -56,9 +56,9 @@ def test_bad_input_is_one_sentence(tmp_path):
 
 def test_recipe_fields_map_onto_the_official_semantics():
     # multistep (official CondenseNet CIFAR, odd E = 5), group lasso, all-parameter decay, EMA without warmup
-    sys.path.insert(0, str(ROOT / "tools"))
-    from parity import recipe_config
+    from tools.parity import recipe_config
     from utils.config import validate
+    from utils.errors import ConfigError
     from utils.schedules import LRSchedule
     recipe = {"seed": 0, "epochs": 5, "iters_per_epoch": 2, "batch_size": 4, "lr": 0.1, "momentum": 0.9,
               "nesterov": True, "weight_decay": 1e-4, "weight_decay_mode": "all", "schedule": "multistep",
@@ -72,7 +72,7 @@ def test_recipe_fields_map_onto_the_official_semantics():
                    cfg.lr_gamma, lr_step=cfg.lr_step)
     # epochs 0-2 at 0.1, epoch 3 (>= 2.5) at 0.01, epoch 4 (>= 3.75) at 0.001
     assert [s.lr_at(t) for t in range(10)] == pytest.approx([0.1] * 6 + [0.01] * 2 + [0.001] * 2, rel=1e-12)
-    with pytest.raises(Exception, match="recipe field 'mixup' is not supported"):
+    with pytest.raises(ConfigError, match="recipe field 'mixup' is not supported"):
         recipe_config({**recipe, "mixup": 0.2})
 
 

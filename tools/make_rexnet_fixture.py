@@ -46,6 +46,7 @@ def synthetic(n: int, num_classes: int, g: torch.Generator):
 
 def train(recipe: dict, arch: dict) -> dict:
     """The run, as timm's train.py does it; returns the fixture's contents."""
+    import timm
     from timm.loss import LabelSmoothingCrossEntropy
     from timm.models.rexnet import RexNet
     from timm.optim import create_optimizer_v2
@@ -93,7 +94,7 @@ def train(recipe: dict, arch: dict) -> dict:
         logits, ema_logits = model(eval_x), ema.module(eval_x)
     meta = {"family": "rexnet", "arch": arch, "recipe": recipe, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
             "data": "synthetic: 10 smooth 4x4 prototypes upsampled to 32x32 + N(0, 0.5^2) noise",
-            "made_with": "timm " + __import__("timm").__version__ + " (tools/make_rexnet_fixture.py)",
+            "made_with": f"timm {timm.__version__} (tools/make_rexnet_fixture.py)",
             "torch": torch.__version__, "threads": torch.get_num_threads(), "trajectory": trajectory}
     return {"meta.json": meta, "init_state_dict.pth": init, "batches.pth": {"inputs": inputs, "labels": labels},
             "final_state_dict.pth": model.state_dict(), "final_ema_state_dict.pth": ema.module.state_dict(),
