@@ -130,7 +130,8 @@ class DetectionAgent(BaseAgent):
                                     fused=self.device.type == "cuda")
         steps = -(-len(train_loader) // cfg.grad_accum_steps)
         schedule = LRSchedule(cfg.lr_schedule, lr, steps, cfg.max_epoch, cfg.warmup_epochs, cfg.warmup_lr,
-                              cfg.lr_milestones, cfg.lr_gamma, min_lr=cfg.min_lr, warmup_iters=cfg.warmup_iters)
+                              cfg.lr_milestones, cfg.lr_gamma, min_lr=cfg.min_lr, warmup_iters=cfg.warmup_iters,
+                              lr_step=cfg.lr_step)
         ema = ModelEma(self.model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema else None
         if cfg.memory_efficient:
             self.model.set_memory_efficient(True)

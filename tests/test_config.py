@@ -40,6 +40,8 @@ def assert_one_sentence(code, err, *needles):
     ({"lr": -0.1}, ["'lr' must be >= 0"]),
     ({"nesterov": 1}, ["'nesterov' must be true or false"]),
     ({"lr_schedule": "cosin"}, ["'lr_schedule' must be one of", "did you mean 'cosine'"]),
+    ({"lr_step": "epochs"}, ["'lr_step' must be one of iter, epoch", "did you mean 'epoch'"]),
+    ({"lr_step": "epoch", "warmup_iters": 500}, ["warmup_iters counts optimizer steps", "set warmup_epochs"]),
     ({"agent": "ClasificationAgent"}, ["unknown agent", "ClassificationAgent"]),
     ({"model": "densenet_bc_10"}, ["unknown model 'densenet_bc_10'", "valid models are", "densenet_bc_100"]),
     ({"dataset": "cifar"}, ["unknown dataset 'cifar'", "cifar10"]),

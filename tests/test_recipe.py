@@ -165,6 +165,50 @@ def test_min_lr_matches_timm_cosine_lr_min():
     assert LRSchedule("cosine", 0.4, 10, 5).lr_at(25) == 0.5 * 0.4 * (1 + math.cos(math.pi * 0.5))
 
 
+@pytest.mark.parametrize("warmup_epochs,warmup_lr,min_lr", [(0, 0.0, 0.0), (2, 1e-5, 0.0), (3, 0.01, 1e-3),
+                                                            (1, 0.0, 0.05)])
+def test_per_epoch_schedule_is_timm_cosine_as_train_py_steps_it(warmup_epochs, warmup_lr, min_lr):
+    from timm.scheduler import create_scheduler_v2
+    epochs, iters, lr0 = 10, 3, 0.4
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr0)
+    sched, num_epochs = create_scheduler_v2(opt, "cosine", num_epochs=epochs, min_lr=min_lr, warmup_lr=warmup_lr,
+                                            warmup_epochs=warmup_epochs)
+    assert num_epochs == epochs and sched.t_in_epochs
+    timm_lrs, updates = [], 0
+    for epoch in range(epochs):                 # train.py: step_update after every update, step(epoch + 1)
+        for _ in range(iters):
+            timm_lrs.append(opt.param_groups[0]["lr"])
+            updates += 1
+            sched.step_update(num_updates=updates)
+        sched.step(epoch + 1)
+    ours = LRSchedule("cosine", lr0, iters, epochs, warmup_epochs, warmup_lr, min_lr=min_lr, lr_step="epoch")
+    assert [ours.lr_at(t) for t in range(epochs * iters)] == pytest.approx(timm_lrs, rel=1e-12, abs=1e-15)
+    assert len(set(timm_lrs)) == epochs                       # one value per epoch
+    per_iter = LRSchedule("cosine", lr0, iters, epochs, warmup_epochs, warmup_lr, min_lr=min_lr)
+    assert [per_iter.lr_at(t) for t in range(epochs * iters)] != pytest.approx(timm_lrs, rel=1e-6)
+
+
+def test_per_epoch_multistep_equals_per_iteration_and_warms_up_per_epoch():
+    # milestones fall on epoch boundaries: both granularities agree; the warmup steps once per epoch
+    kw = dict(milestones=[0.5, 0.75], gamma=0.1)
+    it, ep = LRSchedule("multistep", 0.1, 4, 6, **kw), LRSchedule("multistep", 0.1, 4, 6, lr_step="epoch", **kw)
+    assert [it.lr_at(t) for t in range(24)] == [ep.lr_at(t) for t in range(24)]
+    ep = LRSchedule("multistep", 0.1, 4, 6, warmup_epochs=2, warmup_lr=0.02, lr_step="epoch", **kw)
+    assert [ep.lr_at(t) for t in (0, 3, 4, 7, 8, 11, 12, 19, 20)] == pytest.approx(
+        [0.02, 0.02, 0.06, 0.06, 0.1, 0.1, 0.01, 0.01, 0.001], rel=1e-12)
+
+
+def test_multistep_fractions_change_the_lr_at_epoch_boundaries_for_odd_epochs():
+    # official CondenseNet CIFAR multistep: lr0, x0.1 from epoch >= 0.5 E, x0.01 from epoch >= 0.75 E.
+    # E = 5, 10 iterations per epoch: epochs 0-2 (steps 0-29) 0.1, epoch 3 (>= 2.5) 0.01, epoch 4 (>= 3.75) 0.001
+    s = LRSchedule("multistep", 0.1, 10, 5, milestones=[0.5, 0.75], gamma=0.1)
+    assert [s.lr_at(t) for t in (0, 24, 25, 29, 30, 37, 38, 39, 40, 49)] == pytest.approx(
+        [0.1] * 4 + [0.01] * 4 + [0.001] * 2, rel=1e-12)
+    # E = 3, 4 iterations: x0.1 from epoch 2 (>= 1.5); 0.75 E = 2.25 is never reached
+    s = LRSchedule("multistep", 0.1, 4, 3, milestones=[0.5, 0.75], gamma=0.1)
+    assert [s.lr_at(t) for t in range(12)] == pytest.approx([0.1] * 8 + [0.01] * 4, rel=1e-12)
+
+
 def test_ema_warmup_is_timm_model_ema_v3():
     from timm.utils.model_ema import ModelEmaV3
     net = nn.Linear(2, 2)

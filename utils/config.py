@@ -16,6 +16,7 @@ from easydict import EasyDict
 
 from utils.decode import DEFAULT_MAX_PIXELS
 from utils.errors import ConfigError, closest
+from utils.schedules import LR_STEPS
 
 # commands.deploy.RUNTIME_VARIANTS (utils imports nothing above it; a test keeps the two equal)
 BENCHMARK_RUNTIMES = ("eager", "compiled", "onnxruntime", "openvino", "openvino_bf16", "openvino_int8")
@@ -139,9 +140,12 @@ SCHEMA = [
     O("weight_decay", "float", 1e-4, "Weight decay.", min=0),
     O("weight_decay_mode", "str", "all", "Decay `all` parameters or only `ndim2` (weights with >= 2 dims).",
       choices=("all", "ndim2")),
-    O("lr_schedule", "str", "cosine", "Per-iteration schedule.", choices=("cosine", "multistep")),
-    O("lr_milestones", "list[float]", [0.5, 0.75], "Multistep: epochs (or fractions of `max_epoch` "
-      "when all < 1) where the lr is multiplied by `lr_gamma`."),
+    O("lr_schedule", "str", "cosine", "Learning-rate schedule.", choices=("cosine", "multistep")),
+    O("lr_step", "str", "iter", "How often the lr changes: every optimizer step (`iter`, the official "
+      "CondenseNet/V2 code) or once per epoch with the warmup counted in epochs (`epoch`, timm's train.py: "
+      "the ReXNet recipe; see docs/fidelity.md).", choices=LR_STEPS),
+    O("lr_milestones", "list[float]", [0.5, 0.75], "Multistep: the lr is multiplied by `lr_gamma` from the "
+      "first epoch >= each milestone (in epochs, or fractions of `max_epoch` when all < 1)."),
     O("lr_gamma", "float", 0.1, "Multistep decay factor.", min=0),
     O("warmup_epochs", "float", 0, "Linear warmup length in epochs.", min=0),
     O("warmup_iters", "int", 0, "Linear warmup length in optimizer steps (mmdet's detection recipes), from "
@@ -369,6 +373,9 @@ def _check_consistency(cfg):
     if cfg["warmup_epochs"] >= cfg["max_epoch"] and cfg["warmup_epochs"] > 0:
         raise ConfigError(f"warmup_epochs ({cfg['warmup_epochs']}) must be shorter than max_epoch "
                           f"({cfg['max_epoch']})")
+    if cfg["warmup_iters"] and cfg["lr_step"] == "epoch":
+        raise ConfigError("warmup_iters counts optimizer steps, but lr_step 'epoch' changes the lr once per epoch; "
+                          "set warmup_epochs instead, or lr_step 'iter'")
     if cfg["warmup_iters"] and cfg["warmup_epochs"]:
         raise ConfigError("warmup_iters and warmup_epochs both set a warmup; set one of them to 0")
     if cfg["dataset"] == "coco" and cfg["agent"] != "DetectionAgent":
