@@ -153,8 +153,7 @@ class ClassificationAgent(BaseAgent):
         """The eval transform this run's data uses, stored in every checkpoint so that predict, export and
         validate on other data need nothing else: input size, crop_pct, interpolation, mean/std."""
         val = self.loaders[1]
-        size = getattr(val, "input_size", None) or tuple(val.images.shape[1:])
-        return {"input_size": list(size), "crop_pct": self.eval_cfg.crop_pct,
+        return {"input_size": list(val.input_size), "crop_pct": self.eval_cfg.crop_pct,
                 "interpolation": self.eval_cfg.interpolation, "mean": list(val.mean), "std": list(val.std)}
 
     def checkpoint_meta(self, converted=None) -> dict:

@@ -5,7 +5,8 @@ Both loaders are iterables of ``(images, labels)`` already on the device: images
 this rank, also after ``set_epoch(e, start_batch=k)``, when iterating yields batches k..len-1),
 ``set_epoch(epoch, start_batch=0)`` (persistent, like DistributedSampler.set_epoch), ``batch_size`` (per
 process), ``num_samples`` (samples this rank sees in a full epoch), ``dataset_size``, ``num_classes``,
-``class_names``, ``skipped_images``.
+``class_names``, ``skipped_images``, and what a sample looks like to the model: ``input_size`` (C, H, W),
+``mean``/``std`` (the normalisation).
 
 Sharding. Train: the permutation of torch DistributedSampler (``randperm`` seeded by seed + epoch), padded
 by repeating its head to a multiple of world_size, then ``rank::world_size``; batches of the per-process
@@ -129,6 +130,7 @@ class InMemoryLoader(_LoaderBase):
                          class_names=class_names, dataset_size=len(images), train=train)
         self.images = images.contiguous()
         self.labels = labels.to(torch.int64).contiguous()
+        self.input_size = tuple(images.shape[1:])
         self.crop_padding = int(crop_padding) if train else 0
         self.hflip = float(hflip) if train else 0.0
         self.pin = bool(pin_memory) and self.device.type == "cuda" and torch.cuda.is_available()

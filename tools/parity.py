@@ -143,10 +143,11 @@ class FixtureLoader:
     """The loader interface of datasets/loader.py over fixed, already normalised batches: batch i of every
     epoch is ``inputs[i*B:(i+1)*B]`` (no shuffling, no augmentation)."""
 
-    def __init__(self, inputs, labels, batch_size, num_classes, channels_last=False):
+    def __init__(self, inputs, labels, batch_size, num_classes, mean, std, channels_last=False):
         if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         self.inputs, self.labels, self.batch_size = inputs, labels, batch_size
+        self.input_size, self.mean, self.std = tuple(inputs.shape[1:]), tuple(mean), tuple(std)
         self.num_classes, self.class_names = num_classes, [f"class_{i}" for i in range(num_classes)]
         self.readable_class_names, self.dataset_name = None, "fixture"
         self.dataset_size = self.num_samples = len(labels)
@@ -170,9 +171,9 @@ class FixtureAgent(ClassificationAgent):
     def __init__(self, config, fixture):
         super().__init__(config)
         cl, n, b = self.config.channels_last, self.num_classes, config.batch_size
-        ev = fixture["eval"]
-        self._loaders = (FixtureLoader(fixture["batches"]["inputs"], fixture["batches"]["labels"], b, n, cl),
-                         FixtureLoader(ev["inputs"], ev["labels"], len(ev["labels"]), n, cl))
+        ev, stats = fixture["eval"], (fixture["meta"]["mean"], fixture["meta"]["std"])
+        self._loaders = (FixtureLoader(fixture["batches"]["inputs"], fixture["batches"]["labels"], b, n, *stats, cl),
+                         FixtureLoader(ev["inputs"], ev["labels"], len(ev["labels"]), n, *stats, cl))
 
 
 # ---------------------------------------------------------------------------------------------- the replay
