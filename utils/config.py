@@ -13,6 +13,7 @@ from typing import Any
 
 from easydict import EasyDict
 
+from utils.atomic_io import atomic_write
 from utils.errors import ConfigError, closest
 
 # commands.deploy.RUNTIME_VARIANTS (utils imports nothing above it; a test keeps the two equal)
@@ -412,7 +413,7 @@ def update_readme(path="README.md"):
     text = open(path, encoding="utf-8").read()
     pattern = r"(<!-- config-table[^\n]*-->\n).*?(\n<!-- /config-table -->)"
     new = re.sub(pattern, lambda m: m.group(1) + markdown_table() + m.group(2), text, flags=re.S)
-    open(path, "w", encoding="utf-8").write(new)
+    atomic_write(path, new)
 
 
 if __name__ == "__main__":
