@@ -4,6 +4,7 @@ Reads and validates the JSON config, picks the agent named by its ``agent`` key 
 the user can fix are printed as one sentence (exit code 2); ``--debug`` shows the traceback.
 """
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -61,8 +62,11 @@ def main(argv=None, reexec: bool = False):
         agent = build_agent(config)
         try:
             agent.run()
-        finally:
-            agent.finalize()
+        except BaseException:
+            with contextlib.suppress(Exception):    # the first error is the one to report (a full disk fails twice)
+                agent.finalize()
+            raise
+        agent.finalize()
     except UserError as e:
         if args.debug:
             raise

@@ -193,7 +193,6 @@ class ClassificationAgent(BaseAgent):
         self.model.set_memory_efficient(cfg.memory_efficient)
         checkpoints = CheckpointManager(self.dirs.checkpoints, self.dist.is_main, cfg.recovery_keep,
                                         self.dist.barrier, self.logger)
-        checkpoints.remove_partial_writes()
         self.run_logger = RunLogger(self.dirs.summaries, self.dirs.metrics, self.logger, cfg.max_epoch,
                                     self.dist.is_main)
         lasso = cfg.group_lasso_lambda

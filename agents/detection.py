@@ -137,7 +137,6 @@ class DetectionAgent(BaseAgent):
             self.model.set_memory_efficient(True)
         checkpoints = CheckpointManager(self.dirs.checkpoints, self.dist.is_main, cfg.recovery_keep,
                                         self.dist.barrier, self.logger)
-        checkpoints.remove_partial_writes()
         self.run_logger = RunLogger(self.dirs.summaries, self.dirs.metrics, self.logger, cfg.max_epoch,
                                     self.dist.is_main, fields=detection_fields(cfg.detector))
         trainer = DetectionTrainer(self.model, train_loader, val_loader, None, optimizer, schedule, config=cfg,

@@ -36,6 +36,7 @@ if ROOT not in sys.path:
 from commands.deploy import (PEER as PEER_TIMM, RUNTIME_VARIANTS, deploy_rows, deployable,  # noqa: E402
                              format_deploy_table, latencies_ms, runtime_files, time_variant,
                              write_runtime_files)
+from utils.atomic_io import atomic_write  # noqa: E402
 
 # name -> (description, kind, settings); kind 'train' (img/s) or 'infer' (ms at batch 1)
 ROWS = {
@@ -305,8 +306,7 @@ def run_deploy(args):
         if p.returncode != 0:
             raise SystemExit(f"error: exporting {key} failed: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
         flops[key] = float(p.stdout.strip().splitlines()[-1])
-        with open(os.path.join(folder, key + ".flops"), "w") as f:
-            f.write(repr(flops[key]))
+        atomic_write(os.path.join(folder, key + ".flops"), repr(flops[key]))
         print(f"exported {key}", file=sys.stderr, flush=True)
     variants = [v for v in DEPLOY_VARIANTS if args.compile or v != "compiled"]
     if args.variants:

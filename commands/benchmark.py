@@ -3,10 +3,10 @@ converted and the fused model, then batch-1 latency of the deployable model on t
 beside timm's ``rexnet_100`` on the same runtimes in the same run; tables on stdout and
 ``out/benchmark.json``."""
 import statistics
-import tempfile
 
 import torch
 
+from utils.atomic_io import temporary_folder
 from utils.benchmark import benchmark as measure, format_table, write_json
 from utils.flops import profile
 
@@ -55,7 +55,7 @@ def runtime_rows(ctx, variants: list) -> dict:
                profile(peer, (3, 224, 224), rule="macs")[0]),
     }
     runs = {(k, v): [] for k in models for v in variants}
-    with tempfile.TemporaryDirectory(dir=ctx.dirs.out) as folder:
+    with temporary_folder(ctx.dirs.out, "runtimes") as folder:
         files = {k: write_runtime_files(m[1], folder, k, m[3], variants) for k, m in models.items()}
         ctx.logger.info(f"timing {', '.join(variants)} for {cfg.model} and {PEER} ({threads} threads, batch 1, "
                         f"{ROUNDS} rounds)")

@@ -6,7 +6,7 @@ from typing import List
 import torch
 
 from engine.evaluator import evaluate
-from utils.checkpoint import atomic_write
+from utils.atomic_io import atomic_write
 
 from .common import load_for_eval, out_path, runtime_model
 
@@ -36,7 +36,7 @@ def write_per_class(ctx, confusion: torch.Tensor, names: List[str]) -> None:
         total, correct = int(confusion[i].sum()), int(confusion[i, i])
         writer.writerow([i, name, correct, total, f"{100.0 * correct / total:.2f}" if total else ""])
     out = out_path(ctx, "per_class_accuracy.csv")
-    atomic_write(out, lambda f: f.write(buf.getvalue().encode()))
+    atomic_write(out, buf.getvalue())
     ctx.logger.info(f"wrote {out}")
     if len(names) <= 100:
         from utils.plots import plot_confusion_matrix

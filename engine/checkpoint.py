@@ -2,7 +2,7 @@
 
 Files in ``<exp>/checkpoints/``: ``last.pth`` (every epoch), ``best.pth`` (best validation metric),
 ``recovery-<step>.pth`` (every ``recovery_every`` steps, the newest ``keep`` kept). Every write is
-atomic (utils.checkpoint). Only the main process writes; every rank reads the same file on resume.
+atomic (utils.atomic_io). Only the main process writes; every rank reads the same file on resume.
 """
 import os
 from typing import Callable, Optional, Tuple
@@ -21,13 +21,6 @@ class CheckpointManager:
 
     def path(self, name: str) -> str:
         return os.path.join(self.folder, name)
-
-    def remove_partial_writes(self) -> None:
-        """Delete temporary files left by a process killed in the middle of a write."""
-        if self.is_main:
-            for name in os.listdir(self.folder):
-                if ".tmp-" in name:
-                    os.remove(self.path(name))
 
     def save(self, payload: Callable[[], dict], best: bool = False) -> None:
         """``last.pth`` (and ``best.pth``); ``payload`` is called on the main process only."""

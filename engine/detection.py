@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from utils.checkpoint import atomic_write
+from utils.atomic_io import atomic_write
 from utils.coco_eval import evaluate_coco, to_coco_results
 
 from .evaluator import autocast
@@ -77,7 +77,7 @@ def evaluate_detector(model: nn.Module, loader, device: torch.device, dist, amp:
 def write_coco_eval(path: str, metrics: dict, results: list, **info) -> None:
     """``out/coco_eval.json``: the metrics and every detection in COCO's result format, atomically."""
     text = json.dumps({**info, "metrics": metrics, "results": results})
-    atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, text)
 
 
 class DetectionTrainer(Trainer):

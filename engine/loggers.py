@@ -2,14 +2,65 @@
 import csv
 import io
 import os
+import socket
+import time
 from typing import Sequence
 
-from utils.checkpoint import atomic_write
+from utils.atomic_io import atomic_write, write_error
 
 __all__ = ["RunLogger", "METRIC_FIELDS"]
 
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
                  "ema_val_loss", "ema_val_top1", "ema_val_top5", "epoch_time_s", "train_images_per_s")
+
+
+class EventFile:
+    """A TensorBoard event file, appended in the calling thread and fsynced by :meth:`flush`.
+
+    tensorboardX's SummaryWriter appends from a background thread: a full disk kills that thread (a
+    traceback on stderr) and the next ``add_scalar`` then blocks forever on its full queue. Here a
+    failed append stops the run with one sentence instead. The file is an append-only log of
+    length- and CRC-framed records, so "atomic" means: every record before the failure stays, and a
+    record cut short at the end is skipped by TensorBoard's reader."""
+
+    def __init__(self, folder: str):
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.record_writer import RecordWriter
+        self._event, self._failed = Event, False
+        self.path = os.path.join(folder, f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}."
+                                         f"{os.getpid()}")
+        self._file = self._guard(lambda: RecordWriter(self.path))
+        self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboardX.summary import scalar
+        self._write(self._event(wall_time=time.time(), step=int(step), summary=scalar(tag, value)))
+
+    def text(self, tag: str, text: str) -> None:
+        from tensorboardX.summary import text as text_summary
+        self._write(self._event(wall_time=time.time(), summary=text_summary(tag, text)))
+
+    def flush(self) -> None:
+        self._guard(self._file.flush)
+
+    def close(self) -> None:
+        """Flush and close; after a failed write only close (the first error was reported)."""
+        if not self._failed:
+            self.flush()
+        try:
+            self._file.close()
+        except OSError:
+            pass
+
+    def _write(self, event) -> None:
+        self._guard(lambda: self._file.write(event.SerializeToString()))
+
+    def _guard(self, fn):
+        try:
+            return fn()
+        except OSError as e:
+            self._failed = True
+            raise write_error(self.path, e, "the events written before are kept") from e
 
 
 class RunLogger:
@@ -19,16 +70,13 @@ class RunLogger:
                  fields: Sequence[str] = METRIC_FIELDS):
         self.metrics_csv, self.logger, self.max_epoch, self.is_main = metrics_csv, logger, max_epoch, is_main
         self.fields = tuple(fields)
-        self.writer = None
-        if is_main:
-            from tensorboardX import SummaryWriter
-            self.writer = SummaryWriter(summaries)
+        self.writer = EventFile(summaries) if is_main else None
 
     def step(self, step: int, scalars: dict) -> None:
         """Per-iteration scalars (``train/loss``, ``train/lr``, ...)."""
         if self.writer is not None:
             for key, value in scalars.items():
-                self.writer.add_scalar(key, value, step)
+                self.writer.scalar(key, value, step)
 
     def epoch(self, row: dict) -> None:
         """One epoch's metrics: TensorBoard (``train/loss`` ...), a rewritten metrics.csv, a console line."""
@@ -37,7 +85,7 @@ class RunLogger:
         epoch = row["epoch"]
         for key, value in row.items():
             if key != "epoch" and value is not None:
-                self.writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+                self.writer.scalar(key.replace("_", "/", 1), value, epoch)
         self.writer.flush()
         self._write_csv(row)
         parts = [f"epoch {epoch}/{self.max_epoch}", f"lr {row['lr']:.5f}"]
@@ -60,11 +108,11 @@ class RunLogger:
         writer = csv.DictWriter(buf, fieldnames=self.fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write(self.metrics_csv, lambda f: f.write(buf.getvalue().encode()))
+        atomic_write(self.metrics_csv, buf.getvalue())
 
     def text(self, tag: str, text: str) -> None:
         if self.writer is not None:
-            self.writer.add_text(tag, text)
+            self.writer.text(tag, text)
 
     def close(self) -> None:
         if self.writer is not None:

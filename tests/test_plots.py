@@ -15,7 +15,7 @@ def assert_png(path):
         data = f.read()
     assert data[:8] == PNG_MAGIC, path
     assert len(data) > 1024, (path, len(data))
-    leftovers = [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".tmp-")]
+    leftovers = [n for n in os.listdir(os.path.dirname(path)) if ".tmp-" in n]
     assert not leftovers, leftovers
 
 

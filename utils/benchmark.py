@@ -24,15 +24,15 @@ Peak memory (``*_peak_mem_mb``, MiB, and ``mem_method``):
 """
 import copy
 import json
-import os
 import platform
 import statistics
 import time
 
 import torch
 
+from utils.atomic_io import atomic_write
 from utils.errors import ConfigError
-from utils.export import atomic_path, first_output, resolve_input_size
+from utils.export import first_output, resolve_input_size
 
 __all__ = ["benchmark", "format_table", "write_json", "RESULT_FIELDS"]
 
@@ -340,8 +340,4 @@ def format_table(rows):
 
 def write_json(result, path):
     """Write ``result`` (a dict or list of dicts) as indented JSON to ``path`` atomically."""
-    text = json.dumps(result, indent=2, sort_keys=False, default=str) + "\n"
-    with atomic_path(path, "benchmark JSON") as tmp:
-        with open(tmp, "w") as f:
-            f.write(text)
-    return os.fspath(path)
+    return atomic_write(path, json.dumps(result, indent=2, sort_keys=False, default=str) + "\n", "benchmark JSON")

@@ -1,43 +1,18 @@
-"""Checkpoint I/O: atomic, fsynced writes and verified reads.
+"""Checkpoint I/O: atomic writes (utils.atomic_io) and verified reads.
 
-A checkpoint is written to a temporary file in the same folder, flushed, fsynced and renamed over the
-old one, so a crash or a full disk never leaves a half-written file and the previous checkpoint stays
-intact. Reading checks that the file loads and has the keys a training checkpoint must have.
+A crash or a full disk never leaves a half-written checkpoint and the previous one stays intact.
+Reading checks that the file loads and has the keys a training checkpoint must have.
 """
 import glob
 import os
 
 import torch
 
+from utils.atomic_io import atomic_write
 from utils.errors import CheckpointError
 
 FORMAT = "cdn-template-checkpoint"
 REQUIRED_KEYS = ("format", "model", "arch", "epoch", "batch", "global_step")
-
-
-def atomic_write(path, write_fn):
-    """Call ``write_fn(file)`` on a temp file next to ``path``, fsync it, then rename it onto ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise CheckpointError(f"could not write {path} ({e.strerror or e}); free some disk space or point "
-                              f"exp_root at a writable folder — the previous file is intact") from e
 
 
 def plain(obj):
@@ -49,8 +24,8 @@ def plain(obj):
     return obj
 
 
-def save_checkpoint(obj, path):
-    atomic_write(path, lambda f: torch.save(obj, f))
+def save_checkpoint(obj, path) -> str:
+    return atomic_write(path, lambda f: torch.save(obj, f), "checkpoint")
 
 
 def load_checkpoint(path, map_location="cpu", foreign_ok=False):

@@ -14,6 +14,7 @@ from typing import Any
 
 from easydict import EasyDict
 
+from utils.atomic_io import atomic_write
 from utils.decode import DEFAULT_MAX_PIXELS
 from utils.errors import ConfigError, closest
 from utils.schedules import LR_STEPS
@@ -485,7 +486,7 @@ def update_readme(path="README.md"):
     text = open(path, encoding="utf-8").read()
     pattern = r"(<!-- config-table[^\n]*-->\n).*?(\n<!-- /config-table -->)"
     new = re.sub(pattern, lambda m: m.group(1) + markdown_table() + m.group(2), text, flags=re.S)
-    open(path, "w", encoding="utf-8").write(new)
+    atomic_write(path, new)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from utils.export import atomic_path
+from utils.atomic_io import atomic_write
 
 # Distinct colours for the classes (tab10), cycled.
 _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -51,6 +51,4 @@ def draw_detections(image, boxes, labels, scores, class_names: Sequence[str], pa
         left, top, right, bottom = draw.textbbox((tx, ty), text, font=font)
         draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=colour)
         draw.text((tx, ty), text, fill=(255, 255, 255), font=font)
-    with atomic_path(path, "detection image") as tmp:
-        img.save(tmp, format="PNG")
-    return path
+    return atomic_write(path, lambda f: img.save(f, format="PNG"), "detection image")

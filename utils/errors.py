@@ -25,6 +25,10 @@ class CheckpointError(UserError):
     """Missing, corrupt or mismatching checkpoint or weight file."""
 
 
+class WriteError(UserError):
+    """A file could not be written (full disk, quota, file-size limit, read-only or failing file system)."""
+
+
 class TrainingError(UserError):
     """Training cannot continue (e.g. the loss became NaN)."""
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from easydict import EasyDict
 
-from utils.checkpoint import atomic_write
+from utils.atomic_io import atomic_write, remove_stale_temporaries, temporary_path, write_error
 from utils.errors import ConfigError
 
 SUBDIRS = ("checkpoints", "summaries", "logs", "out")
@@ -22,23 +22,35 @@ def experiment_dirs(config):
 
 
 def prepare_experiment(config, is_main=True, save_config=True):
-    """Create the experiment folders and save the resolved config; one sentence if not writable."""
+    """Create the experiment folders, remove the temporary files of killed runs (every mode starts
+    here) and save the resolved config; one sentence if the folder is not writable."""
     dirs = experiment_dirs(config)
     if is_main:
         try:
             for d in SUBDIRS:
                 os.makedirs(dirs[d], exist_ok=True)
-            probe = os.path.join(dirs.root, f".write-test-{os.getpid()}")
+            probe = temporary_path(os.path.join(dirs.root, "write-test"))
             with open(probe, "w"):
                 pass
             os.remove(probe)
         except OSError as e:
             raise ConfigError(f"cannot write the experiment folder {dirs.root!r} ({e.strerror or e}); "
                               f"set exp_root to a writable folder") from e
+        remove_stale_temporaries(dirs.root)
         if save_config:
-            text = json.dumps(config, indent=2, sort_keys=True).encode()
-            atomic_write(dirs.config, lambda f: f.write(text))
+            atomic_write(dirs.config, json.dumps(config, indent=2, sort_keys=True))
     return dirs
+
+
+class _LogFile(logging.FileHandler):
+    """The mode's log file, appended line by line: a failed append (a full disk) stops the command with
+    one sentence instead of logging's printed traceback; the lines written before stay."""
+
+    def handleError(self, record):
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            raise write_error(self.baseFilename, err, "the lines written before are kept") from err
+        super().handleError(record)
 
 
 class _TqdmHandler(logging.StreamHandler):
@@ -63,7 +75,7 @@ def setup_logging(log_file=None, is_main=True):
     console.setFormatter(logging.Formatter("%(message)s"))
     handlers = [console]
     if log_file and is_main:
-        fh = logging.FileHandler(log_file)
+        fh = _LogFile(log_file)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handlers.append(fh)
     for h in handlers:

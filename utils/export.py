@@ -1,9 +1,9 @@
 """Export a model for deployment: ONNX (checked with onnxruntime) and TorchScript (checked on reload).
 
-Both writers are atomic: the file is written to a temporary name in the destination folder, fsynced
-and renamed over ``path`` (a crash never leaves a half-written file, an old file stays intact until the
-new one is complete). Both verify the written file against PyTorch on batches of 1 and 3, which also
-proves that the batch axis is dynamic although the model was traced with a batch of 2.
+Both writers are atomic (utils.atomic_io: a crash or a full disk never leaves a half-written file, an
+old file stays intact until the new one is complete). Both verify the exported model against PyTorch on
+batches of 1 and 3, which also proves that the batch axis is dynamic although the model was traced with
+a batch of 2.
 
 Export a *converted* (deployable) CondenseNet / CondenseNetV2 (``model.convert()``): the training-time
 learned group convolutions carry masks and condensation state that a deployment graph does not need.
@@ -20,18 +20,18 @@ scoped override that emits ``ScatterElements(reduction='add')`` (opset >= 16) an
 If the legacy export raises or fails the parity check, 'auto' retries with the dynamo exporter.
 """
 import contextlib
+import io
 import os
 import re
-import tempfile
 import warnings
 
 import numpy as np
 import torch
 
-from utils.errors import ConfigError, UserError
+from utils.atomic_io import atomic_path, atomic_write, check_writable
+from utils.errors import ConfigError, UserError, WriteError
 
-__all__ = ["ExportError", "export_onnx", "export_torchscript", "atomic_path", "check_writable",
-           "resolve_input_size"]
+__all__ = ["ExportError", "export_onnx", "export_torchscript", "resolve_input_size"]
 
 EXPORTERS = ("auto", "legacy", "dynamo")
 
@@ -40,67 +40,7 @@ class ExportError(UserError):
     """The exported file does not reproduce the PyTorch model, or the exporter failed."""
 
 
-# ------------------------------------------------------------------------------------ file helpers
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def check_writable(path, what="output"):
-    """Raise ConfigError (one sentence) unless ``path`` can be created in an existing, writable folder."""
-    path = os.fspath(path)
-    if not path or os.path.isdir(path):
-        raise ConfigError(f"{what} path {path!r} is a folder or empty; give a file name such as model.onnx")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ConfigError(f"cannot write {what} {path!r}: folder {folder!r} does not exist; create it first")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write {what} {path!r}: folder {folder!r} is not writable; "
-                          f"choose another location")
-    return path
-
-
-@contextlib.contextmanager
-def atomic_path(path, what="output"):
-    """Yield a temporary path next to ``path``; on success fsync it and rename it onto ``path``.
-
-    On any error the temporary file is removed and ``path`` is left as it was. OSErrors (full disk,
-    permissions) become a one-sentence ConfigError.
-    """
-    path = check_writable(path, what)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-    except OSError as e:
-        raise ConfigError(f"cannot write {what} {path!r} ({e.strerror or e}); choose a writable location") from e
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        try:
-            dir_fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:  # some file systems do not support fsync on a folder
-            pass
-    except OSError as e:
-        raise ConfigError(f"could not write {what} {path!r} ({e.strerror or e}); free some disk space or "
-                          f"choose another location") from e
-    finally:
-        if os.path.exists(tmp):
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-
-
+# ------------------------------------------------------------------------------------ helpers
 def _first_line(exc):
     """``Type: first line of the message`` without terminal colour codes."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
@@ -280,7 +220,7 @@ def export_onnx(model, path, input_size=None, opset=17, check=True, exporter="au
                                               f"{diff:.3g} > {atol * scale:.3g}")
                 return {"path": path, "max_abs_diff": diff, "batch_sizes": list(batch_sizes) if check else [],
                         "opset": int(file_opset), "exporter": kind}
-            except ConfigError:
+            except (ConfigError, WriteError):
                 raise
             except Exception as e:  # exporter failure or parity failure: try the next exporter
                 errors.append(f"{kind}: {_first_line(e)}")
@@ -291,7 +231,8 @@ def export_onnx(model, path, input_size=None, opset=17, check=True, exporter="au
 # ------------------------------------------------------------------------------------ TorchScript
 def export_torchscript(model, path, input_size=None, method="trace", check=True, atol=1e-5,
                        batch_sizes=(1, 3)):
-    """Save ``model`` (eval mode) as TorchScript at ``path`` (atomic), reload it and compare with PyTorch.
+    """Save ``model`` (eval mode) as TorchScript at ``path`` (atomic), after reloading the saved bytes
+    and comparing them with PyTorch.
 
     ``method='trace'`` (default; the models use Python containers and properties that scripting does
     not support) traces with a batch of 2; ``'script'`` uses ``torch.jit.script``; ``'auto'`` tries
@@ -321,23 +262,27 @@ def export_torchscript(model, path, input_size=None, method="trace", check=True,
                 errors.append(f"{kind}: {_first_line(e)}")
         if scripted is None:
             raise ExportError(f"TorchScript export of {type(model).__name__} failed ({'; '.join(errors)})")
+        # saved to memory, checked, then written: torch.jit.save aborts the process (std::terminate)
+        # when a write to a file fails mid-way, e.g. on a full disk
+        buf = io.BytesIO()
+        torch.jit.save(scripted, buf)
         diff = None
-        with atomic_path(path, "TorchScript file") as tmp:
-            torch.jit.save(scripted, tmp)
-            if check:
-                loaded = torch.jit.load(tmp, map_location=device)
-                loaded.eval()
-                diff = 0.0
-                for x in _check_inputs(input_size, batch_sizes):
-                    ref = _reference(model, x)
-                    # no profiling re-optimisation per new shape: the check stays fast
-                    with torch.no_grad(), torch.jit.optimized_execution(False):
-                        out = first_output(loaded(x.to(device=device, dtype=dtype))).float().cpu()
-                    if out.shape != ref.shape:
-                        raise ExportError(f"the TorchScript model returns shape {tuple(out.shape)} for a batch "
-                                          f"of {x.shape[0]} but PyTorch returns {tuple(ref.shape)}")
-                    diff = max(diff, float((out.double() - ref.double()).abs().max()))
-                if not diff <= atol:
-                    raise ExportError(f"the TorchScript file ({used}) differs from PyTorch by {diff:.3g} > {atol:g}")
+        if check:
+            buf.seek(0)
+            loaded = torch.jit.load(buf, map_location=device)
+            loaded.eval()
+            diff = 0.0
+            for x in _check_inputs(input_size, batch_sizes):
+                ref = _reference(model, x)
+                # no profiling re-optimisation per new shape: the check stays fast
+                with torch.no_grad(), torch.jit.optimized_execution(False):
+                    out = first_output(loaded(x.to(device=device, dtype=dtype))).float().cpu()
+                if out.shape != ref.shape:
+                    raise ExportError(f"the TorchScript model returns shape {tuple(out.shape)} for a batch "
+                                      f"of {x.shape[0]} but PyTorch returns {tuple(ref.shape)}")
+                diff = max(diff, float((out.double() - ref.double()).abs().max()))
+            if not diff <= atol:
+                raise ExportError(f"the TorchScript file ({used}) differs from PyTorch by {diff:.3g} > {atol:g}")
+    atomic_write(path, buf.getvalue(), "TorchScript file")
     return {"path": path, "max_abs_diff": diff, "batch_sizes": list(batch_sizes) if check else [],
             "method": used}

@@ -1,17 +1,17 @@
 """Plots of a run: training curves, CondenseNet reuse heatmaps, confusion matrices.
 
 Every function draws with matplotlib's Agg canvas (no pyplot, no display, no global backend
-switch), writes one PNG atomically (a temporary file in the same folder, then ``os.replace``) and
-returns the path it wrote.
+switch), writes one PNG atomically (utils.atomic_io) and returns the path it wrote.
 """
 import csv
 import math
 import os
-import tempfile
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from utils.atomic_io import atomic_write
 
 _DPI = 120
 
@@ -23,20 +23,8 @@ def _new_figure(width, height):
 
 
 def _save(fig, out_png):
-    """Write ``fig`` to ``out_png`` atomically; return the path."""
-    out_png = os.fspath(out_png)
-    folder = os.path.dirname(os.path.abspath(out_png))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=_DPI)
-        os.replace(tmp, out_png)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return out_png
+    """Write ``fig`` to ``out_png`` (its folder created if needed) atomically; return the path."""
+    return atomic_write(out_png, lambda f: fig.savefig(f, format="png", dpi=_DPI), "plot", make_folder=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ Artifacts:
   * OpenVINO IR ``.xml`` + ``.bin`` (:func:`export_openvino`; :func:`export_openvino_int8` quantizes it
     with NNCF's post-training quantization, ``nncf.quantize``);
   * ``.onnx`` int8 in QDQ form (:func:`export_onnx_int8`, onnxruntime's ``quantize_static``).
-Every writer is atomic (a temporary file in the destination folder, fsynced and renamed; the IR's
-``.bin`` is renamed before its ``.xml``, so a crash never leaves an ``.xml`` without its weights).
+Every writer is atomic (utils.atomic_io; the IR's old ``.xml`` is removed before and the new one renamed
+after its ``.bin``, so neither a reader nor a crash pairs an ``.xml`` with another export's weights).
 
 OpenVINO's CPU plugin runs fp32 models in bf16 by default on CPUs with bf16 instructions (changing
 the logits by ~1e-2); ``precision='f32'`` (default here) pins fp32, so a deployed file reproduces the
@@ -20,8 +20,9 @@ import tempfile
 import numpy as np
 import torch
 
+from utils.atomic_io import atomic_path, atomic_paths, check_writable
 from utils.errors import ConfigError
-from utils.export import ExportError, atomic_path, check_writable, resolve_input_size
+from utils.export import ExportError, resolve_input_size
 
 __all__ = ["RUNTIMES", "Runtime", "load_runtime", "export_openvino", "export_openvino_int8",
            "export_onnx_int8", "check_artifact", "calibration_batches"]
@@ -176,29 +177,12 @@ def _ir_paths(path):
 
 
 def _save_ir(ov_model, path):
-    """Save ``ov_model`` as ``path`` (.xml) + .bin atomically: both written in a temporary folder beside
-    them, fsynced, the .bin renamed first."""
+    """Save ``ov_model`` as ``path`` (.xml) + .bin, the pair atomically (save_model derives the .bin's
+    temporary name from the .xml's)."""
     ov = _require("openvino")
     xml, binp = _ir_paths(path)
-    folder = os.path.dirname(os.path.abspath(xml))
-    try:
-        tmpdir = tempfile.mkdtemp(prefix=f".{os.path.basename(xml)}.", dir=folder)
-    except OSError as e:
-        raise ConfigError(f"cannot write OpenVINO IR {xml!r} ({e.strerror or e}); choose a writable location") from e
-    try:
-        name = os.path.basename(xml)
-        ov.save_model(ov_model, os.path.join(tmpdir, name), compress_to_fp16=False)
-        for src, dst in ((name[:-4] + ".bin", binp), (name, xml)):
-            with open(os.path.join(tmpdir, src), "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(os.path.join(tmpdir, src), dst)
-    except OSError as e:
-        raise ConfigError(f"could not write OpenVINO IR {xml!r} ({e.strerror or e}); free some disk space or "
-                          f"choose another location") from e
-    finally:
-        for f in os.listdir(tmpdir):
-            os.remove(os.path.join(tmpdir, f))
-        os.rmdir(tmpdir)
+    with atomic_paths(xml, binp, what="OpenVINO IR") as (tmp_xml, _):
+        ov.save_model(ov_model, tmp_xml, compress_to_fp16=False)
     return xml
 
 

@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from utils.export import ExportError, _legacy_overrides, atomic_path, check_writable
+from utils.atomic_io import atomic_path, check_writable
+from utils.export import ExportError, _legacy_overrides
 
 def export_detector_onnx(model: torch.nn.Module, path: str, image_size: Sequence[int] = (3, 800, 1216),
                          opset: int = 17, check: bool = True, check_sizes: Sequence[Sequence[int]] = None,

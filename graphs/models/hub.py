@@ -8,13 +8,14 @@
   ``<torch.hub.get_dir()>/checkpoints/<file name>`` (``TORCH_HOME`` moves it), as
   ``torch.hub.load_state_dict_from_url`` does, with a progress bar.
 
-The download follows ``torch.hub.download_url_to_file`` (same User-Agent, chunks, temp file renamed
-only when complete) but is written out here because that function accepts a response shorter than its
-``Content-Length`` and an HTML page as a weight file. Refused, each with one sentence that names the
-URL and the exact cache path where the file can be put by hand: an unreachable host or HTTP error, an
-HTML/error page (Google Drive's confirmation page), a truncated body, and a SHA-256 that does not match
-the published prefix (``WeightEntry.hash``, or timm's ``name-<sha256 prefix>.pth`` file names, torch.hub's
-``check_hash`` rule). A cached copy whose hash does not match is deleted, never used.
+The download follows ``torch.hub.download_url_to_file`` (same User-Agent, chunks, written atomically by
+utils.atomic_io: a killed download's temporary is removed by the next one) but is written out here
+because that function accepts a response shorter than its ``Content-Length`` and an HTML page as a weight
+file. Refused, each with one sentence that names the URL and the exact cache path where the file can be
+put by hand: an unreachable host or HTTP error, an HTML/error page (Google Drive's confirmation page), a
+truncated body, and a SHA-256 that does not match the published prefix (``WeightEntry.hash``, or timm's
+``name-<sha256 prefix>.pth`` file names, torch.hub's ``check_hash`` rule). A cached copy whose hash does
+not match is deleted, never used.
 
 ``load_pretrained(model, source)`` loads every layout :func:`graphs.models.weights.load_weights` knows. When
 the file's class count differs from the model's, everything except the classifier is loaded strictly
@@ -32,11 +33,11 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from typing import Optional
 
 import torch
 
+from utils.atomic_io import atomic_path, remove_stale_temporaries
 from utils.errors import CheckpointError, ConfigError, closest
 
 from .weights import check_state_dict, read_weight_file, unwrap_state_dict
@@ -150,9 +151,8 @@ def _cached_download(url: str, entry, progress: bool) -> str:
             return dst
         os.remove(dst)  # a corrupt or foreign cached copy is never used
         log.warning("removed cached %s: its SHA-256 does not start with %s; downloading again", dst, prefix)
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = f"{dst}.{uuid.uuid4().hex}.partial"
-    try:
+    remove_stale_temporaries(os.path.dirname(dst))     # a killed download's
+    with atomic_path(dst, "downloaded weights", setting="TORCH_HOME", make_folder=True) as tmp:
         _download(url, tmp, dst, progress, entry)
         if prefix is not None:
             digest = _sha256(tmp)
@@ -160,10 +160,6 @@ def _cached_download(url: str, entry, progress: bool) -> str:
                 raise CheckpointError(f"the file downloaded from {url} has SHA-256 {digest[:16]}..., not the "
                                       f"published {prefix}; it was deleted — {_by_hand(url, dst, entry)} "
                                       f"only from a source you trust")
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return dst
 
 
@@ -173,7 +169,8 @@ def _looks_like_html(head: bytes) -> bool:
 
 
 def _download(url: str, tmp: str, dst: str, progress: bool, entry) -> None:
-    """Stream ``url`` into ``tmp``; CheckpointError for an unreachable URL, an HTML page or a short body."""
+    """Stream ``url`` into ``tmp``; CheckpointError for an unreachable URL, an HTML page or a short body
+    (a failed write, e.g. a full disk, is an OSError for the atomic writer to report)."""
     fail = f"cannot download {url}"
     req = urllib.request.Request(url, headers={"User-Agent": "torch.hub"})
     try:
@@ -192,24 +189,22 @@ def _download(url: str, tmp: str, dst: str, progress: bool, entry) -> None:
                                   f"file (a login, confirmation or error page); {_by_hand(url, dst, entry)}")
         from torch.hub import tqdm
         received = 0
-        try:
-            with open(tmp, "wb") as f, tqdm(total=expected, disable=not progress, unit="B", unit_scale=True,
-                                            unit_divisor=1024) as bar:
-                while True:
+        with open(tmp, "xb") as f, tqdm(total=expected, disable=not progress, unit="B", unit_scale=True,
+                                        unit_divisor=1024) as bar:
+            while True:
+                try:
                     block = resp.read(_CHUNK)
-                    if not block:
-                        break
-                    if received == 0 and _looks_like_html(block):
-                        raise CheckpointError(f"{fail}: the server sent a web page, not a weight file (a "
-                                              f"login, confirmation or error page); {_by_hand(url, dst, entry)}")
-                    f.write(block)
-                    received += len(block)
-                    bar.update(len(block))
-                f.flush()
-                os.fsync(f.fileno())
-        except (OSError, ValueError, http.client.HTTPException) as e:  # reset, timeout, IncompleteRead, disk full
-            raise CheckpointError(f"{fail}: the transfer broke off after {received} bytes ({type(e).__name__}: "
-                                  f"{e}); {_by_hand(url, dst, entry)}") from None
+                except (OSError, ValueError, http.client.HTTPException) as e:  # reset, timeout, IncompleteRead
+                    raise CheckpointError(f"{fail}: the transfer broke off after {received} bytes "
+                                          f"({type(e).__name__}: {e}); {_by_hand(url, dst, entry)}") from None
+                if not block:
+                    break
+                if received == 0 and _looks_like_html(block):
+                    raise CheckpointError(f"{fail}: the server sent a web page, not a weight file (a "
+                                          f"login, confirmation or error page); {_by_hand(url, dst, entry)}")
+                f.write(block)
+                received += len(block)
+                bar.update(len(block))
     if received == 0 or (expected is not None and received != expected):
         raise CheckpointError(f"{fail}: the transfer is truncated ({received} of "
                               f"{expected if expected is not None else 'unknown'} bytes); "
