@@ -12,8 +12,8 @@ from torch import nn
 
 from graphs.layers.runtime import runtime_graph
 
-__all__ = ["deployable", "model_forms", "export_graph", "RUNTIME_VARIANTS", "PEER", "runtime_files", "write_runtime_files", "time_variant",
-           "deploy_rows", "format_deploy_table", "latencies_ms"]
+__all__ = ["deployable", "model_forms", "export_graph", "RUNTIME_VARIANTS", "PEER", "runtime_files",
+           "write_runtime_files", "time_variant", "deploy_rows", "format_deploy_table", "latencies_ms"]
 
 # eager / compiled: the fused PyTorch model (compiled: torch.compile, inductor with frozen weights);
 # openvino pins fp32, openvino_bf16 is the CPU plugin's default (bf16 where the CPU has it)

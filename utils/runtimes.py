@@ -89,8 +89,8 @@ class KnownNoiseFilter(logging.Filter):
 
 @contextlib.contextmanager
 def quiet_known_noise():
-    """Within: ``KNOWN_NOISE`` dropped (a filter on each listed logger, so whatever handler it has is
-    spared) and stdout sent to stderr, where NNCF's progress bars then join the project's."""
+    """Within: ``KNOWN_NOISE`` dropped (a filter on each listed logger, so it holds whichever handler
+    prints that logger's records) and stdout sent to stderr, where NNCF's progress bars join the project's."""
     noise = KnownNoiseFilter()
     loggers = [logging.getLogger(name) for name in KNOWN_NOISE]
     for logger in loggers:
