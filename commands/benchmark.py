@@ -1,7 +1,7 @@
-"""``--mode benchmark``: latency, throughput, a training step and peak memory of the training-time, the
-converted and the fused model, then batch-1 latency of the deployable model on the ``benchmark_runtimes``
-beside timm's ``rexnet_100`` on the same runtimes in the same run; tables on stdout and
-``out/benchmark.json``."""
+"""``--mode benchmark``: latency, throughput, a training step, peak memory (CUDA) and params (counted as
+``--mode flops`` does) of the training-time, the converted and the fused model, then batch-1 latency of
+the deployable model on the ``benchmark_runtimes`` beside timm's ``rexnet_100`` on the same runtimes in
+the same run; tables on stdout and ``out/benchmark.json``."""
 import statistics
 
 import torch
@@ -11,7 +11,8 @@ from utils.benchmark import benchmark as measure, format_table, write_json
 from utils.flops import profile
 
 from .common import input_size, load_if_available, out_path
-from .deploy import PEER, deploy_rows, deployable, format_deploy_table, time_variant, write_runtime_files
+from .deploy import (PEER, deploy_rows, deployable, format_deploy_table, model_forms, time_variant,
+                     write_runtime_files)
 
 ROUNDS = 3     # alternating rounds over models and runtimes: a busy machine's slow phases hit all alike
 
@@ -21,15 +22,17 @@ def benchmark(ctx) -> list:
     load_if_available(ctx)
     n = cfg.benchmark_batch_size or cfg.batch_size
     amp = None if cfg.amp == "none" else cfg.amp
-    candidates = [("training-time", ctx.model)]
-    if ctx.model.supports("convert"):
-        candidates.append(("converted", deployable(ctx.model, cfg.prune_classifier)))
-    if candidates[-1][1].supports("fuse"):      # inference-only form: BN folded, dense blocks in one buffer
-        candidates.append(("fused", deployable(candidates[-1][1], cfg.prune_classifier, fuse=True)))
-    rows = [measure(model, input_size(ctx), device=ctx.device, batch_sizes=(1, n),
-                    train_batch=n if label == "training-time" else None, channels_last=cfg.channels_last,
-                    amp=amp, name=f"{cfg.model} ({label})") for label, model in candidates]
+    size = input_size(ctx)
+    rows = []
+    for label, model in model_forms(ctx.model, cfg.prune_classifier):
+        row = measure(model, size, device=ctx.device, batch_sizes=(1, n),
+                      train_batch=n if label == "training-time" else None, channels_last=cfg.channels_last,
+                      amp=amp, name=f"{cfg.model} ({label})")
+        row["params"] = profile(model, size)[1]       # as --mode flops counts this form
+        rows.append(row)
     print(format_table(rows))
+    print("params: the papers' counting rule for each form, as --mode flops prints them (a training-time "
+          "CondenseNet is charged its condensed weights)")
     result = {"config": cfg.exp_name, "rows": rows}
     if cfg.benchmark_runtimes:
         result["runtimes"] = runtime_rows(ctx, list(cfg.benchmark_runtimes))

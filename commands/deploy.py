@@ -12,8 +12,8 @@ from torch import nn
 
 from graphs.layers.runtime import runtime_graph
 
-__all__ = ["deployable", "export_graph", "RUNTIME_VARIANTS", "PEER", "runtime_files", "write_runtime_files", "time_variant",
-           "deploy_rows", "format_deploy_table", "latencies_ms"]
+__all__ = ["deployable", "model_forms", "export_graph", "RUNTIME_VARIANTS", "PEER", "runtime_files",
+           "write_runtime_files", "time_variant", "deploy_rows", "format_deploy_table", "latencies_ms"]
 
 # eager / compiled: the fused PyTorch model (compiled: torch.compile, inductor with frozen weights);
 # openvino pins fp32, openvino_bf16 is the CPU plugin's default (bf16 where the CPU has it)
@@ -36,6 +36,18 @@ def deployable(model: nn.Module, prune_classifier: bool = True, fuse: bool = Fal
     if fuse and model.supports("fuse"):
         model = (model if fresh else copy.deepcopy(model)).fuse()
     return model
+
+
+def model_forms(model: nn.Module, prune_classifier: bool = True) -> List[Tuple[str, nn.Module]]:
+    """``(form, module)`` for each form of ``model`` that ``--mode flops`` counts and ``--mode benchmark``
+    times: the model as built ('training-time', or 'converted' when built converted), its converted form
+    (CondenseNets) and its fused inference-only form (models with ``fuse()``), in that order."""
+    forms = [("converted" if getattr(model, "is_converted", False) else "training-time", model)]
+    if model.supports("convert"):
+        forms.append(("converted", deployable(model, prune_classifier)))
+    if forms[-1][1].supports("fuse"):      # BN folded, dense blocks in one buffer
+        forms.append(("fused", deployable(forms[-1][1], prune_classifier, fuse=True)))
+    return forms
 
 
 def export_graph(model: nn.Module) -> nn.Module:

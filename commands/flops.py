@@ -6,15 +6,12 @@ from torch import nn
 from utils.flops import profile
 
 from .common import input_size
+from .deploy import model_forms
 
 
 def flops(ctx) -> List[Tuple[str, float, float]]:
-    """The training-time model and, for a CondenseNet, its converted form."""
-    convertible = ctx.model.supports("convert")
-    rows = [("training-time" if convertible else "model", ctx.model)]
-    if convertible:
-        rows.append(("converted", ctx.build_model(converted=True)))
-    return print_flops(ctx, rows)
+    """Each form of the model: training-time, converted (CondenseNets), fused (the forms --mode benchmark times)."""
+    return print_flops(ctx, model_forms(ctx.model, ctx.config.prune_classifier))
 
 
 def print_flops(ctx, rows: List[Tuple[str, nn.Module]]) -> List[Tuple[str, float, float]]:
@@ -24,5 +21,5 @@ def print_flops(ctx, rows: List[Tuple[str, nn.Module]]) -> List[Tuple[str, float
         n_flops, params = profile(model, size)
         results.append((label, n_flops, params))
         ctx.logger.info(f"{ctx.config.model} ({label}) at {size[1]}x{size[2]}: "
-                        f"{n_flops / 1e6:.2f}M FLOPs, {params / 1e6:.4f}M params")
+                        f"{n_flops / 1e6:.2f}M FLOPs, {params / 1e6:.4f}M params ({params:,.0f})")
     return results

@@ -73,9 +73,10 @@ def _fields(entries, keys, what, path):
 class CocoIndex:
     """The samples of one split: image paths, sizes, x1y1x2y2 boxes and contiguous labels.
 
-    ``train``: leave out crowd boxes and images without a usable box. ``bad_images``: 'error'
-    raises DataError on a box with non-positive width/height, 'skip' drops it (``skipped_boxes``).
-    ``coco_gt``: the annotation dict for evaluation (bad boxes removed; crowd boxes kept).
+    ``train``: leave out crowd boxes and images without a usable box (``dropped``: reason -> images).
+    ``bad_images``: 'error' raises DataError on a box with non-positive width/height, 'skip' drops it
+    (``skipped_boxes``). ``coco_gt``: the annotation dict for evaluation (bad boxes removed; crowd boxes
+    kept); ``annotated``: the ids of the images with a non-crowd box in it, the ones COCO AP scores.
     """
 
     def __init__(self, root: str, split: str, *, train: bool, bad_images: str = "error"):
@@ -93,6 +94,7 @@ class CocoIndex:
         self.label_to_cat = [0] + self.cat_ids        # label 0 = background (no category)
         images = {int(im["id"]): im for im in data["images"]}
         per_image = {i: [] for i in images}
+        listed, crowd = dict.fromkeys(images, 0), dict.fromkeys(images, 0)     # annotations per image
         kept, self.skipped_boxes, self.crowd_boxes = [], 0, 0
         for ann in data["annotations"]:
             cid, iid = ann["category_id"], ann["image_id"]
@@ -102,6 +104,8 @@ class CocoIndex:
             if iid not in images:
                 raise DataError(f"{path}: annotation {ann.get('id', '?')} refers to image_id {iid}, which is "
                                 f"not in 'images'; fix the file")
+            listed[iid] += 1
+            crowd[iid] += bool(ann.get("iscrowd", 0))
             box = ann["bbox"]
             if not (isinstance(box, list) and len(box) == 4 and box[2] > 0 and box[3] > 0):
                 if bad_images != "skip":
@@ -119,6 +123,8 @@ class CocoIndex:
         if self.skipped_boxes:
             log.warning("%s: skipped %d box(es) with non-positive width or height", path, self.skipped_boxes)
         self.coco_gt = dict(data, annotations=kept)
+        self.annotated = {ann["image_id"] for ann in kept if not ann.get("iscrowd", 0)}
+        self.dropped = {}
         self.folder = os.path.join(root, f"{split}2017")
         self.samples = []     # (path, image_id, width, height, boxes (N, 4) float32, labels (N,) int64)
         for iid in sorted(images):
@@ -132,6 +138,9 @@ class CocoIndex:
                     boxes.append((x1, y1, x2, y2))
                     labels.append(self.cat_to_label[ann["category_id"]])
             if train and not boxes:
+                reason = ("without annotations" if not listed[iid] else "with crowd boxes only"
+                          if listed[iid] == crowd[iid] else "whose boxes are empty, invalid or outside the image")
+                self.dropped[reason] = self.dropped.get(reason, 0) + 1
                 continue
             self.samples.append((os.path.join(self.folder, im["file_name"]), iid, w, h,
                                  torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
@@ -330,6 +339,11 @@ def build_coco(config, data_cfg, device, rank, world_size, s):
     if train_index.cat_ids != val_index.cat_ids:
         raise DataError(f"the train and val annotation files of {root} list different categories; "
                         f"both need the same 'categories'")
+    if train_index.dropped and rank == 0:
+        n = sum(train_index.dropped.values())
+        log.warning("%s: %d of %d training images have no usable box and are left out (%s)",
+                    annotation_path(root, "train"), n, n + len(train_index.samples),
+                    ", ".join(f"{k} {reason}" for reason, k in sorted(train_index.dropped.items())))
     common = dict(device=device, rank=rank, world_size=world_size, seed=s["seed"], num_workers=s["num_workers"],
                   pin_memory=s["pin_memory"], bad_images=s["bad_images"], max_pixels=s["max_image_pixels"])
     group_factor = config.get("aspect_ratio_group_factor")
@@ -337,5 +351,10 @@ def build_coco(config, data_cfg, device, rank, world_size, s):
                        hflip=s["hflip"], limit=s["train_subset"],
                        group_factor=3 if group_factor is None else int(group_factor), **common)
     val = CocoLoader(val_index, batch_size=s["val_batch_size"], train=False, limit=s["val_subset"], **common)
+    if not val_index.annotated.intersection(val.image_ids):     # pycocotools would report AP -1 after training
+        subset_note = " (the first val_subset images)" if s["val_subset"] else ""
+        raise DataError(f"none of the {len(val.image_ids)} validation images{subset_note} of "
+                        f"{annotation_path(root, 'val')} has a non-crowd box, so COCO AP cannot be computed; "
+                        f"give validation images with box annotations")
     return train, val
 

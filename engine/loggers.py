@@ -8,7 +8,7 @@ from typing import Sequence
 
 from utils.atomic_io import atomic_write, write_error
 
-__all__ = ["RunLogger", "METRIC_FIELDS"]
+__all__ = ["RunLogger", "METRIC_FIELDS", "format_rate"]
 
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
                  "ema_val_loss", "ema_val_top1", "ema_val_top5", "epoch_time_s", "train_images_per_s")
@@ -63,6 +63,12 @@ class EventFile:
             raise write_error(self.path, e, "the events written before are kept") from e
 
 
+def format_rate(images_per_s: float) -> str:
+    """Images per second with three significant digits, without an exponent: a CPU detector's 0.0712
+    would round to a misleading "0", a GPU classifier's 2345.6 reads "2346"."""
+    return f"{images_per_s:.0f}" if images_per_s >= 100 else f"{images_per_s:.3g}"
+
+
 class RunLogger:
     """TensorBoard (tensorboardX) + metrics.csv + the logger's epoch line; silent on non-main ranks."""
 
@@ -94,7 +100,7 @@ class RunLogger:
                       and k != "train_images_per_s" and v is not None]
             if values:
                 parts.append(f"{label} " + " ".join(values))
-        parts.append(f"{row['train_images_per_s']:.0f} img/s, {row['epoch_time_s']:.1f}s")
+        parts.append(f"{format_rate(row['train_images_per_s'])} img/s, {row['epoch_time_s']:.1f}s")
         self.logger.info(" | ".join(parts))
 
     def _write_csv(self, row: dict) -> None:

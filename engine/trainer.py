@@ -28,7 +28,7 @@ from utils.metrics import RunningSums
 from .accumulate import group_size, is_step_end, optimizer_steps, sync_context
 from .checkpoint import CheckpointManager
 from .evaluator import autocast, evaluate
-from .loggers import RunLogger
+from .loggers import RunLogger, format_rate
 from .state import TrainState
 
 __all__ = ["Trainer"]
@@ -285,7 +285,7 @@ class Trainer:
         stats = sums.compute()
         img_s = images * self.dist.world_size / (time.perf_counter() - start)
         shown = {k: f"{v:.3g}" for k, v in stats.items() if k != "count"}
-        bar.set_postfix(**shown, lr=f"{lr:.4f}", img_s=f"{img_s:.0f}")
+        bar.set_postfix(**shown, lr=f"{lr:.4f}", img_s=format_rate(img_s))
         self.run_logger.step(self.state.step, {"iter/running_loss": stats["loss"], "iter/lr": lr,
                                                "iter/images_per_s": img_s})
 

@@ -286,3 +286,62 @@ def test_pixel_limit_reaches_the_coco_loader(coco_root):
     _, val = build_coco(cfg, None, "cpu", 0, 1, loader_settings(cfg, 1))
     with pytest.raises(DataError, match=r"is \d+ x \d+ pixels .*max_image_pixels = 1000"):
         next(iter(val))
+
+
+# ------------------------------------------------------------------ sets that cannot be trained or scored
+def _detection_config(tmp_path, root):
+    path = tmp_path / "det.json"
+    path.write_text(json.dumps({
+        "exp_name": "det", "agent": "DetectionAgent", "model": "cdnv2_a", "dataset": "coco", "data_root": str(root),
+        "exp_root": str(tmp_path / "exp"), "detector": "fasterrcnn", "min_size": [128], "max_size": 160,
+        "fpn_channels": 64, "batch_size": 2, "num_workers": 0, "max_epoch": 1, "device": "cpu"}))
+    return str(path)
+
+
+def _without_boxes_in(data, image_ids, crowd_only=()):
+    """Annotations of ``image_ids`` removed; those of ``crowd_only`` turned into crowd boxes."""
+    data["annotations"] = [dict(a, iscrowd=1) if a["image_id"] in crowd_only else a
+                           for a in data["annotations"] if a["image_id"] not in image_ids]
+    return data
+
+
+def test_unusable_training_images_are_counted_and_a_val_set_without_boxes_stops_before_training(
+        coco_root, tmp_path, capsys):
+    """Through main.py: the training images left out (3 without annotations, 1 with crowd boxes only, 1
+    whose only box lies outside it) are one warning line; a validation set whose images have no box (or
+    only crowd boxes, which COCO AP ignores) is one sentence, exit 2, before any training (it used to end
+    the run with AP -1.00)."""
+    import main
+    root = _copy(coco_root, tmp_path)
+    train_ids = [im["id"] for im in _raw(root, "train")["images"]]
+
+    def unusable(data):
+        data = _without_boxes_in(data, train_ids[2:5], crowd_only=[train_ids[5]])
+        outside = next(im for im in data["images"] if im["id"] == train_ids[6])
+        data["annotations"] = [dict(a, bbox=[outside["width"] + 5, 0, 20, 20]) if a["image_id"] == train_ids[6]
+                               else a for a in data["annotations"]]
+        return data
+    _edit(root, "train", unusable)
+    val_ids = [im["id"] for im in _raw(root, "val")["images"]]
+    _edit(root, "val", lambda d: _without_boxes_in(d, val_ids[:3], crowd_only=val_ids[3:]))
+    path = _detection_config(tmp_path, root)
+    assert main.main([path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].endswith("instances_train2017.json: 5 of 12 training images have no usable box and are left out "
+                           "(1 whose boxes are empty, invalid or outside the image, 1 with crowd boxes only, "
+                           "3 without annotations)"), err
+    assert len(err) == 2 and err[1].startswith("error: none of the 6 validation images of ") and \
+        err[1].endswith("has a non-crowd box, so COCO AP cannot be computed; give validation images with box "
+                        "annotations"), err
+    assert not (tmp_path / "exp" / "det" / "metrics.csv").exists()
+
+    # the first val_subset images may be the unannotated ones; an empty image list is refused as before
+    _edit(root, "val", lambda d: dict(_raw(coco_root, "val"), annotations=[a for a in _raw(coco_root, "val")[
+        "annotations"] if a["image_id"] not in val_ids[:2]]))
+    assert main.main([path, "--set", "val_subset=2"]) == 2
+    assert "none of the 2 validation images (the first val_subset images)" in capsys.readouterr().err
+    _edit(root, "val", lambda d: dict(d, images=[], annotations=[]))
+    assert main.main([path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and err[-1].endswith("instances_val2017.json lists no image; check the "
+                                                               "annotation file"), err

@@ -3,6 +3,7 @@ out/coco_eval.json), exact resume, predict PNGs, and the issue's bad inputs (exi
 import csv
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -48,6 +49,15 @@ def test_train_loss_falls_then_validate_writes_coco_eval(tmp_path, coco_root, ca
         assert rows[-1][f"val_{key}"] != ""
     state = load_checkpoint(tmp_path / "exp" / "det" / "checkpoints" / "last.pth")
     assert state["arch"] == "fasterrcnn:cdnv2_a" and state["class_names"] == ["red_box", "green_ellipse", "blue_box"]
+    # the epoch line shows the real training rate (a CPU detector's rate is below 1 img/s on a busy machine,
+    # once printed "0 img/s"): the 8 training images went through in less than the epoch (training +
+    # validating 4 images) and in more than half of it (training is forward + backward of twice the images)
+    shown = re.findall(r"\| ([0-9.]+) img/s, ([0-9.]+)s$", capsys.readouterr().err, re.M)
+    assert len(shown) == 2, shown
+    for row in rows:
+        rate, epoch_s = float(row["train_images_per_s"]), float(row["epoch_time_s"])
+        assert 8 / epoch_s <= rate <= 2 * 8 / epoch_s, (rate, epoch_s)
+    assert [float(r) for r, _ in shown] == [pytest.approx(float(r["train_images_per_s"]), rel=0.01) for r in rows]
 
     capsys.readouterr()
     assert main.main([path, "--mode", "validate"]) == 0

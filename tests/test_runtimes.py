@@ -287,3 +287,29 @@ def test_openvino_int8_within_one_point_of_fp32_on_cifar10(cifar10_root, tmp_pat
     assert abs(int8 - fp32) <= 1.0, (fp32, int8)
     ir_xml = open(tmp_path / "int8.xml").read()
     assert "FakeQuantize" in ir_xml or "FakeConvert" in ir_xml    # really quantized
+
+
+# ------------------------------------------------------------------------------------ quantizer noise
+def test_known_noise_is_dropped_and_real_warnings_pass(caplog, capsys):
+    """quiet_known_noise drops onnxruntime's per-tensor fallback line for 1-D weights and torch's missing
+    CUDA toolkit line, and nothing else: onnxruntime's other warnings, the same text from another logger,
+    and everything after the block still reach the handlers; stdout goes to stderr within."""
+    import logging
+    from utils.runtimes import quiet_known_noise
+    noise = "Axis 1 is out-of-range for weight 'features.norm_last.weight' with rank 1"
+    real = ["only support per-channel quantization on weight. Tensor: conv.weight is not quantized.",
+            "Axis 1 is out-of-range for weight 'conv.weight' with rank 4"]     # a real weight that lost its axis
+    caplog.set_level(logging.WARNING)
+    with quiet_known_noise():
+        logging.warning(noise)
+        logging.getLogger("torch.utils.cpp_extension").warning("No CUDA runtime is found, using CUDA_HOME='%s'",
+                                                               "/usr/local")
+        for message in real:
+            logging.warning(message)
+        logging.getLogger("cdn").warning(noise)
+        print("Statistics collection 100%")
+    logging.warning(noise)
+    assert [(r.name, r.getMessage()) for r in caplog.records] == \
+        [("root", m) for m in real] + [("cdn", noise), ("root", noise)]
+    out, err = capsys.readouterr()
+    assert out == "" and "Statistics collection" in err

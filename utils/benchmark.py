@@ -10,17 +10,11 @@ with ``time.perf_counter`` and, on CUDA, ``torch.cuda.synchronize`` before start
 the clock (the models themselves never synchronise). Reported are the median and the 90th percentile of
 the per-call times; throughputs (images/s) are computed from the median.
 
-Peak memory (``*_peak_mem_mb``, MiB, and ``mem_method``):
-- CUDA: ``torch.cuda.max_memory_allocated`` after ``torch.cuda.reset_peak_memory_stats``, minus the
-  memory allocated before the phase (so it is what the phase itself needed: activations, gradients,
-  optimizer state), method ``'cuda_max_memory_allocated'``.
-- CPU (Linux): the process's peak resident set size ``VmHWM`` from ``/proc/self/status``. Before each
-  phase the high-water mark is reset to the current RSS by writing ``5`` to ``/proc/self/clear_refs``
-  (Linux >= 4.0); the figure is ``VmHWM`` after the phase minus ``VmRSS`` before it (method
-  ``'cpu_vmhwm_reset'``). Where the reset is not permitted it falls back to the increase of ``VmHWM``
-  (method ``'cpu_vmhwm_delta'``, a lower bound: 0 when an earlier peak was higher), and elsewhere to
-  ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` deltas (method ``'cpu_ru_maxrss_delta'``).
-  CPU figures include allocator caching and are approximate.
+Peak memory (``*_peak_mem_mb``, MiB, ``mem_method`` ``'cuda_max_memory_allocated'``) is measured on CUDA
+only: ``torch.cuda.max_memory_allocated`` after ``torch.cuda.reset_peak_memory_stats``, minus the memory
+allocated before the phase (so it is what the phase itself needed: activations, gradients, optimizer
+state). On the CPU the fields are None: the CPU allocator keeps no such statistics, and the process's
+resident-set peak measures malloc's reuse of freed pages instead (a phase after a larger one read 0 MiB).
 """
 import copy
 import json
@@ -45,7 +39,8 @@ RESULT_FIELDS = {
     "throughput_batch": int, "throughput_img_s": float,
     "train_batch": (int, type(None)), "train_step_ms_median": (float, type(None)),
     "train_img_s": (float, type(None)),
-    "infer_peak_mem_mb": float, "train_peak_mem_mb": (float, type(None)), "mem_method": str,
+    "infer_peak_mem_mb": (float, type(None)), "train_peak_mem_mb": (float, type(None)),
+    "mem_method": (str, type(None)),
     "inference": list,
 }
 
@@ -54,55 +49,24 @@ _AMP_DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.fl
 
 
 # ------------------------------------------------------------------------------------ memory
-def _proc_status_kb(field):
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _maxrss_kb():
-    import resource
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss // 1024 if platform.system() == "Darwin" else rss  # bytes on macOS, KiB on Linux
-
-
 class _PeakMemory:
-    """Peak memory of one phase on ``device`` (see the module docstring for the method)."""
+    """Peak memory (MiB) of one phase on a CUDA ``device``; None elsewhere (see the module docstring)."""
 
     def __init__(self, device):
         self.device = device
-        self.cuda = device.type == "cuda"
-        self.method = None
+        self.method = "cuda_max_memory_allocated" if device.type == "cuda" else None
 
     def start(self):
-        if self.cuda:
+        if self.method:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
-            self.method = "cuda_max_memory_allocated"
-            return
-        rss = _proc_status_kb("VmRSS")
-        if rss is not None:
-            try:
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
-                self.base, self.method = rss, "cpu_vmhwm_reset"
-            except OSError:
-                self.base, self.method = _proc_status_kb("VmHWM"), "cpu_vmhwm_delta"
-        else:
-            self.base, self.method = _maxrss_kb(), "cpu_ru_maxrss_delta"
 
     def stop_mb(self):
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-            return max(0, torch.cuda.max_memory_allocated(self.device) - self.base) / 2 ** 20
-        peak = _maxrss_kb() if self.method == "cpu_ru_maxrss_delta" else _proc_status_kb("VmHWM")
-        return max(0, (peak or 0) - (self.base or 0)) / 1024
+        if not self.method:
+            return None
+        torch.cuda.synchronize(self.device)
+        return max(0, torch.cuda.max_memory_allocated(self.device) - self.base) / 2 ** 20
 
 
 # ------------------------------------------------------------------------------------ timing
@@ -234,23 +198,21 @@ def benchmark(model, input_size=None, device="cpu", batch_sizes=(1, 16), train_b
     # ---- inference
     net = copy.deepcopy(model).to(dev).to(memory_format=fmt).eval()
     inference = []
-    peak_infer = 0.0
     for b in batch_sizes:
         x = make_input(b)
         mem.start()
         with torch.inference_mode(), autocast():
             times = _time_calls(lambda: net(x), dev, warmup, iters)
-        peak = mem.stop_mb()
-        peak_infer = max(peak_infer, peak)
         med = statistics.median(times)
         inference.append({"batch": b, "ms_median": float(med), "ms_p90": _percentile(times, 90),
-                          "img_s": float(b * 1000.0 / med), "peak_mem_mb": float(peak)})
+                          "img_s": float(b * 1000.0 / med), "peak_mem_mb": mem.stop_mb()})
         del x
     del net
     result.update({
         "latency_batch": inference[0]["batch"], "latency_ms_median": inference[0]["ms_median"],
         "latency_ms_p90": inference[0]["ms_p90"], "throughput_batch": inference[-1]["batch"],
-        "throughput_img_s": inference[-1]["img_s"], "infer_peak_mem_mb": float(peak_infer),
+        "throughput_img_s": inference[-1]["img_s"],
+        "infer_peak_mem_mb": None if mem.method is None else max(r["peak_mem_mb"] for r in inference),
         "inference": inference,
     })
 
@@ -280,7 +242,7 @@ def benchmark(model, input_size=None, device="cpu", batch_sizes=(1, 16), train_b
         peak = mem.stop_mb()
         med = statistics.median(times)
         result.update({"train_step_ms_median": float(med), "train_img_s": float(train_batch * 1000.0 / med),
-                       "train_peak_mem_mb": float(peak)})
+                       "train_peak_mem_mb": peak})
         del net, opt, x, y
     result["mem_method"] = mem.method
     if dev.type == "cuda":
@@ -325,16 +287,17 @@ def format_table(rows):
     """A markdown table of one or more :func:`benchmark` results (missing values shown as '-')."""
     if isinstance(rows, dict):
         rows = [rows]
-    header = "| " + " | ".join(c[0] for c in _COLUMNS) + " |"
-    sep = "|" + "|".join("---" if c[1] in ("model", "device", "input_size") else "---:" for c in _COLUMNS) + "|"
+    methods = sorted({r.get("mem_method") for r in rows if r.get("mem_method")})
+    columns = [c for c in _COLUMNS if methods or not c[1].endswith("_peak_mem_mb")]   # no CPU memory figure
+    header = "| " + " | ".join(c[0] for c in columns) + " |"
+    sep = "|" + "|".join("---" if c[1] in ("model", "device", "input_size") else "---:" for c in columns) + "|"
     lines = [header, sep]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row, key, fmt) for _, key, fmt in _COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(row, key, fmt) for _, key, fmt in columns) + " |")
     if rows:
-        methods = sorted({r.get("mem_method") for r in rows if r.get("mem_method")})
-        if methods:
-            lines.append("")
-            lines.append(f"Peak memory: {', '.join(methods)}; latency at batch 1 unless marked @N.")
+        lines.append("")
+        lines.append(f"Peak memory: {', '.join(methods) if methods else 'measured on CUDA only'}; latency at "
+                     f"batch 1 unless marked @N.")
     return "\n".join(lines)
 
 

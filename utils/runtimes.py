@@ -13,8 +13,15 @@ OpenVINO's CPU plugin runs fp32 models in bf16 by default on CPUs with bf16 inst
 the logits by ~1e-2); ``precision='f32'`` (default here) pins fp32, so a deployed file reproduces the
 PyTorch logits; ``precision='auto'`` keeps the plugin's choice. int8 models keep their int8 kernels
 under either setting.
+
+Quantizing runs under :func:`quiet_known_noise`: the third-party log lines listed in ``KNOWN_NOISE`` are
+dropped (every other warning still shows) and NNCF's progress bars go to stderr with the project's.
 """
+import contextlib
+import logging
 import os
+import re
+import sys
 import tempfile
 
 import numpy as np
@@ -25,7 +32,7 @@ from utils.errors import ConfigError
 from utils.export import ExportError, resolve_input_size
 
 __all__ = ["RUNTIMES", "Runtime", "load_runtime", "export_openvino", "export_openvino_int8",
-           "export_onnx_int8", "check_artifact", "calibration_batches"]
+           "export_onnx_int8", "check_artifact", "calibration_batches", "quiet_known_noise"]
 
 RUNTIMES = ("onnxruntime", "openvino")
 _PIP = {"onnxruntime": "onnxruntime", "openvino": "openvino", "nncf": "nncf"}
@@ -61,6 +68,40 @@ def calibration_batches(calibration, what):
         raise ConfigError(f"{what} needs calibration data but the calibration set is empty; "
                           f"set calibration_size >= 1")
     return batches
+
+
+# Log lines of the quantizers that tell a user nothing to act on, by the logger that emits them:
+# onnxruntime's quantizer (root logger) warns once per 1-D weight (a BatchNorm scale left as a Mul) that
+# it quantizes per tensor since a vector has no channel axis; NNCF's import of torch.utils.cpp_extension
+# warns that no CUDA toolkit is installed (no extension is compiled here).
+KNOWN_NOISE = {
+    "root": re.compile(r"Axis \d+ is out-of-range for weight '[^']*' with rank 1$"),
+    "torch.utils.cpp_extension": re.compile(r"No CUDA runtime is found, using CUDA_HOME="),
+}
+
+
+class KnownNoiseFilter(logging.Filter):
+    """Drops the records that ``KNOWN_NOISE`` lists for their logger; passes every other record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        pattern = KNOWN_NOISE.get(record.name)
+        return not (pattern is not None and pattern.match(record.getMessage()))
+
+
+@contextlib.contextmanager
+def quiet_known_noise():
+    """Within: ``KNOWN_NOISE`` dropped (a filter on each listed logger, so it holds whichever handler
+    prints that logger's records) and stdout sent to stderr, where NNCF's progress bars join the project's."""
+    noise = KnownNoiseFilter()
+    loggers = [logging.getLogger(name) for name in KNOWN_NOISE]
+    for logger in loggers:
+        logger.addFilter(noise)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(noise)
 
 
 # ------------------------------------------------------------------------------------ running
@@ -250,7 +291,7 @@ def export_openvino_int8(model, path, calibration, input_size=None, onnx_path=No
     batches = calibration_batches(calibration, "int8 export")
     input_size = resolve_input_size(model, input_size)
     xml, binp = _ir_paths(path)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet_known_noise():
         ov_model = ov.convert_model(_onnx_for(model, onnx_path, input_size, tmp))
         preset = {"performance": nncf.QuantizationPreset.PERFORMANCE,
                   "mixed": nncf.QuantizationPreset.MIXED}[preset]
@@ -281,7 +322,7 @@ def export_onnx_int8(onnx_path, path, calibration, per_channel=True):
             b = next(self.it, None)
             return None if b is None else {"input": b}
 
-    with tempfile.TemporaryDirectory() as tmp, atomic_path(path, "int8 ONNX file") as out:
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(path, "int8 ONNX file") as out, quiet_known_noise():
         pre = os.path.join(tmp, "pre.onnx")
         quant_pre_process(onnx_path, pre, skip_symbolic_shape=True)
         quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,

@@ -83,6 +83,27 @@ class PreActLayer(nn.Module):
         return self._modules[self.act_name]
 
 
+class _MaskedWeight(torch.autograd.Function):
+    """``weight * mask`` whose result and gradient have ``weight``'s strides.
+
+    An elementwise op gives a 1x1 kernel (size-1 spatial dims) the standard strides on those dims
+    whatever its operands' layout, so the gradient autograd accumulated into a channels_last 1x1
+    weight differed from the weight in those strides: the same memory, but DDP compares strides with
+    its bucket views and warned "grad strides do not match bucket view strides" on every rank."""
+
+    @staticmethod
+    def forward(ctx, weight, mask):
+        ctx.save_for_backward(mask)
+        ctx.stride = weight.stride()
+        return torch.mul(weight, mask, out=torch.empty_like(weight))
+
+    @staticmethod
+    def backward(ctx, grad):
+        mask, = ctx.saved_tensors
+        out = torch.empty_strided(grad.shape, ctx.stride, dtype=grad.dtype, device=grad.device)
+        return torch.mul(grad, mask, out=out), None
+
+
 class CondensingModule(PreActLayer):
     """Shared machinery of LGC and SFR: official buffers, host-side stage mirror, pruning schedule."""
 
@@ -142,7 +163,8 @@ class CondensingModule(PreActLayer):
         self.sync_from_buffers()
 
     def masked_weight(self):
-        return self.conv.weight * self._mask
+        """The conv weight times the mask, laid out (and its gradient) as the weight."""
+        return _MaskedWeight.apply(self.conv.weight, self._mask)
 
     def _on_stage_change(self):
         pass
@@ -245,7 +267,7 @@ class LearnedGroupConv(CondensingModule):
         if self.stage >= self.groups - 1:
             return self.conv.weight.new_zeros(())
         g = self.groups
-        w = (self.conv.weight * self._mask).view(self.out_channels // g, g, self.in_channels)
+        w = self.masked_weight().view(self.out_channels // g, g, self.in_channels)
         return w.pow(2).sum(0).clamp(min=1e-6).sqrt().sum()
 
     # ---- forward ----------------------------------------------------------------------------------
@@ -263,7 +285,7 @@ class LearnedGroupConv(CondensingModule):
                 y = bn_act_conv(x, self.norm, self.act, self.gathered_weight(), conv.stride, conv.padding,
                                 conv.dilation, self.groups, self._keep_index)
                 return channel_shuffle(y, self.groups)
-            return bn_act_conv(x, self.norm, self.act, conv.weight * self._mask, conv.stride, conv.padding,
+            return bn_act_conv(x, self.norm, self.act, self.masked_weight(), conv.stride, conv.padding,
                                conv.dilation, 1)
         if isinstance(x, (list, tuple)):
             x = torch.cat(x, 1)
@@ -275,7 +297,7 @@ class LearnedGroupConv(CondensingModule):
             y = F.conv2d(x, self.gathered_weight(), stride=self.conv.stride,
                          padding=self.conv.padding, groups=self.groups)
             return channel_shuffle(y, self.groups)
-        return F.conv2d(x, self.conv.weight * self._mask, stride=self.conv.stride,
+        return F.conv2d(x, self.masked_weight(), stride=self.conv.stride,
                         padding=self.conv.padding, dilation=self.conv.dilation)
 
     def extra_repr(self):

@@ -75,18 +75,18 @@ class SFR(CondensingModule):
         if self.stage >= self.groups - 1:
             return self.conv.weight.new_zeros(())
         g = self.groups
-        w = (self.conv.weight * self._mask).view(self.out_channels, self.in_channels // g, g)
+        w = self.masked_weight().view(self.out_channels, self.in_channels // g, g)
         return w.pow(2).sum(1).clamp(min=1e-6).sqrt().sum()
 
     def forward(self, x_new, x_old=None):
         """``r`` (C_in channels) from the new features, or ``x_old + r`` when ``x_old`` is given."""
         if self.dropout_rate == 0 and can_use(self, self.norm, self.act):
-            r = bn_act_conv(x_new, self.norm, self.act, self.conv.weight * self._mask)
+            r = bn_act_conv(x_new, self.norm, self.act, self.masked_weight())
             return r if x_old is None else x_old + r
         y = self.act(self.norm(x_new))
         if self.dropout_rate > 0:
             y = self.drop(y)
-        r = F.conv2d(y, self.conv.weight * self._mask)
+        r = F.conv2d(y, self.masked_weight())
         return r if x_old is None else x_old + r
 
     def extra_repr(self):
