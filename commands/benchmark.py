@@ -23,6 +23,7 @@ def benchmark(ctx) -> list:
     n = cfg.benchmark_batch_size or cfg.batch_size
     amp = None if cfg.amp == "none" else cfg.amp
     size = input_size(ctx)
+    ctx.model.set_memory_efficient(cfg.memory_efficient)    # the training step as training runs it
     rows = []
     for label, model in model_forms(ctx.model, cfg.prune_classifier):
         row = measure(model, size, device=ctx.device, batch_sizes=(1, n),

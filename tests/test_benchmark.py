@@ -135,3 +135,26 @@ def test_benchmark_params_of_each_form_are_what_flops_prints(tmp_path, capsys):
     assert len(set(expected.values())) == 3 and expected["training-time"] < count(model)   # three different counts
     assert printed == timed == expected
     assert "papers' counting rule" in out and "mem (MiB)" not in out
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_benchmark_training_step_follows_memory_efficient(tmp_path, monkeypatch, enabled):
+    """The training row runs the dense layers as training would: through the recomputing BNActConv when
+    memory_efficient is on (the default), the plain layers when it is off."""
+    import main
+    from graphs.layers import efficient
+    calls = []
+    original = efficient.BNActConv.forward
+
+    def counted(ctx, *args):
+        calls.append(1)
+        return original(ctx, *args)
+    monkeypatch.setattr(efficient.BNActConv, "forward", staticmethod(counted))
+    cfg = {"exp_name": "m", "exp_root": str(tmp_path / "exp"), "agent": "ClassificationAgent",
+           "model": "condensenet_50", "model_args": {"stages": [1, 1, 1], "growth": [4, 4, 4]}, "dataset": "synthetic",
+           "num_classes": 4, "synthetic_shape": [3, 32, 32], "device": "cpu", "benchmark_batch_size": 2,
+           "benchmark_runtimes": [], "memory_efficient": enabled}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(cfg))
+    assert main.main([str(path), "--mode", "benchmark"]) == 0
+    assert bool(calls) == enabled

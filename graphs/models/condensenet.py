@@ -142,6 +142,17 @@ class CondenseFamilyMixin:
         self.is_fused = True
         return self
 
+    def pool_last(self, x):
+        """The official fixed-size average pool of the last feature map (8x8 for CIFAR, 7x7 for ImageNet); a
+        smaller map is one sentence instead of a pooling error deep inside."""
+        k = self.features.pool_last.kernel_size
+        if min(x.shape[-2:]) < k:
+            side = k * self.feature_info[-1]["reduction"]
+            raise ConfigError(f"{type(self).__name__} ends in the official {k}x{k} average pool, so it needs "
+                              f"{side}x{side} inputs, got a {x.shape[-2]}x{x.shape[-1]} feature map from a smaller "
+                              f"image; set input_size to {side} or use images of that size")
+        return self.features.pool_last(x)
+
     def sync_condensation_state(self):
         """Refresh every layer's host-side stage from its buffers (after copying masks by hand)."""
         for m in self.condensing_modules():
@@ -434,7 +445,7 @@ class CondenseNet(CondenseFamilyMixin, ModelBase):
         return features_before_pool(self.features, x)
 
     def forward_head(self, x):
-        x = self.features.pool_last(x).flatten(1)
+        x = self.pool_last(x).flatten(1)
         if self.drop_rate > 0:
             x = F.dropout(x, self.drop_rate, self.training)
         return self.classifier(x)

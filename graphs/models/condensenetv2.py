@@ -135,7 +135,7 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
         return features_before_pool(self.features, x)
 
     def forward_head(self, x):
-        x = self.features.se_last(self.features.pool_last(x))
+        x = self.features.se_last(self.pool_last(x))
         x = self.fc_act(self.fc(x.flatten(1)))
         if self.drop_rate > 0:
             x = F.dropout(x, self.drop_rate, self.training)
