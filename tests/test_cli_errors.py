@@ -84,3 +84,16 @@ def test_resume_with_another_batch_and_nan_loss_messages(tmp_path):
     one_sentence(run(path, "--set", "max_epoch=2", "batch_size=32"), "batch_size 16", "32", "exp_name")
     err = one_sentence(run(path, "--set", "max_epoch=2", "lr=1e9"), "NaN or infinite", f"{last}, is intact")
     one_sentence(run(path, "--set", "max_epoch=3", "warmup_iters=12"), "warmup_iters (12)", "12 optimizer steps")
+
+
+def test_int8_export_at_another_size_than_its_calibration_images_writes_nothing(tmp_path):
+    path = write(tmp_path, "x", model="rexnet_1_0", model_args={}, synthetic_shape=[3, 32, 32],
+                 export_formats=["onnx_int8"], calibration_size=4)
+    one_sentence(run(path, "--mode", "export"), "training images, which are 32x32", "224x224", "input_size")
+    out = tmp_path / "exp" / "x" / "out"
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_input_too_small_for_the_official_final_pool_is_one_sentence(tmp_path):
+    path = write(tmp_path, "p", model="cdnv2_110", model_args={"stages": [1, 1, 1], "growth": [4, 4, 4]})
+    one_sentence(run(path), "8x8 average pool", "32x32 inputs", "input_size")
