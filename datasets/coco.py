@@ -114,6 +114,8 @@ class CocoIndex:
                                     f"to 'skip'")
                 self.skipped_boxes += 1
                 continue
+            if "area" not in ann:       # COCOeval's size ranges read it; tools that write boxes only leave it out
+                ann = dict(ann, area=float(box[2] * box[3]))
             kept.append(ann)
             if ann.get("iscrowd", 0):
                 self.crowd_boxes += 1

@@ -84,6 +84,22 @@ def test_ground_truth_as_predictions_gives_ap_1(coco_root):
     assert wrong["AP"] < 0.5
 
 
+def test_annotations_without_area_are_scored_like_those_with_it(coco_root, tmp_path):
+    """Tools that write boxes only leave out "area", which COCOeval's size ranges read (it raised KeyError):
+    the box's w*h stands in, so AP and every size-range AP are those of the file that has it."""
+    root = _copy(coco_root, tmp_path)
+    _edit(root, "val", lambda d: dict(d, annotations=[dict(a, area=a["bbox"][2] * a["bbox"][3])
+                                                      for a in d["annotations"]]))
+    with_area = CocoIndex(str(root), "val", train=False)
+    shifted = {iid: dict(p, boxes=p["boxes"] + 3.0) for iid, p in _gt_as_predictions(with_area).items()}
+    expected = evaluate_coco(with_area.coco_gt, shifted, with_area.label_to_cat)
+    _edit(root, "val", lambda d: dict(d, annotations=[{k: v for k, v in a.items() if k != "area"}
+                                                      for a in d["annotations"]]))
+    without = CocoIndex(str(root), "val", train=False)
+    assert evaluate_coco(without.coco_gt, shifted, without.label_to_cat) == expected
+    assert 0 < expected["AP"] < 1
+
+
 def _one_box_gt():
     return dict(images=[dict(id=1, file_name="a.jpg", width=400, height=400)],
                 annotations=[dict(id=1, image_id=1, category_id=7, bbox=[100, 100, 100, 100], area=10000,
