@@ -48,8 +48,8 @@ class DetectionAgent(BaseAgent):
             raise ConfigError("benchmark_runtimes applies to classification models; the detection benchmark "
                               "times the PyTorch detector (export it with --mode export for onnxruntime)")
 
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config, experiment=None):
+        super().__init__(config, experiment)
         self.loaded_checkpoint = None
         self.run_logger = None
         self._loaders = build_loaders(config, None, self.device, rank=self.dist.rank,
