@@ -32,6 +32,7 @@ import torch
 from datasets.loader import _PlanBatchSampler, handle_bad_images, BadImage, BatchPlan, shard_indices, subset
 from datasets.transforms import mix_seed
 from utils.errors import DataError
+from utils.shutdown import worker_init
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,8 @@ class CocoLoader:
         pin = bool(pin_memory) and self.device.type == "cuda" and torch.cuda.is_available()
         self.dataloader = torch.utils.data.DataLoader(
             _CocoSamples(index), batch_sampler=_Sampler(self), num_workers=num_workers,
-            collate_fn=collate_detection, pin_memory=pin, persistent_workers=num_workers > 0)
+            collate_fn=collate_detection, pin_memory=pin, persistent_workers=num_workers > 0,
+            worker_init_fn=worker_init)
 
     batch_size = property(lambda self: self.plan.batch_size)
     num_samples = property(lambda self: self.plan.num_samples)

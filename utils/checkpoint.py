@@ -31,13 +31,15 @@ def atomic_write(path, write_fn):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except OSError as e:
+    except BaseException as e:     # also a stop signal in the middle of the write: no temporary file left
         try:
             os.remove(tmp)
         except OSError:
             pass
-        raise CheckpointError(f"could not write {path} ({e.strerror or e}); free some disk space or point "
-                              f"exp_root at a writable folder — the previous file is intact") from e
+        if isinstance(e, OSError):
+            raise CheckpointError(f"could not write {path} ({e.strerror or e}); free some disk space or point "
+                                  f"exp_root at a writable folder — the previous file is intact") from e
+        raise
 
 
 def plain(obj):
