@@ -2,7 +2,6 @@
 lock), no experiment skeleton left by a failed start, and a prompt, safe stop on SIGTERM/SIGINT in every
 phase (validation, first-batch loading with workers, checkpoint writing, export)."""
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from PIL import Image
 import main
 from tests.conftest import ROOT
 from tests.test_distributed import _children
-from tests.test_reliability import TINY, ckpt_dir, config, wait_for
+from tests.test_reliability import ckpt_dir, config, wait_for
 from utils.checkpoint import load_checkpoint, recovery_checkpoints
 
 
