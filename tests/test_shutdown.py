@@ -1,6 +1,6 @@
 """Field readiness, with real processes and real signals: one training run per experiment (the folder
-lock), no experiment skeleton left by a failed start, and a prompt, safe stop on SIGTERM/SIGINT in every
-phase (validation, first-batch loading with workers, checkpoint writing, export)."""
+lock), no experiment skeleton left by a failed start, and a prompt, safe stop on SIGTERM (in a validation,
+during first-batch loading with workers, sent to the whole process group, during export, under DDP)."""
 import csv
 import os
 import signal
@@ -47,11 +47,6 @@ class Run:
         code = self.proc.wait(timeout=120)
         self._reader.join(timeout=10)
         return code, time.time() - start
-
-    def finish(self, timeout=300):
-        code = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        return code
 
     def kill(self):
         if self.proc.poll() is None:
