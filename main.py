@@ -4,7 +4,6 @@ Reads and validates the JSON config, picks the agent named by its ``agent`` key 
 the user can fix are printed as one sentence (exit code 2); ``--debug`` shows the traceback.
 """
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -12,6 +11,10 @@ import sys
 
 from utils.config import MODES, load_config
 from utils.errors import ConfigError, Interrupted, UserError
+from utils.shutdown import handle_signals
+
+# set by the --nproc launcher: the ranks leave their closing message here and the launcher prints each once
+MESSAGES = "CDN_RANK_MESSAGES"
 
 
 def parse_args(argv=None):
@@ -34,52 +37,72 @@ def parse_args(argv=None):
 
 
 def main(argv=None, reexec: bool = False):
-    """Run one command; ``reexec`` (the script entry point): a training run restarts itself once on the
-    faster malloc (utils/allocator.py) before torch is imported."""
+    """Run one command; ``reexec`` (the script entry point): a CPU training run restarts itself once on
+    the faster malloc (utils/allocator.py) before torch is imported."""
     args = parse_args(argv)
+    with handle_signals():      # one stop handler for every mode (utils/shutdown.py)
+        try:
+            if args.list_models:
+                from graphs.models import get_pretrained_cfg, list_models
+                for name in list_models():     # with the tags that `pretrained` accepts
+                    tags = sorted(get_pretrained_cfg(name).weights)
+                    print(f"{name:<20} pretrained: {', '.join(tags)}" if tags else name)
+                return 0
+            overrides = list(args.set) + ([f"checkpoint={_json_str(args.checkpoint)}"] if args.checkpoint else []) \
+                + ([f"images={json.dumps([os.fspath(i) for i in args.images])}"] if args.images else [])
+            world = int(os.environ.get("WORLD_SIZE", 0)) or args.nproc or 1
+            config = load_config(args.config, overrides, mode=args.mode, world_size=max(world, 1))
+            if args.nproc is not None and "WORLD_SIZE" not in os.environ:
+                check_nproc(args.nproc, config)
+                if args.nproc > 1:
+                    return launch(args.nproc, argv if argv is not None else sys.argv[1:], config)
+            if reexec and config.mode == "train" and not _wants_cuda(config.device):
+                # CPU training only: OpenVINO's converter frees memory through glibc directly, which a preloaded
+                # malloc turns into "free(): invalid pointer" (export / runtime commands stay on glibc); on a GPU
+                # the activations live in CUDA memory, and every CUDA/NCCL/compile child would inherit the preload
+                from utils.allocator import reexec_with_allocator
+                reexec_with_allocator()
+            run(config)
+        except UserError as e:
+            if args.debug:
+                raise
+            return _closing(f"error: {e}", e.exit_code)
+        except Interrupted as e:
+            name = signal.Signals(e.signum).name
+            return _closing(f"stopped by {name}; the checkpoint is saved — run the same command again to resume"
+                            if e.saved else f"stopped by {name}; nothing was saved — run the same command again",
+                            128 + e.signum)
+        except KeyboardInterrupt:
+            return _closing("interrupted", 128 + signal.SIGINT)
+    return 0
+
+
+def _closing(message: str, code: int) -> int:
+    """Print the run's closing message (under the --nproc launcher: hand it over, so it is printed once)."""
+    folder = os.environ.get(MESSAGES)
+    if folder:
+        with open(os.path.join(folder, f"rank{os.environ.get('RANK', '0')}"), "w", encoding="utf-8") as f:
+            f.write(message)
+    else:
+        print(message, file=sys.stderr)
+    return code
+
+
+def run(config) -> None:
+    """Build the config's agent and run its mode in the experiment folder; a run that fails before
+    training has written a checkpoint takes away the folder it created (utils.experiment)."""
+    from agents import build_agent
+    from utils.experiment import ExperimentFolder
+    experiment, failed = ExperimentFolder(config), True
     try:
-        if args.list_models:
-            from graphs.models import get_pretrained_cfg, list_models
-            for name in list_models():     # with the tags that `pretrained` accepts
-                tags = sorted(get_pretrained_cfg(name).weights)
-                print(f"{name:<20} pretrained: {', '.join(tags)}" if tags else name)
-            return 0
-        overrides = list(args.set) + ([f"checkpoint={_json_str(args.checkpoint)}"] if args.checkpoint else []) \
-            + ([f"images={json.dumps([os.fspath(i) for i in args.images])}"] if args.images else [])
-        world = int(os.environ.get("WORLD_SIZE", 0)) or args.nproc or 1
-        config = load_config(args.config, overrides, mode=args.mode, world_size=max(world, 1))
-        if args.nproc is not None and "WORLD_SIZE" not in os.environ:
-            check_nproc(args.nproc, config)
-            if args.nproc > 1:
-                return launch(args.nproc, argv if argv is not None else sys.argv[1:])
-        if reexec and config.mode == "train" and not _wants_cuda(config.device):
-            # CPU training only: OpenVINO's converter frees memory through glibc directly, which a preloaded
-            # malloc turns into "free(): invalid pointer" (export / runtime commands stay on glibc); on a GPU
-            # the activations live in CUDA memory, and every CUDA/NCCL/compile child would inherit the preload
-            from utils.allocator import reexec_with_allocator
-            reexec_with_allocator()
-        from agents import build_agent
-        agent = build_agent(config)
+        agent = build_agent(config, experiment)
         try:
             agent.run()
-        except BaseException:
-            with contextlib.suppress(Exception):    # the first error is the one to report (a full disk fails twice)
-                agent.finalize()
-            raise
-        agent.finalize()
-    except UserError as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except Interrupted as e:
-        print(f"stopped by {signal.Signals(e.signum).name}; the checkpoint is saved — run the same command "
-              f"again to resume", file=sys.stderr)
-        return 128 + e.signum
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
-    return 0
+        finally:
+            agent.finalize()
+        failed = False
+    finally:
+        experiment.close(failed)
 
 
 def check_nproc(nproc: int, config) -> None:
@@ -101,9 +124,23 @@ def check_nproc(nproc: int, config) -> None:
                               f"--nproc {gpus} or fewer (or device 'cpu')")
 
 
-def launch(nproc, argv):
-    """Re-run this command under torchrun with ``nproc`` processes on this node."""
-    import subprocess
+def launch(nproc: int, argv, config) -> int:
+    """Run this command under torchrun (in this process) with ``nproc`` processes on this node.
+
+    A training run that another run holds the experiment of is refused here, before any process starts
+    (rank 0 then takes the lock). torchrun passes a stop signal on to every rank, which saves and stops;
+    the exit code is the first failed rank's (2: an error message, 143: SIGTERM), and the ranks' closing
+    messages are printed once each, without torchrun's own traceback."""
+    import logging
+    import tempfile
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args as torchrun_args, run as torchrun
+
+    from utils.experiment import check_unlocked, experiment_dirs
+    if config.mode == "train":
+        check_unlocked(experiment_dirs(config).root)
     rest, skip = [], False
     for a in argv:
         if skip:
@@ -112,9 +149,23 @@ def launch(nproc, argv):
             skip = True
         elif not a.startswith("--nproc="):
             rest.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           os.path.abspath(__file__), *rest]
-    return subprocess.call(cmd)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)     # its failure report: ours below
+    with tempfile.TemporaryDirectory(prefix="cdn-ranks-") as folder:
+        os.environ[MESSAGES] = folder
+        try:
+            torchrun(torchrun_args(["--standalone", f"--nproc_per_node={nproc}", os.path.abspath(__file__), *rest]))
+            code = 0
+        except SignalException as e:
+            code = 128 + e.sigval
+        except ChildFailedError as e:
+            code = e.get_first_failure()[1].exitcode
+            code = code if code > 0 else 128 - code     # killed by signal N: 128 + N, as a shell reports it
+        finally:
+            del os.environ[MESSAGES]
+        for message in dict.fromkeys(open(os.path.join(folder, n), encoding="utf-8").read()
+                                     for n in sorted(os.listdir(folder))):
+            print(message, file=sys.stderr)
+    return code
 
 
 def _wants_cuda(device: str) -> bool:

@@ -19,8 +19,9 @@ def get_agent_class(name: str) -> type:
     return getattr(importlib.import_module(AGENT_MODULES[name]), name)
 
 
-def build_agent(config) -> BaseAgent:
-    """The agent named by ``config.agent``, after it has checked the model/dataset/loss names."""
+def build_agent(config, experiment=None) -> BaseAgent:
+    """The agent named by ``config.agent``, after it has checked the model/dataset/loss names;
+    ``experiment``: its utils.experiment.ExperimentFolder (default: a new one)."""
     cls = get_agent_class(config.agent)
     cls.check_config(config)
-    return cls(config)
+    return cls(config, experiment)

@@ -10,15 +10,17 @@ from typing import Callable, Dict, Optional, Tuple
 
 from engine.checkpoint import CheckpointManager
 from utils.distributed import init_distributed
-from utils.errors import CheckpointError, ConfigError
-from utils.experiment import prepare_experiment, resolve_device, seed_everything, setup_logging
+from utils.errors import CheckpointError, ConfigError, UserError
+from utils.experiment import ExperimentFolder, resolve_device, seed_everything, setup_logging
 
 
 class BaseAgent(ABC):
     #: mode -> command(agent); ``train`` is the agent's own
     commands: Dict[str, Callable] = {}
 
-    def __init__(self, config):
+    def __init__(self, config, experiment: Optional[ExperimentFolder] = None):
+        """``experiment``: the run's experiment folder (main.py's, which removes it again if the run fails
+        before training has written a checkpoint)."""
         self.config = config
         self.dist = init_distributed(config.device, config.dist_timeout)
         self.device = resolve_device(config.device, self.dist.local_rank, self.dist.enabled)
@@ -27,7 +29,8 @@ class BaseAgent(ABC):
                 raise ConfigError("amp 'fp16' needs a CUDA device and none is available; use --set amp=bf16 (or "
                                   "none) to train on the CPU")
             config.amp = "none"     # the training precision of the recipe: other modes run in fp32 here
-        self.dirs = prepare_experiment(config, is_main=self.dist.is_main, save_config=config.mode == "train")
+        self.experiment = experiment or ExperimentFolder(config)
+        self.dirs = self._prepare_experiment()
         self.logger = setup_logging(os.path.join(self.dirs.logs, f"{config.mode}.log"), self.dist.is_main)
         seed_everything(config.seed, config.deterministic)
         #: (path, state) of the checkpoint a non-training mode evaluates (state None: foreign weights), or None
@@ -58,6 +61,19 @@ class BaseAgent(ABC):
                                   f"set num_classes to null to use the checkpoint's")
         return stored
 
+    def _prepare_experiment(self):
+        """The experiment folders (rank 0 creates them; a training run locks the folder first); every rank
+        stops when rank 0 cannot have the folder, none waits for it."""
+        train, error = self.config.mode == "train", None
+        try:
+            dirs = self.experiment.prepare(self.dist.is_main, lock=train)
+        except UserError as e:
+            error = e
+        if self.dist.any(error is not None, self.device):
+            raise error or ConfigError(f"the experiment folder {self.experiment.dirs.root} cannot be used; rank 0's "
+                                       f"error above says why")
+        return dirs
+
     @classmethod
     def check_config(cls, config) -> None:
         """Check the names the agent will assemble (model, dataset, loss, ...) before any work starts."""
@@ -79,11 +95,15 @@ class BaseAgent(ABC):
                 f"{cfg.batch_size // world} x {cfg.grad_accum_steps} accumulation step(s)")
 
     def ready_to_train(self, trainer) -> bool:
-        """False (and one log line) when the resumed ``trainer`` has already reached ``max_epoch``."""
-        if trainer.state.epoch < self.config.max_epoch:
-            return True
-        self.logger.info(f"{self.config.exp_name}: already trained for {self.config.max_epoch} epochs; nothing to do")
-        return False
+        """False (and one log line) when the resumed ``trainer`` has already reached ``max_epoch``; else
+        training starts, and the resolved config is saved in the experiment folder."""
+        if trainer.state.epoch >= self.config.max_epoch:
+            self.logger.info(f"{self.config.exp_name}: already trained for {self.config.max_epoch} epochs; "
+                             f"nothing to do")
+            return False
+        if self.dist.is_main:
+            self.experiment.save_config()
+        return True
 
     @abstractmethod
     def train(self):

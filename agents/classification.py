@@ -53,8 +53,8 @@ class ClassificationAgent(BaseAgent):
         if config.loss == "distill":
             get_builder(config.teacher)
 
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config, experiment=None):
+        super().__init__(config, experiment)
         if config.channels_last is None:    # measured faster on the CPU in fp32 for every family (README)
             config.channels_last = self.device.type == "cpu" and config.mode == "train" and config.amp == "none"
         self._loaders = None

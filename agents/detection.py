@@ -49,8 +49,8 @@ class DetectionAgent(BaseAgent):
             raise ConfigError("benchmark_runtimes applies to classification models; the detection benchmark "
                               "times the PyTorch detector (export it with --mode export for onnxruntime)")
 
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config, experiment=None):
+        super().__init__(config, experiment)
         # image sizes change every step: cuDNN's autotuner would benchmark anew for each (torchvision's references)
         torch.backends.cudnn.benchmark = False
         self.loaded_checkpoint = None

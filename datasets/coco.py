@@ -35,6 +35,7 @@ from datasets.loader import _PlanBatchSampler, handle_bad_images, BadImage, Batc
 from datasets.transforms import mix_seed
 from utils.decode import DEFAULT_MAX_PIXELS, decode_image
 from utils.errors import DataError
+from utils.shutdown import worker_init
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +303,8 @@ class CocoLoader:
         pin = bool(pin_memory) and self.device.type == "cuda" and torch.cuda.is_available()
         self.dataloader = torch.utils.data.DataLoader(
             _CocoSamples(index, max_pixels), batch_sampler=_Sampler(self), num_workers=num_workers,
-            collate_fn=collate_detection, pin_memory=pin, persistent_workers=num_workers > 0)
+            collate_fn=collate_detection, pin_memory=pin, persistent_workers=num_workers > 0,
+            worker_init_fn=worker_init)
 
     batch_size = property(lambda self: self.plan.batch_size)
     num_samples = property(lambda self: self.plan.num_samples)

@@ -21,6 +21,7 @@ from datasets.transforms import (TAG_CROP, TAG_ERASE, TAG_SAMPLE, DeviceNormaliz
                                  mix_seed, random_crop_flip, seeded_global_rngs)
 from utils.decode import DEFAULT_MAX_PIXELS, bad_image, decode_image
 from utils.errors import DataError
+from utils.shutdown import worker_init
 
 
 def shard_indices(n, rank, world_size, *, shuffle, seed=0, epoch=0, pad=True):
@@ -266,7 +267,8 @@ class FolderLoader(_LoaderBase):
         self.dataloader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=_PlanBatchSampler(self), num_workers=num_workers,
             collate_fn=collate_uint8, pin_memory=pin, persistent_workers=num_workers > 0,
-            prefetch_factor=4 if num_workers > 0 else None, generator=self.generator)
+            prefetch_factor=4 if num_workers > 0 else None, generator=self.generator,
+            worker_init_fn=worker_init)
 
     def set_epoch(self, epoch, start_batch=0):
         super().set_epoch(epoch, start_batch)

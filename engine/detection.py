@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from utils import shutdown
 from utils.atomic_io import atomic_write
 from utils.coco_eval import evaluate_coco, to_coco_results
 
@@ -53,17 +54,23 @@ def detection_fields(arch: str) -> tuple:
 def evaluate_detector(model: nn.Module, loader, device: torch.device, dist, amp: str = "none",
                       summary: Optional[list] = None):
     """COCO box AP of ``model`` over ``loader`` (every rank its shard, outputs gathered): (metrics x100,
-    COCO result dicts). The model's train/eval mode is restored."""
+    COCO result dicts). The model's train/eval mode is restored; a stop request abandons the evaluation
+    within a batch or two (utils.shutdown.StopRequested)."""
     was_training = model.training
     model.eval()
     outputs = {}
-    for images, targets in loader:
-        with autocast(device, amp):
-            detections = model(images)
-        for t, d in zip(targets, detections):
-            outputs[int(t["image_id"])] = {k: v.float().cpu() if v.is_floating_point() else v.cpu()
-                                           for k, v in d.items()}
-    model.train(was_training)
+    checked = dist.min(len(loader), device)     # the batches every rank has (shards may differ by one)
+    try:
+        for i, (images, targets) in enumerate(loader):
+            if i < checked:
+                shutdown.check(dist, device)
+            with autocast(device, amp):
+                detections = model(images)
+            for t, d in zip(targets, detections):
+                outputs[int(t["image_id"])] = {k: v.float().cpu() if v.is_floating_point() else v.cpu()
+                                               for k, v in d.items()}
+    finally:
+        model.train(was_training)
     if dist.enabled:
         gathered = [None] * dist.world_size
         torch.distributed.all_gather_object(gathered, outputs)

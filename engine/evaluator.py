@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from utils import shutdown
 from utils.metrics import RunningSums
 
 __all__ = ["evaluate", "autocast"]
@@ -25,7 +26,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, dist, num_classes: 
     """Loss, top-1, top-5 (``confusion``: also the K x K matrix, rows = true class) over ``loader``.
 
     Every rank evaluates its shard; the sums are all-reduced, so each sample counts once. ``forward``
-    replaces ``model(x)`` (e.g. a deployment runtime). The model's train/eval mode is restored.
+    replaces ``model(x)`` (e.g. a deployment runtime). The model's train/eval mode is restored. A stop
+    request abandons the evaluation within a batch or two (utils.shutdown.StopRequested).
     """
     was_training = model.training
     model.eval()
@@ -35,14 +37,19 @@ def evaluate(model: nn.Module, loader, device: torch.device, dist, num_classes: 
     matrix = torch.zeros(k * k, dtype=torch.int64, device=device) if confusion else None
     run = forward or model
     ctx = autocast(device, amp) if forward is None else contextlib.nullcontext()
-    for x, y in tqdm(loader, desc="validate", disable=not (progress and dist.is_main), leave=False,
-                     dynamic_ncols=True):
-        with ctx:
-            output = run(x)
-        sums.update(criterion(output.float(), y), output, y)
-        if confusion:
-            matrix += torch.bincount(y * k + output.argmax(1), minlength=k * k)
-    model.train(was_training)
+    checked = dist.min(len(loader), device)     # the batches every rank has (shards may differ by one)
+    try:
+        for i, (x, y) in enumerate(tqdm(loader, desc="validate", disable=not (progress and dist.is_main),
+                                        leave=False, dynamic_ncols=True)):
+            if i < checked:
+                shutdown.check(dist, device)
+            with ctx:
+                output = run(x)
+            sums.update(criterion(output.float(), y), output, y)
+            if confusion:
+                matrix += torch.bincount(y * k + output.argmax(1), minlength=k * k)
+    finally:
+        model.train(was_training)
     dist.all_reduce_sum(sums.sums)
     stats = sums.compute()
     if confusion:

@@ -75,8 +75,16 @@ class RunLogger:
     def __init__(self, summaries: str, metrics_csv: str, logger, max_epoch: int, is_main: bool = True,
                  fields: Sequence[str] = METRIC_FIELDS):
         self.metrics_csv, self.logger, self.max_epoch, self.is_main = metrics_csv, logger, max_epoch, is_main
-        self.fields = tuple(fields)
-        self.writer = EventFile(summaries) if is_main else None
+        self.summaries, self.fields = summaries, tuple(fields)
+        self._writer = None
+
+    @property
+    def writer(self):
+        """The TensorBoard event file (main process), created on the first scalar: a run that fails before
+        training leaves no empty event file."""
+        if self._writer is None and self.is_main:
+            self._writer = EventFile(self.summaries)
+        return self._writer
 
     def step(self, step: int, scalars: dict) -> None:
         """Per-iteration scalars (``train/loss``, ``train/lr``, ...)."""
@@ -121,7 +129,7 @@ class RunLogger:
             self.writer.text(tag, text)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 

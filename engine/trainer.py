@@ -4,13 +4,17 @@ A step (``train_one_epoch``): training progress to the model (condensation), the
 rate, forward under autocast, loss (+ an optional regulariser such as the group lasso), backward through
 the gradient scaler, optional clipping, optimizer step, EMA update. Nothing in a step waits for the host:
 the loss/accuracy sums stay on the device and the NaN check, the progress bar and the TensorBoard
-scalars read them every ``log_interval`` steps (every step on the CPU, where reading is free). A stop
-request (SIGINT/SIGTERM) is a host flag; under DDP the ranks agree on it every ``log_interval`` steps,
-so the vote costs one all-reduce per interval, not per step.
+scalars read them every ``log_interval`` steps (every step on the CPU, where reading is free).
+
+A stop request (SIGINT/SIGTERM, utils.shutdown) is a host flag from the first step on; under DDP the
+ranks agree on it every ``log_interval`` steps (one all-reduce per interval, not per step), and every
+batch of a validation. Stopped in training, the trainer saves the position; stopped in a validation, it
+abandons it and saves the epoch's trained position (epoch e, batch = its last), so that a resume
+validates epoch e (its metrics row and the best.pth ranking) before it trains e + 1.
 
 Everything a resumed run needs is in the checkpoint payload: the model, optimizer, scaler and EMA
-states, the TrainState and the RNG states; data order and augmentation are functions of (seed, epoch,
-batch), so an interrupted run continues bit for bit.
+states and the TrainState; data order, augmentation and the dropout draws are functions of (seed,
+epoch, batch, rank), so an interrupted run continues bit for bit.
 """
 import os
 import signal
@@ -21,6 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from utils import shutdown
 from utils.checkpoint import load_checkpoint
 from utils.errors import CheckpointError, Interrupted, TrainingError
 from utils.metrics import RunningSums
@@ -76,7 +81,7 @@ class Trainer:
         self.accum = config.grad_accum_steps
         self.steps_per_epoch = optimizer_steps(self.iters_per_epoch, self.accum)
         self._condenses = model.supports("condense")
-        self._stop_signal = None
+        self.epoch_train = None     # the training stats of an epoch whose validation a resume still owes
 
     # ------------------------------------------------------------------ checkpoints
     def payload(self) -> dict:
@@ -118,6 +123,7 @@ class Trainer:
             self.ema.load_state_dict(state["ema"] if state.get("ema") else state["model"])
         self.state.load_state_dict(state)
         self._check_same_batch(state.get("config") or {}, path)
+        self.epoch_train = state.get("epoch_train")
         self.logger.info(f"resumed from {path} at epoch {self.state.epoch + 1}, batch {self.state.batch} "
                          f"(best {self.metric_key} so far {self.state.best_metric:.2f})")
 
@@ -139,23 +145,29 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def fit(self) -> float:
         """Train from the current (possibly resumed) position to ``max_epoch``; returns the best metric."""
-        cfg, st = self.cfg, self.state
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        cfg, st, n = self.cfg, self.state, self.iters_per_epoch
         self.run_logger.text("config", "\n".join(f"    {k}: {v}" for k, v in sorted(self.meta()["config"].items())))
         try:
             while st.epoch < cfg.max_epoch:
                 epoch, start = st.epoch, time.perf_counter()
-                train = self.train_one_epoch(epoch)
+                if st.batch < n or self.epoch_train is None:
+                    self.epoch_train = self.train_one_epoch(epoch)
+                # else resumed after this epoch's training, with its validation outstanding
+                train = self.epoch_train
                 st.epoch, st.batch = epoch + 1, 0
                 row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                        **{f"train_{k}": v for k, v in train.items() if k not in ("count", "images_per_s")},
                        "train_images_per_s": train["images_per_s"]}
                 is_best = False
                 if (epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.max_epoch:
-                    row.update({f"val_{k}": v for k, v in self.validate().items() if k != "count"})
-                    if self.ema is not None:
-                        row.update({f"ema_val_{k}": v for k, v in self.validate(self.ema.module).items()
-                                    if k != "count"})
+                    try:
+                        row.update({f"val_{k}": v for k, v in self.validate().items() if k != "count"})
+                        if self.ema is not None:
+                            row.update({f"ema_val_{k}": v for k, v in self.validate(self.ema.module).items()
+                                        if k != "count"})
+                    except shutdown.StopRequested:
+                        st.epoch, st.batch = epoch, n       # trained, not validated
+                        self._stop(lambda: {**self.payload(), "epoch_train": train})
                     metric = row[f"{'ema_' if self.ema is not None else ''}val_{self.metric_key}"]
                     is_best = metric > st.best_metric
                     st.best_metric = max(metric, st.best_metric)
@@ -165,10 +177,18 @@ class Trainer:
                 if skipped:
                     self.logger.warning(f"skipped {skipped} unreadable image(s) so far (bad_images is 'skip')")
                 self.checkpoints.save(self.payload, best=is_best)
+                if st.epoch < cfg.max_epoch and shutdown.should_stop(self.dist, self.device):
+                    self._stop()    # asked during the save, which finished
         finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+            shutdown.stop_deferring()
         return st.best_metric
+
+    def _stop(self, payload: Optional[Callable[[], dict]] = None) -> None:
+        """Stop, as the ranks agreed (utils.shutdown), after saving ``payload``: the position to resume
+        from (None: just saved)."""
+        if payload is not None:
+            self.checkpoints.save(payload)
+        raise Interrupted(shutdown.requested() or signal.SIGTERM, saved=True)
 
     # ------------------------------------------------------------------ the task (classification)
     metric_key = "top1"
@@ -184,12 +204,6 @@ class Trainer:
         """(loss, output) of one batch, under autocast."""
         output = self.train_model(x)
         return self.criterion(output, target, x), output
-
-    def _on_signal(self, signum, frame):
-        if self._stop_signal is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self._stop_signal = signum
-        self.logger.warning(f"received {signal.Signals(signum).name}: saving a checkpoint after this iteration")
 
     def _set_progress(self, progress: float) -> None:
         events = self.model.set_progress(progress)
@@ -220,6 +234,7 @@ class Trainer:
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         on_cpu = self.device.type == "cpu"
         for i, (x, y) in enumerate(self.train_loader, start=st.batch):
+            shutdown.defer()    # unsaved progress from here on: a signal asks to stop after this batch
             step = epoch * self.steps_per_epoch + i // k        # the optimizer step this batch is part of
             if i % k == 0:
                 if self._condenses:
@@ -250,11 +265,11 @@ class Trainer:
             if cfg.recovery_every and st.step % cfg.recovery_every == 0 and not last:
                 self._check_finite(finite, epoch, i)
                 self.checkpoints.save_recovery(self.payload, st.step)
-            # single process: the flag is read every step; DDP: the ranks vote at the log interval
-            if (at_interval or not self.dist.enabled) and self.dist.any(self._stop_signal is not None, self.device):
+            # single process: the flag is read every step; DDP: the ranks vote at the log interval. After
+            # the last batch, fit stops instead (in the validation, or after the epoch's checkpoint).
+            if not last and (at_interval or not self.dist.enabled) and shutdown.should_stop(self.dist, self.device):
                 bar.close()
-                self.checkpoints.save(self.payload)
-                raise Interrupted(self._stop_signal or signal.SIGTERM)
+                self._stop(self.payload)
         bar.close()
         self.dist.all_reduce_sum(sums.sums)
         stats = sums.compute()

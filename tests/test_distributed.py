@@ -105,9 +105,8 @@ def test_killing_one_rank_stops_the_launcher(tmp_path):
         deadline, workers = time.time() + 120, []
         while time.time() < deadline and not (tmp_path / "exp" / "kill" / "metrics.csv").exists():
             time.sleep(0.5)
-        launcher = _children(proc.pid)
-        workers = [w for p in launcher for w in _children(p)]
-        assert len(workers) == 2, (launcher, workers)
+        workers = _children(proc.pid)      # the launcher runs torchrun in its own process
+        assert len(workers) == 2, workers
         os.kill(workers[1], signal.SIGKILL)
         start = time.time()
         code = proc.wait(timeout=90)

@@ -43,6 +43,14 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return bool(t.item())
 
+    def min(self, value, device):
+        """The smallest ``value`` (an int) over the ranks."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([float(value)], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t.item())
+
     def broadcast_buffers(self, module):
         """Make every rank hold rank 0's buffers (e.g. condensation masks after a pruning event)."""
         if self.enabled:

@@ -34,11 +34,12 @@ class TrainingError(UserError):
 
 
 class Interrupted(BaseException):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint (a BaseException, like KeyboardInterrupt)."""
+    """The run stopped on SIGINT/SIGTERM (a BaseException, like KeyboardInterrupt); ``saved``: training
+    saved its position first (utils.shutdown)."""
 
-    def __init__(self, signum):
+    def __init__(self, signum, saved=False):
         super().__init__(signum)
-        self.signum = signum
+        self.signum, self.saved = signum, saved
 
 
 def check(condition, message, error=ConfigError):

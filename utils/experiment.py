@@ -1,8 +1,11 @@
 """The experiment folder (``<exp_root>/<exp_name>/``), logging, seeding and device selection."""
+import fcntl
 import json
 import logging
 import os
 import random
+import shutil
+import socket
 import sys
 
 import numpy as np
@@ -21,25 +24,129 @@ def experiment_dirs(config):
                      "metrics": os.path.join(root, "metrics.csv"), "config": os.path.join(root, "config.json")})
 
 
-def prepare_experiment(config, is_main=True, save_config=True):
-    """Create the experiment folders, remove the temporary files of killed runs (every mode starts
-    here) and save the resolved config; one sentence if the folder is not writable."""
-    dirs = experiment_dirs(config)
-    if is_main:
+LOCK_FILE = "train.lock"
+
+
+class ExperimentFolder:
+    """``<exp_root>/<exp_name>/`` for one run.
+
+    :meth:`prepare` creates it; a training run also locks it (one training run per experiment: an
+    exclusive ``flock`` on ``train.lock``, which the kernel releases when the process ends, so a crash
+    never leaves a stale lock). :meth:`close` releases the lock and, after a failed run, removes the
+    folder again if this run created it and no checkpoint was written: a failed start leaves no empty
+    skeleton, and nothing that existed before the run is ever removed.
+    """
+
+    def __init__(self, config):
+        self.config, self.dirs = config, experiment_dirs(config)
+        self.created = None     # the topmost folder this run created, when it created the experiment folder
+        self._lock = None
+
+    def prepare(self, is_main: bool = True, lock: bool = False) -> EasyDict:
+        """Create the folders (``lock``: after locking the experiment, before anything is written); one
+        sentence if the folder is not writable or another training run holds it."""
+        dirs = self.dirs
+        if is_main:
+            try:
+                self.created = _make_folder(dirs.root)
+                if lock:
+                    self._lock = _lock(dirs.root)
+                    if self._lock is None:
+                        raise _in_use(dirs.root)
+                    self._lock.seek(0)
+                    self._lock.truncate()
+                    self._lock.write(f"{os.getpid()} {socket.gethostname()}\n")
+                    self._lock.flush()
+                for d in SUBDIRS:
+                    os.makedirs(dirs[d], exist_ok=True)
+                probe = temporary_path(os.path.join(dirs.root, "write-test"))
+                with open(probe, "w"):
+                    pass
+                os.remove(probe)
+            except OSError as e:
+                raise ConfigError(f"cannot write the experiment folder {dirs.root!r} ({e.strerror or e}); "
+                                  f"set exp_root to a writable folder") from e
+            remove_stale_temporaries(dirs.root)     # every mode starts here: a killed run's leftovers go
+        return dirs
+
+    def save_config(self) -> None:
+        """``config.json``: the resolved config, written when training starts (a run that fails before
+        leaves an earlier run's file as it was)."""
+        atomic_write(self.dirs.config, json.dumps(self.config, indent=2, sort_keys=True))
+
+    def close(self, failed: bool) -> None:
+        """Release the lock; after a failed run remove what this run created, unless a checkpoint was
+        written (or another training run holds the folder)."""
         try:
-            for d in SUBDIRS:
-                os.makedirs(dirs[d], exist_ok=True)
-            probe = temporary_path(os.path.join(dirs.root, "write-test"))
-            with open(probe, "w"):
-                pass
-            os.remove(probe)
-        except OSError as e:
-            raise ConfigError(f"cannot write the experiment folder {dirs.root!r} ({e.strerror or e}); "
-                              f"set exp_root to a writable folder") from e
-        remove_stale_temporaries(dirs.root)
-        if save_config:
-            atomic_write(dirs.config, json.dumps(config, indent=2, sort_keys=True))
-    return dirs
+            if failed and self.created and not _has_checkpoint(self.dirs.checkpoints):
+                if self._lock is None:
+                    self._lock = _lock(self.dirs.root) if os.path.isdir(self.dirs.root) else None
+                    if self._lock is None:
+                        return
+                root = os.path.abspath(self.dirs.root)
+                shutil.rmtree(root, ignore_errors=True)
+                parent, top = os.path.dirname(root), self.created
+                while os.path.commonpath([parent, top]) == top:     # the parents this run created, if empty
+                    try:
+                        os.rmdir(parent)
+                    except OSError:
+                        break
+                    parent = os.path.dirname(parent)
+        finally:
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
+
+
+def _in_use(root: str) -> ConfigError:
+    """The sentence for a second training run on a locked experiment folder, naming the holder."""
+    try:
+        with open(os.path.join(root, LOCK_FILE)) as f:
+            pid, host = f.read().split()
+        holder = f"process {int(pid)} on {host}"
+    except (OSError, ValueError):   # the holder has locked but not yet written its PID
+        holder = "another process"
+    return ConfigError(f"the experiment {root} is being trained by {holder}, and an experiment takes one "
+                       f"training run at a time; wait for it to finish (or stop it), or set another exp_name")
+
+
+def check_unlocked(root: str) -> None:
+    """One sentence if a training run holds experiment folder ``root`` (the ``--nproc`` launcher's check
+    before it starts the processes; rank 0 then takes the lock)."""
+    if os.path.exists(os.path.join(root, LOCK_FILE)):
+        f = _lock(root)
+        if f is None:
+            raise _in_use(root)
+        f.close()
+
+
+def _lock(root: str):
+    """``root/train.lock`` open and exclusively locked, or None when another process holds it."""
+    f = open(os.path.join(root, LOCK_FILE), "a+")     # not truncated: the holder's PID stays readable
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def _make_folder(root: str):
+    """Create ``root`` and its missing parents; the topmost folder created, or None if ``root`` existed
+    (``mkdir`` decides, so of two runs starting together only one owns a new folder)."""
+    root = top = os.path.abspath(root)
+    while not os.path.isdir(os.path.dirname(top)):
+        top = os.path.dirname(top)
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    try:
+        os.mkdir(root)
+    except FileExistsError:
+        return None
+    return top
+
+
+def _has_checkpoint(folder: str) -> bool:
+    return os.path.isdir(folder) and any(name.endswith(".pth") for name in os.listdir(folder))
 
 
 class _LogFile(logging.FileHandler):
@@ -75,7 +182,7 @@ def setup_logging(log_file=None, is_main=True):
     console.setFormatter(logging.Formatter("%(message)s"))
     handlers = [console]
     if log_file and is_main:
-        fh = _LogFile(log_file)
+        fh = _LogFile(log_file, delay=True)      # no empty file from a run that logs nothing
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handlers.append(fh)
     for h in handlers:
