@@ -121,11 +121,14 @@ def test_corrupt_newest_checkpoint_falls_back_to_recovery(tmp_path, capsys):
     assert main.main([path]) == 0
     folder = ckpt_dir(tmp_path, "fall")
     (folder / "last.pth").write_bytes((folder / "last.pth").read_bytes()[:1000])
+    capsys.readouterr()     # best.pth (the same epoch-1 position) is the newest readable one
+    assert main.main([path]) == 0
+    assert f"{folder / 'last.pth'} could not be read; resuming from {folder / 'best.pth'}" in capsys.readouterr().err
+    (folder / "best.pth").write_bytes((folder / "best.pth").read_bytes()[:1000])
     newest = recovery_checkpoints(folder)[0]
-    capsys.readouterr()
     assert main.main([config(tmp_path, "fall", max_epoch=2, recovery_every=4, recovery_keep=3)]) == 0
     err = capsys.readouterr().err
-    assert "falling back to" in err and os.path.basename(newest) in err
+    assert f"{folder / 'last.pth'}, {folder / 'best.pth'} could not be read; resuming from {newest}" in err, err
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False)
