@@ -25,14 +25,15 @@ FAIL; the exit status is 1 when any failed.
 On the CPU (``--device cpu --amp bf16 --smoke``: tiny models and subsets; tests/test_gpu_check.py) the same
 code runs with the CPU for CUDA and bf16 for fp16. A dispatch mode that raises on scalar reads (``.item()``,
 ``float(t)``, ``bool(t)``) stands in for the sync debug mode (it does not see copies, which on the CPU wait
-for nothing), and the memory column shows "-" (there is no CUDA allocator to ask).
+for nothing; under it torch.compile runs eagerly, so the CPU test skips ``compile``, which
+tests/test_switch_matrix.py covers through main.py), and the memory column shows "-" (no CUDA allocator).
+Each invocation writes its experiments into a fresh ``<work>/run-<time>/``.
 """
 import argparse
 import contextlib
 import functools
 import gc
 import json
-import os
 import subprocess
 import sys
 import time
@@ -303,7 +304,7 @@ class Row:
     model: str
     setting: str
     batch: int
-    images_per_s: float
+    images_per_s: Optional[float]       # None: out of GPU memory
     peak_mb: Optional[float]
 
 
@@ -352,6 +353,7 @@ def table_rows(s: Settings, steps: int, warmup: int, log: Callable[[str], None] 
     from graphs.models import create_model
     import timm
     device = torch.device(s.device)
+    torch.backends.cudnn.benchmark = True      # as a training run without deterministic: true sets it
     jobs = []
     for case in CASES:
         cfg = load_config(str(ROOT / case.config), world_size=1)
@@ -376,9 +378,14 @@ def table_rows(s: Settings, steps: int, warmup: int, log: Callable[[str], None] 
         setting = ", ".join([s.amp, "channels_last" if cl else "NCHW"]
                             + ([] if me is None else ["memory-efficient" if me else "memory-efficient off"])
                             + ([f"{size} px"] if classes == 1000 else []))
-        rate, peak = measure_training(build, batch, size, classes, s.amp, cl, device, steps, warmup)
+        try:
+            rate, peak = measure_training(build, batch, size, classes, s.amp, cl, device, steps, warmup)
+        except torch.cuda.OutOfMemoryError:
+            rate = peak = None
+            gc.collect()
+            torch.cuda.empty_cache()
         rows.append(Row(name, setting, batch, rate, peak))
-        log(f"  measured {name}, {setting}: {rate:.0f} images/s")
+        log(f"  measured {name}, {setting}: " + (f"{rate:.3g} images/s" if rate else "out of memory"))
     return rows
 
 
@@ -386,8 +393,10 @@ def format_table(rows: Sequence[Row], device_name: str) -> str:
     lines = [f"Training throughput and peak memory on {device_name} (random data, per-GPU batch of the recipe)", "",
              "| model | setting | batch per GPU | images/s | peak GPU memory (MB) |", "|---|---|---:|---:|---:|"]
     for r in rows:
+        rate = "out of memory" if r.images_per_s is None else f"{r.images_per_s:.3g}" if r.images_per_s < 100 \
+            else f"{r.images_per_s:.0f}"
         peak = "-" if r.peak_mb is None else f"{r.peak_mb:.0f}"
-        lines.append(f"| {r.model} | {r.setting} | {r.batch} | {r.images_per_s:.0f} | {peak} |")
+        lines.append(f"| {r.model} | {r.setting} | {r.batch} | {rate} | {peak} |")
     return "\n".join(lines)
 
 
@@ -403,7 +412,8 @@ class Report:
         try:
             note = fn()
         except Exception as e:  # noqa: BLE001 - every failure is reported, then the next stage runs
-            ours = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.startswith(str(ROOT)) and "site-packages" not in f.filename]
+            ours = [f for f in traceback.extract_tb(e.__traceback__)
+                    if f.filename.startswith(str(ROOT)) and "site-packages" not in f.filename]
             where = "".join(traceback.format_list(ours[-3:])).rstrip()
             print(f"FAIL  {label} ({time.perf_counter() - start:.0f} s): {type(e).__name__}: {e}\n{where}", flush=True)
             self.failed.append(label)
@@ -471,6 +481,8 @@ def main(argv=None) -> int:
         if "table" not in skip else None
     if rows:
         print("\n" + format_table(rows, device_name) + "\n", flush=True)
+        report.failed += [f"{r.model}, {r.setting}: out of memory at batch {r.batch}" for r in rows
+                          if r.images_per_s is None]
     print(f"gpu_check: {len(report.failed)} stage(s) failed: {'; '.join(report.failed)}" if report.failed
           else "gpu_check: every stage passed", flush=True)
     return 1 if report.failed else 0

@@ -96,9 +96,9 @@ def estimate(path: str, budget_gb: float = 40.0) -> dict:
 
 
 def format_table(rows, budget_gb: float) -> str:
-    lines = [f"| config | model | precision | input | activations per image (MB) | fixed: weights, grads, optimizer, EMA, "
-             f"autocast copies (MB) | global batch | batch per GPU | estimate per GPU (GB) | largest batch within {budget_gb:g} GB |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| config | model | precision | input | activations per image (MB) | fixed: weights, grads, optimizer, "
+             "EMA, autocast copies (MB) | global batch | batch per GPU | estimate per GPU (GB) | largest batch within "
+             f"{budget_gb:g} GB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| `{r['config']}` | `{r['model']}` | {r['amp'] if r['amp'] != 'none' else 'fp32'} | "
                      f"{r['input']} | {r['per_image_mb']:.1f} | {r['state_mb']:.0f} | {r['global_batch']} | "

@@ -70,7 +70,7 @@ def test_a_failing_stage_is_reported_and_the_exit_status_is_1(tmp_path, cifar10_
                            "--skip", "ddp,export,table"])
     out = capsys.readouterr().out
     assert code == 1
-    assert re.search(r"FAIL  condensenet_86: one epoch, bf16 \+ channels_last, host syncs are errors .*synchronizing", out)
+    assert re.search(r"FAIL  condensenet_86: one epoch, bf16 \+ channels_last, host syncs are errors .*synchron", out)
     # the later stages still ran (and failed: no checkpoint was written)
     assert re.search(r"FAIL  condensenet_86: resume .*synchronizing", out)
     assert out.splitlines()[-1].startswith("gpu_check: 4 stage(s) failed: condensenet_86: one epoch")
