@@ -34,12 +34,12 @@ def test_results_rows_are_the_runs_metrics_and_missing_runs_are_marked(tmp_path,
     (top1,) = _val_top1(exp / "condensenet_86_cifar10")
     assert cells[1] == "94.94 (5.06)"                            # CondenseNet-86 (G=C=4): 5.06 % error
     assert cells[2] == f"{top1:.2f} / {top1:.2f}" and cells[3] == "–"
-    assert cells[4:] == ["1 / 300", "64 / 64", "short: 1 of 300 epochs"]
+    assert cells[4:] == ["1 / 300", "64 / 64", "short: 1 of 300 epochs (max_epoch 1)"]
 
     cells = _row(out, "cdnv2_110_cifar10")
     (top1,) = _val_top1(exp / "cdnv2_110_cifar10")
     assert cells[2] == f"{top1:.2f} / {top1:.2f}"
-    assert cells[4:] == ["1 / 300", "32 / 64", "short: 1 of 300 epochs; global batch 32, not 64"]
+    assert cells[4:] == ["1 / 300", "32 / 64", "short: 1 of 300 epochs (max_epoch 1); global batch 32, not 64"]
 
     assert _row(out, "condensenet_50_cifar10")[2:] == ["–", "–", "– / 300", "– / 64", "missing"]
     assert _row(out, "cdnv2_a_imagenet")[5:] == ["– / 1024", "missing"]

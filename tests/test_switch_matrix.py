@@ -109,7 +109,6 @@ def test_main_trains_resumes_and_validates_under_switch(tmp_path, name, switch):
     assert main.main([str(path), "--mode", "validate"]) == 0
 
 
-
 # ---------------------------------------------------------------------------------------------------
 # compile: true through main.py on the CPU, fp16 through main.py on CUDA: train, stop after epoch 1,
 # resume, validate, against an uninterrupted eager run of the same config

@@ -12,7 +12,7 @@ condensed cost (as the papers do); "converted" is the deployable model (v1: clas
 
 The reproduced table reads ``<results>/<exp_name>/`` of every row (``exp_name`` is the config's name):
 ``metrics.csv`` for the best and the final validation top-1 (and the EMA's where the recipe keeps one) and
-``config.json`` for the run's epochs and global batch (batch_size x grad_accum_steps). A row without a run
+``config.json`` for the run's max_epoch and global batch (batch_size x grad_accum_steps). A row without a run
 says "missing"; a run that trained fewer epochs than the recipe says "short"; another global batch is named.
 """
 import argparse
@@ -110,7 +110,8 @@ def results_table(title: str, pattern: str, results: str) -> str:
             continue
         notes = []
         if run["epochs"] < recipe.max_epoch:
-            notes.append(f"short: {run['epochs']} of {recipe.max_epoch} epochs")
+            planned = f" (max_epoch {run['max_epoch']})" if run["max_epoch"] < recipe.max_epoch else ""
+            notes.append(f"short: {run['epochs']} of {recipe.max_epoch} epochs{planned}")
         if run["global_batch"] != batch:
             notes.append(f"global batch {run['global_batch']}, not {batch}")
         if run["val_top1"] is None:
