@@ -316,8 +316,10 @@ def _sync(device: torch.device) -> None:
 def measure_training(build: Callable[[], torch.nn.Module], batch: int, size: int, num_classes: int, amp: str,
                      channels_last: bool, device: torch.device, steps: int, warmup: int) -> tuple:
     """(images/s, peak MB or None on the CPU) of ``steps`` training steps after ``warmup``: forward under
-    autocast, cross-entropy, backward through a gradient scaler (fp16), SGD (fused on CUDA) on random data."""
+    autocast, cross-entropy, backward through a gradient scaler (fp16), SGD (fused on CUDA) on random data.
+    The peak counts what this model's training allocates: weights, gradients, optimizer state, activations."""
     torch.manual_seed(0)
+    base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     model = build().to(device).train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
@@ -326,7 +328,7 @@ def measure_training(build: Callable[[], torch.nn.Module], batch: int, size: int
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (batch,), device=device)
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.reset_peak_memory_stats(device)     # the peak starts at what is allocated now
     start = time.perf_counter()
     for i in range(warmup + steps):
         if i == warmup:
@@ -340,7 +342,7 @@ def measure_training(build: Callable[[], torch.nn.Module], batch: int, size: int
         opt.zero_grad(set_to_none=True)
     _sync(device)
     rate = batch * steps / (time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
     del model, opt, x, y, loss
     gc.collect()
     if device.type == "cuda":
@@ -354,6 +356,8 @@ def table_rows(s: Settings, steps: int, warmup: int, log: Callable[[str], None] 
     import timm
     device = torch.device(s.device)
     torch.backends.cudnn.benchmark = True      # as a training run without deterministic: true sets it
+    torch._dynamo.reset()                      # the compiled training runs' graphs and what they hold go
+    gc.collect()
     jobs = []
     for case in CASES:
         cfg = load_config(str(ROOT / case.config), world_size=1)
