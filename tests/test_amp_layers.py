@@ -1,4 +1,5 @@
-"""Memory-efficient BN-act-conv under bf16 autocast: same outputs and gradients as the plain path.
+"""Memory-efficient BN-act-conv under autocast: same outputs and gradients as the plain path, in bf16 on
+the CPU and in fp16 on CUDA (marked ``cuda``: skipped without a GPU, run by benchmarks/gpu_check.sh).
 
 The plain path (autograd through BatchNorm2d -> activation -> autocast conv2d) is the independent
 reference; the memory-efficient path recomputes BN/activation in a hand-written backward, which once
@@ -13,7 +14,7 @@ from graphs.layers import SFR, Conv, LearnedGroupConv
 
 
 def _close(a, b, name, tol=2e-2):
-    """Max error relative to the reference's largest magnitude (bf16 has 8 mantissa bits)."""
+    """Max error relative to the reference's largest magnitude (bf16 has 8 mantissa bits, fp16 11)."""
     assert a.dtype == b.dtype, f"{name}: dtype {a.dtype} vs {b.dtype}"
     a, b = a.detach().float(), b.detach().float()
     err = float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
@@ -35,30 +36,38 @@ def _layers():
     }
 
 
+# (device, the autocast dtype): bf16 is the CPU's training precision, fp16 CUDA's
+PRECISIONS = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16"),
+              pytest.param("cuda", torch.float16, id="cuda-fp16", marks=pytest.mark.cuda)]
+
+
+@pytest.mark.parametrize("device, low", PRECISIONS)
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("low_input", [False, True], ids=["fp32-input", "low-input"])
 @pytest.mark.parametrize("name", list(_layers()))
-def test_memory_efficient_matches_plain_under_bf16_autocast(name, input_dtype, channels_last):
+def test_memory_efficient_matches_plain_under_autocast(name, low_input, channels_last, device, low):
     layer, shapes, with_old = _layers()[name]
-    layer.train()
+    layer.train().to(device)
+    input_dtype = low if low_input else torch.float32
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(1)
-    feats = [torch.randn(s, generator=g).to(input_dtype).contiguous(memory_format=fmt) for s in shapes]
-    old = torch.randn(2, 16, 6, 6, generator=g).to(input_dtype) if with_old else None
-    grad_out = torch.randn(2, layer.out_channels if hasattr(layer, "out_channels") else 8, 6, 6, generator=g)
+    feats = [torch.randn(s, generator=g).to(device, input_dtype).contiguous(memory_format=fmt) for s in shapes]
+    old = torch.randn(2, 16, 6, 6, generator=g).to(device, input_dtype) if with_old else None
+    grad_out = torch.randn(2, layer.out_channels if hasattr(layer, "out_channels") else 8, 6, 6,
+                           generator=g).to(device)
     results = {}
     for efficient in (False, True):
         m = copy.deepcopy(layer)
         m.memory_efficient = efficient
         xs = [f.clone().requires_grad_(True) for f in feats]
-        with torch.autocast("cpu", torch.bfloat16):
+        with torch.autocast(device, low):
             arg = xs if len(xs) > 1 else xs[0]
             out = m(arg, old) if with_old else m(arg)
         out.backward(grad_out.to(out.dtype))
         results[efficient] = (out, [x.grad for x in xs], dict(m.named_parameters()), m)
     (out_p, gx_p, par_p, m_p), (out_e, gx_e, par_e, m_e) = results[False], results[True]
-    # the conv runs in bf16; SFR's ``x_old + r`` promotes to an fp32 x_old
-    assert out_e.dtype == out_p.dtype == (input_dtype if with_old else torch.bfloat16)
+    # the conv runs in the autocast dtype; SFR's ``x_old + r`` promotes to an fp32 x_old
+    assert out_e.dtype == out_p.dtype == (input_dtype if with_old else low)
     _close(out_e, out_p, "output", tol=1e-2)
     for i, (a, b) in enumerate(zip(gx_e, gx_p)):
         assert a.dtype == input_dtype

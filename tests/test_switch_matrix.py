@@ -1,10 +1,13 @@
-"""Every family trains under bf16 autocast, channels_last, both, and memory_efficient off (CPU).
+"""Every family trains under bf16 autocast, channels_last, both, and memory_efficient off (CPU); through
+main.py also compiled (CPU) and in fp16 on CUDA (marked ``cuda``: skipped without a GPU).
 
 A plain loop (forward under autocast, backward, SGD step, then an eval forward) for two steps; the
 loss must stay finite, every parameter must get a finite fp32 gradient, and the eval logits must be
 close to the fp32 NCHW model's (same weights), so a switch that silently breaks the numerics fails too.
 """
 import copy
+import json
+import shutil
 
 import pytest
 import torch
@@ -92,8 +95,6 @@ MAIN_SWITCHES = {"bf16": dict(amp="bf16"), "channels_last": dict(channels_last=T
                                     for s in MAIN_SWITCHES])
 @pytest.mark.parametrize("name", list(MAIN_MODELS))
 def test_main_trains_resumes_and_validates_under_switch(tmp_path, name, switch):
-    import json
-
     import main
     from utils.checkpoint import load_checkpoint
     cfg = {"exp_name": "m", "agent": "ClassificationAgent", "model": name, "model_args": MAIN_MODELS[name],
@@ -106,3 +107,59 @@ def test_main_trains_resumes_and_validates_under_switch(tmp_path, name, switch):
     assert main.main([str(path), "--set", "max_epoch=2"]) == 0                       # resumes epoch 2
     assert load_checkpoint(tmp_path / "exp" / "m" / "checkpoints" / "last.pth")["epoch"] == 2
     assert main.main([str(path), "--mode", "validate"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# compile: true through main.py on the CPU, fp16 through main.py on CUDA: train, stop after epoch 1,
+# resume, validate, against an uninterrupted eager run of the same config
+def _write(tmp_path, name, **cfg):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"exp_name": name, "agent": "ClassificationAgent", "dataset": "synthetic",
+                                "num_classes": 4, "synthetic_train_size": 16, "synthetic_val_size": 8,
+                                "synthetic_shape": [3, 32, 32], "batch_size": 8, "max_epoch": 2, "lr": 0.02,
+                                "seed": 3, "exp_root": str(tmp_path / "exp"), **cfg}))
+    return str(path)
+
+
+def _resumed_and_uninterrupted(tmp_path, monkeypatch, reference: dict, run: dict):
+    """(final weights of ``reference`` run straight through, of ``run`` stopped after epoch 1 and resumed);
+    the resumed run is validated too."""
+    import main
+    from conftest import run_interrupted_after_epoch_1
+    from utils.checkpoint import load_checkpoint
+    assert main.main([_write(tmp_path, "ref", **reference)]) == 0
+    path = _write(tmp_path, "run", **run)
+    run_interrupted_after_epoch_1(tmp_path, path, tmp_path / "exp" / "run" / "checkpoints", monkeypatch)
+    assert main.main([path, "--mode", "validate"]) == 0
+    weights = [load_checkpoint(tmp_path / "exp" / name / "checkpoints" / "last.pth") for name in ("ref", "run")]
+    assert [w["epoch"] for w in weights] == [2, 2]
+    return [w["model"] for w in weights]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile's CPU backend (inductor) needs a C++ compiler")
+def test_main_compiled_trains_resumes_and_validates(tmp_path, monkeypatch):
+    """compile: true (the pruning events of epoch 1 change the masks and stages the graph reads; the
+    resumed run compiles again) ends with the eager run's weights up to inductor's rounding."""
+    from torch._dynamo.utils import counters
+    cfg = dict(model="condensenet_50", model_args={"stages": [1, 1, 1]}, device="cpu")
+    counters.clear()
+    eager, compiled = _resumed_and_uninterrupted(tmp_path, monkeypatch, cfg, dict(cfg, compile=True))
+    assert counters["stats"]["unique_graphs"] >= 2, dict(counters["stats"])    # compiled, and again on resume
+    for k, v in eager.items():
+        torch.testing.assert_close(compiled[k], v, rtol=1e-3, atol=1e-4, msg=lambda m: f"{k}: {m}")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name, model_args", [("condensenet_50", {"stages": [1, 1, 1]}),
+                                              ("rexnet_1_0", {"depth_mult": 0.5, "cifar_stem": True})])
+def test_main_fp16_on_cuda_resumes_exactly(tmp_path, monkeypatch, name, model_args):
+    """amp fp16 + channels_last on CUDA with deterministic: true: stopped after epoch 1 and resumed, the run
+    ends with the same weights as an uninterrupted one (the fp16 loss scale, the EMA and the per-batch
+    dropout seeds are in the checkpoint or derived from the position)."""
+    cfg = dict(model=name, model_args=model_args, device="cuda", amp="fp16", channels_last=True,
+               deterministic=True, ema=True, ema_decay=0.9)
+    reference, resumed = _resumed_and_uninterrupted(tmp_path, monkeypatch, cfg, cfg)
+    for k, v in reference.items():
+        assert torch.equal(resumed[k], v), k

@@ -1,13 +1,22 @@
-"""Print the papers' FLOPs/params tables beside this project's counts, one row per shipped config.
+"""Print the papers' FLOPs/params tables beside this project's counts, one row per shipped config; with
+``--results``, the published accuracy of each row beside the one its run measured.
 
-    python tools/paper_tables.py            # markdown tables for README.md
+    python tools/paper_tables.py                          # markdown tables for README.md
+    python tools/paper_tables.py --results experiments    # the reproduced table: published vs measured top-1
 
 The published figures come from each variant's ``pretrained_cfg.published`` (graphs/models); a config
 on another data set than the figures' shows "–". Counting rules (utils/flops.py) follow the official
 ``measure_model`` functions: CondenseNet and DenseNet-BC the v1 rule, CondenseNetV2 the v2 rule, ReXNet
 multiply-accumulates of convs and the classifier. "training-time" counts the LGC/SFR at their final
 condensed cost (as the papers do); "converted" is the deployable model (v1: classifier pruned to half).
+
+The reproduced table reads ``<results>/<exp_name>/`` of every row (``exp_name`` is the config's name):
+``metrics.csv`` for the best and the final validation top-1 (and the EMA's where the recipe keeps one) and
+``config.json`` for the run's max_epoch and global batch (batch_size x grad_accum_steps). A row without a run
+says "missing"; a run that trained fewer epochs than the recipe says "short"; another global batch is named.
 """
+import argparse
+import csv
 import glob
 import json
 import os
@@ -17,7 +26,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from graphs.models import create_model  # noqa: E402
+from graphs.models import create_model, get_pretrained_cfg  # noqa: E402
+from utils.config import load_config  # noqa: E402
 from utils.flops import profile  # noqa: E402
 
 CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
@@ -61,8 +71,65 @@ def table(title, pattern):
     return "\n".join(lines)
 
 
-def main():
-    print("\n\n".join(table(title, pattern) for title, pattern in TABLES))
+def read_run(folder: str):
+    """What the run in ``folder`` measured: epochs trained, its config's max_epoch and global batch, best
+    and final val top-1 (and EMA top-1); None without a metrics.csv."""
+    metrics, config = os.path.join(folder, "metrics.csv"), os.path.join(folder, "config.json")
+    if not (os.path.isfile(metrics) and os.path.isfile(config)):
+        return None
+    with open(metrics, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(config) as f:
+        cfg = json.load(f)
+    run = {"epochs": max((int(r["epoch"]) for r in rows), default=0), "max_epoch": cfg["max_epoch"],
+           "global_batch": cfg["batch_size"] * cfg.get("grad_accum_steps", 1)}
+    for key in ("val_top1", "ema_val_top1"):
+        values = [float(r[key]) for r in rows if r.get(key)]
+        run[key] = (max(values), values[-1]) if values else None
+    return run
+
+
+def _best_final(pair):
+    return "–" if pair is None else f"{pair[0]:.2f} / {pair[1]:.2f}"
+
+
+def results_table(title: str, pattern: str, results: str) -> str:
+    """Published top-1 (error) of each paper row beside the best / final top-1 of its run under ``results``."""
+    lines = [f"### {title}", "",
+             "| config | published top-1 (error) | measured best / final top-1 | EMA best / final top-1 | "
+             "epochs: run / recipe | global batch: run / recipe | status |", "|---|---|---|---|---|---|---|"]
+    for name, _ in configs(pattern):
+        recipe = load_config(os.path.join(ROOT, "configs", name + ".json"))
+        batch = recipe.batch_size * recipe.grad_accum_steps
+        pub = get_pretrained_cfg(recipe.model).published
+        shown = f"{pub.top1:.2f} ({100 - pub.top1:.2f})" if pub and pub.top1 and pub.dataset == recipe.dataset \
+            else "–"
+        run = read_run(os.path.join(results, recipe.exp_name))
+        if run is None:
+            lines.append(f"| `{name}` | {shown} | – | – | – / {recipe.max_epoch} | – / {batch} | missing |")
+            continue
+        notes = []
+        if run["epochs"] < recipe.max_epoch:
+            planned = f" (max_epoch {run['max_epoch']})" if run["max_epoch"] < recipe.max_epoch else ""
+            notes.append(f"short: {run['epochs']} of {recipe.max_epoch} epochs{planned}")
+        if run["global_batch"] != batch:
+            notes.append(f"global batch {run['global_batch']}, not {batch}")
+        if run["val_top1"] is None:
+            notes.append("not validated yet")
+        ema = _best_final(run["ema_val_top1"]) if recipe.ema else "–"
+        lines.append(f"| `{name}` | {shown} | {_best_final(run['val_top1'])} | {ema} | {run['epochs']} / "
+                     f"{recipe.max_epoch} | {run['global_batch']} / {batch} | {'; '.join(notes) or 'complete'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", metavar="DIR", help="experiments folder: print published vs measured top-1")
+    args = p.parse_args(argv)
+    if args.results:
+        print("\n\n".join(results_table(title, pattern, args.results) for title, pattern in TABLES))
+    else:
+        print("\n\n".join(table(title, pattern) for title, pattern in TABLES))
 
 
 if __name__ == "__main__":
