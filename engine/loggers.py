@@ -29,6 +29,7 @@ class EventFile:
         self._event, self._failed = Event, False
         self.path = os.path.join(folder, f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}."
                                          f"{os.getpid()}")
+        self._guard(lambda: os.makedirs(folder, exist_ok=True))
         self._file = self._guard(lambda: RecordWriter(self.path))
         self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
 
