@@ -28,6 +28,7 @@ import warnings
 import numpy as np
 import torch
 
+from utils import shutdown
 from utils.atomic_io import atomic_path, atomic_write, check_writable
 from utils.errors import ConfigError, UserError, WriteError
 
@@ -151,7 +152,9 @@ def _export_dynamo(model, dummy, path, opset):
     with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")) as devnull:
         warnings.simplefilter("ignore")
         try:
-            program = torch.onnx.export(model, (dummy,), dynamo=True, opset_version=opset,
+            # the dynamo exporter implements opset 18 and later: asking for less makes it convert the graph
+            # down, which fails for some graphs with a logged traceback (the file then keeps 18 anyway)
+            program = torch.onnx.export(model, (dummy,), dynamo=True, opset_version=max(opset, 18),
                                         input_names=["input"], output_names=["output"],
                                         dynamic_shapes=({0: batch},), verbose=False)
         finally:
@@ -223,6 +226,7 @@ def export_onnx(model, path, input_size=None, opset=17, check=True, exporter="au
             except (ConfigError, WriteError):
                 raise
             except Exception as e:  # exporter failure or parity failure: try the next exporter
+                shutdown.honour()   # unless it was a stop signal the tracer turned into its own error
                 errors.append(f"{kind}: {_first_line(e)}")
     raise ExportError(f"ONNX export of {type(model).__name__} failed ({'; '.join(errors)}); export a converted "
                       f"model (model.convert()) or try another exporter/opset")

@@ -25,7 +25,7 @@ from typing import Iterator, Optional
 
 from utils.errors import Interrupted
 
-__all__ = ["STOP_SIGNALS", "StopRequested", "handle_signals", "defer", "stop_deferring", "requested",
+__all__ = ["STOP_SIGNALS", "StopRequested", "handle_signals", "defer", "honour", "stop_deferring", "requested",
            "should_stop", "check", "worker_init"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -83,6 +83,13 @@ def defer() -> None:
     if not _state.deferring and _state.signum is not None:
         raise Interrupted(_state.signum)
     _state.deferring = True
+
+
+def honour() -> None:
+    """Stop now if a signal came and was swallowed (a library that turns the exception raised in its
+    callback into its own error, as torch's ONNX tracer does); a no-op otherwise, and while deferring."""
+    if _state.signum is not None and not _state.deferring:
+        raise Interrupted(_state.signum)
 
 
 def stop_deferring() -> None:
