@@ -175,7 +175,7 @@ class ClassificationAgent(BaseAgent):
         train_loader, val_loader = self.loaders
         if self.dist.enabled and cfg.sync_bn:
             self.model = convert_sync_batchnorm(self.model, self.device)
-            if cfg.memory_efficient and self.model.supports("memory_efficient"):
+            if cfg.memory_efficient and self.model.supports("memory_efficient") and self.dist.is_main:
                 self.logger.warning("sync_bn: the memory-efficient layers run their plain form with SyncBatchNorm "
                                     "and store their BN outputs, as with memory_efficient false; lower batch_size "
                                     "if memory runs out")

@@ -45,11 +45,35 @@ def dropout_draws(agent, out_dir):
     torch.save({"initial": initial, "first_drop": drops[0]}, os.path.join(out_dir, f"rank{agent.dist.rank}.pth"))
 
 
+def keep_indices_after_divergent_pruning(agent, out_dir):
+    """Rank 1's weights drift from rank 0's after DDP's start-up broadcast, so its own pruning decisions differ:
+    after each event it must hold rank 0's masks AND the condensed-forward indices built from them."""
+    trainer = agent.build_trainer()
+    wrap = trainer.wrap
+
+    def wrap_then_drift(model):
+        wrapped = wrap(model)
+        if agent.dist.rank == 1:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(torch.randn_like(p) * p.abs().mean())
+        return wrapped
+    trainer.wrap = wrap_then_drift
+    trainer.fit()
+    modules = {n: m for n, m in agent.model.named_modules() if hasattr(m, "_keep_index")}
+    torch.save({"keep": {n: m._keep_index.clone() for n, m in modules.items()},
+                "masks": {n: m._mask.clone() for n, m in modules.items()}},
+               os.path.join(out_dir, f"rank{agent.dist.rank}.pth"))
+
+
+WORKERS = {"nan": nan_on_rank1, "dropout": dropout_draws, "prune": keep_indices_after_divergent_pruning}
+
+
 def main(config_path, out_dir, mode):
-    agent = build_agent(load_config(config_path, mode="train" if mode in ("nan", "dropout") else mode))
+    agent = build_agent(load_config(config_path, mode="train" if mode in WORKERS else mode))
     try:
-        if mode in ("nan", "dropout"):
-            (nan_on_rank1 if mode == "nan" else dropout_draws)(agent, out_dir)
+        if mode in WORKERS:
+            WORKERS[mode](agent, out_dir)
             return
         if mode == "train":
             agent.train()

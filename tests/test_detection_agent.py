@@ -152,5 +152,8 @@ def test_flops_and_benchmark_modes(tmp_path, coco_root, capsys):
     assert main.main([path, "--mode", "flops"]) == 0
     # CondenseNetV2-A: 46M FLOPs in the paper (v2 counting rule, 224x224)
     assert "network 45.9M FLOPs" in capsys.readouterr().out
+    torch.backends.cudnn.benchmark = True
     assert main.main([path, "--mode", "benchmark"]) == 0
     assert "ms per image at 128x160" in capsys.readouterr().out
+    # image sizes change every step: cuDNN's autotuner stays off for detection (torchvision's references)
+    assert torch.backends.cudnn.benchmark is False

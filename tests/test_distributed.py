@@ -39,7 +39,9 @@ def test_two_processes_with_syncbn_match_one_process(tmp_path):
     single = load_checkpoint(tmp_path / "exp" / "single" / "checkpoints" / "last.pth")["model"]
     out = tmp_path / "out"
     out.mkdir()
-    torchrun(ROOT / "tests" / "ddp_worker.py", config(tmp_path, "ddp", sync_bn=True), out, "train")
+    r = torchrun(ROOT / "tests" / "ddp_worker.py", config(tmp_path, "ddp", sync_bn=True), out, "train")
+    # SyncBatchNorm runs the plain layers, and says so once
+    assert r.stderr.count("sync_bn: the memory-efficient layers run their plain form") == 1, r.stderr[-2000:]
     ranks = [torch.load(out / f"rank{r}.pth") for r in (0, 1)]
     for k, v in single.items():
         assert torch.allclose(ranks[0]["model"][k].double(), v.double(), atol=2e-5, rtol=1e-4), k
@@ -153,3 +155,18 @@ def test_two_process_channels_last_run_has_no_grad_stride_warning(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stderr and "epoch 1/1 |" in r.stderr, r.stderr[-3000:]
     assert "strides do not match" not in r.stderr.lower(), r.stderr[-3000:]
+
+
+def test_after_a_pruning_event_every_rank_condenses_with_rank_0s_masks(tmp_path):
+    """Rank 1 prunes from drifted weights; the event's broadcast gives it rank 0's masks, and its condensed
+    forward must then gather the inputs those masks keep (its own indices were built before the broadcast)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = config(tmp_path, "prune", model="condensenet_50", model_args={"stages": [2, 2], "growth": [4, 4]},
+                 max_epoch=2)
+    torchrun(ROOT / "tests" / "ddp_worker.py", cfg, out, "prune")
+    ranks = [torch.load(out / f"rank{r}.pth") for r in (0, 1)]
+    assert ranks[0]["keep"] and all(len(k) for k in ranks[0]["keep"].values()), "condensation finished"
+    for name, keep in ranks[0]["keep"].items():
+        assert torch.equal(ranks[0]["masks"][name], ranks[1]["masks"][name]), name
+        assert torch.equal(keep, ranks[1]["keep"][name]), name

@@ -65,3 +65,16 @@ def test_accumulating_two_batches_equals_one_batch_of_twice_the_size(tmp_path):
     # and it is not trivially so: a step per micro-batch trains differently
     small, _ = _run(tmp_path, "small", batch=4, accum=1)
     assert (small.conv.weight - big.conv.weight).abs().max() > 1e-4
+
+
+def test_fp16_resume_from_a_checkpoint_without_a_loss_scale_starts_a_fresh_one(tmp_path, caplog):
+    """A checkpoint written without amp fp16 holds an empty GradScaler state; resuming it under fp16 used to
+    raise GradScaler's own "the source state dict is empty" error. It now starts a fresh scale, and says so."""
+    _, trainer = _run(tmp_path, "fp32", batch=8, accum=1, epochs=1)
+    state = {**trainer.payload(), "num_classes": 4}
+    assert state["scaler"] == {}                    # fp32: the scaler was disabled
+    trainer.scaler = torch.amp.GradScaler("cpu", enabled=True, init_scale=1024.0)   # the fp16 run's scaler
+    with caplog.at_level(logging.INFO, logger="test-trainer"):
+        trainer.load(state, "last.pth")
+    assert trainer.scaler.get_scale() == 1024.0 and trainer.state.epoch == 1
+    assert "holds no fp16 loss scale" in caplog.text
