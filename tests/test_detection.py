@@ -272,3 +272,17 @@ def test_detector_exports_to_onnx_with_onnxruntime_parity(arch, converted, tmp_p
     assert res["detections"] and min(res["detections"]) > 0
     assert res["max_box_diff"] < 1e-3 and res["max_score_diff"] < 1e-3
     assert [p.name for p in tmp_path.iterdir()] == ["det.onnx"]
+
+
+def test_detection_table_tool_prints_the_papers_backbone_flops():
+    """tools/detection_table.py (the detection docs' table): the CondenseNetV2 backbones' network FLOPs are
+    the paper's 46M / 146M / 309M (v2 counting rule, 224x224)."""
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "detection_table.py")], capture_output=True, text=True,
+                       timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {cells[1]: cells for cells in (line.split(" | ") for line in r.stdout.splitlines()) if len(cells) > 4}
+    for name, published in (("`cdnv2_a`", 46), ("`cdnv2_b`", 146), ("`cdnv2_c`", 309)):
+        assert abs(float(rows[name][3].rstrip("M")) - published) < 0.01 * published, rows[name]

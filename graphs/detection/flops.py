@@ -57,11 +57,10 @@ def backbone_flops(name: str, input_size: int = 224, fpn_reductions=(8, 16, 32),
 
 def table_rows(rows=TABLE_ROWS, input_size: int = 224) -> list:
     """``(detector, backbone, rule, model FLOPs, body FLOPs, published mAP)`` strings for the README."""
-    from utils.flops import format_count
     out = []
     for arch, name in rows:
         f = backbone_flops(name, input_size)
         pub = PUBLISHED_MAP.get((arch, name))
-        out.append((arch, name, f["rule"], format_count(f["model_flops"], "M", 1),
-                    format_count(f["body_flops"], "M", 1), "–" if pub is None else f"{pub:.1f}"))
+        out.append((arch, name, f["rule"], f"{f['model_flops'] / 1e6:.1f}M", f"{f['body_flops'] / 1e6:.1f}M",
+                    "–" if pub is None else f"{pub:.1f}"))
     return out

@@ -163,8 +163,11 @@ class CondensingModule(PreActLayer):
         self.sync_from_buffers()
 
     def masked_weight(self):
-        """The conv weight times the mask, laid out (and its gradient) as the weight."""
-        return _MaskedWeight.apply(self.conv.weight, self._mask)
+        """The conv weight times the mask; in training laid out (and its gradient) as the weight. Evaluation
+        and export take the plain product: ONNX's tracer cannot export the autograd function."""
+        if self.training and torch.is_grad_enabled():
+            return _MaskedWeight.apply(self.conv.weight, self._mask)
+        return self.conv.weight * self._mask
 
     def _on_stage_change(self):
         pass
