@@ -24,6 +24,19 @@ from utils.schedules import LRSchedule
 from .base import BaseAgent
 
 
+# keys a DetectionAgent run would silently ignore: refused instead (one sentence, before any work)
+CLASSIFICATION_ONLY = ("pretrained", "freeze_backbone_epochs", "head_lr_scale", "recondense", "loss", "label_smoothing",
+                       "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "mixup_mode", "mixup_off_epoch",
+                       "drop_rate", "drop_path", "teacher", "teacher_args", "teacher_checkpoint", "kd_alpha",
+                       "kd_tau", "group_lasso_lambda", "sync_bn", "compile", "channels_last", "input_size",
+                       "crop_pct", "eval_interpolation", "train_interpolation", "mean", "std", "auto_augment",
+                       "reprob", "remode", "export_formats", "calibration_size", "runtime", "runtime_artifact",
+                       "runtime_threads", "runtime_precision", "benchmark_batch_size", "prune_classifier")
+DETECTION_EQUIVALENT = {"pretrained": " (backbone weights: backbone_pretrained)",
+                        "freeze_backbone_epochs": " (trainable_backbone_layers freezes backbone stages)",
+                        "input_size": " (min_size and max_size set the detector's image size)"}
+
+
 class DetectionAgent(BaseAgent):
     commands = DETECTION_COMMANDS
 
@@ -48,6 +61,10 @@ class DetectionAgent(BaseAgent):
         if list(config.benchmark_runtimes) != SCHEMA_BY_NAME["benchmark_runtimes"].default:
             raise ConfigError("benchmark_runtimes applies to classification models; the detection benchmark "
                               "times the PyTorch detector (export it with --mode export for onnxruntime)")
+        for key in CLASSIFICATION_ONLY:
+            if config[key] != SCHEMA_BY_NAME[key].default:
+                raise ConfigError(f"{key} applies to classification (ClassificationAgent); the detection recipe does "
+                                  f"not use it, so remove it from the config{DETECTION_EQUIVALENT.get(key, '')}")
 
     def __init__(self, config, experiment=None):
         super().__init__(config, experiment)

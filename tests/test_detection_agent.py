@@ -117,6 +117,9 @@ def _unknown_category(data):
     ("unknown_category", {}, "not in 'categories'"),
     (None, {"model": "densenet_bc_100"}, "classification-only"),
     (None, {"benchmark_runtimes": ["openvino"]}, "benchmark_runtimes applies to classification models"),
+    (None, {"group_lasso_lambda": 1e-5}, "group_lasso_lambda applies to classification"),
+    (None, {"freeze_backbone_epochs": 1}, "trainable_backbone_layers freezes backbone stages"),
+    (None, {"mixup": 0.2}, "mixup applies to classification"),
 ])
 def test_bad_inputs_exit_2_with_one_sentence(tmp_path, coco_root, capsys, damage, changes, match):
     root = tmp_path / "coco"
