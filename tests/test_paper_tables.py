@@ -1,6 +1,9 @@
-"""tools/paper_tables.py --results: each paper row's published top-1 beside what its run measured."""
+"""tools/paper_tables.py: the papers' tables of docs/papers.md and the config folders' READMEs are current, and
+--results puts each paper row's published top-1 beside what its run measured."""
 import csv
 import json
+
+import pytest
 
 from tests.conftest import ROOT
 from tools import paper_tables
@@ -24,8 +27,9 @@ def test_results_rows_are_the_runs_metrics_and_missing_runs_are_marked(tmp_path,
     exp = tmp_path / "experiments"
     common = ["max_epoch=1", "train_subset=64", "val_subset=64", f"data_root={cifar10_root}", f"exp_root={exp}",
               "device=cpu", "model_args.stages=[2,2,2]"]
-    assert main.main([str(ROOT / "configs" / "condensenet" / "condensenet_86_cifar10.json"), "--set", *common]) == 0
-    assert main.main([str(ROOT / "configs" / "cdnv2" / "cdnv2_110_cifar10.json"), "--set", *common, "batch_size=32"]) == 0
+    configs = ROOT / "configs"
+    assert main.main([str(configs / "condensenet" / "condensenet_86_cifar10.json"), "--set", *common]) == 0
+    assert main.main([str(configs / "cdnv2" / "cdnv2_110_cifar10.json"), "--set", *common, "batch_size=32"]) == 0
     capsys.readouterr()
     paper_tables.main(["--results", str(exp)])
     out = capsys.readouterr().out
@@ -86,3 +90,14 @@ def test_config_rows_name_the_recipe_and_the_published_figure():
     assert rows["[`fasterrcnn_cdnv2_a_coco.json`](fasterrcnn_cdnv2_a_coco.json)"][1:] == \
         ["`coco`", "12", "16", "COCO mAP 23.5"]
     assert rows["[`condensenet_86_cifar100.json`](condensenet_86_cifar100.json)"][-1] == "–"   # no CIFAR-100 figure
+
+
+@pytest.mark.slow
+def test_docs_papers_tables_are_current():
+    """docs/papers.md holds what the tool prints (every row's model built and counted: about 40 s)."""
+    text = (ROOT / "docs" / "papers.md").read_text()
+    begin, finish = paper_tables.MARKERS
+    block = text[text.index(begin) + len(begin):text.index(finish)].strip()
+    assert block == paper_tables.papers_markdown(), "regenerate it with: python tools/paper_tables.py --write"
+    # one row checked against the official README by hand: CondenseNet-86 (G=C=4) on CIFAR-10
+    assert "| `condensenet_86_cifar10` | `condensenet_86` | 94.94 | 65.8M / 0.52M | 65.82M / 0.5202M |" in block
