@@ -55,7 +55,7 @@ class ClassificationAgent(BaseAgent):
 
     def __init__(self, config, experiment=None):
         super().__init__(config, experiment)
-        if config.channels_last is None:    # measured faster on the CPU in fp32 for every family (README)
+        if config.channels_last is None:    # faster on the CPU in fp32 for every family (benchmarks/README.md)
             config.channels_last = self.device.type == "cpu" and config.mode == "train" and config.amp == "none"
         self._loaders = None
         self.run_logger = None

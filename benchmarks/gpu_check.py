@@ -61,7 +61,7 @@ from utils.distributed import DistContext  # noqa: E402
 from utils.metrics import RunningSums  # noqa: E402
 
 PEER = "rexnet_100"                                 # timm's ReXNet-1.0
-PEER_CONFIG = "configs/rexnet_1_0_imagenet.json"    # the recipe the peer and our ReXNet-1.0 are timed at
+PEER_CONFIG = "configs/rexnet/rexnet_1_0_imagenet.json"    # the recipe the peer and our ReXNet-1.0 are timed at
 # where a training step may read the device: the log-interval checks, pruning events, checkpoints and the
 # epoch's closing sums (tests/test_host_sync.py allows the same places)
 ALLOWED = ((Trainer, "_check_finite"), (Trainer, "_report"), (Trainer, "_set_progress"), (CheckpointManager, "save"),
@@ -81,9 +81,10 @@ class Case:
 
 
 CASES = (
-    Case("condensenet_86", "configs/condensenet_86_cifar10.json", convert=True, smoke_args={"stages": [1, 1, 1]}),
+    Case("condensenet_86", "configs/condensenet/condensenet_86_cifar10.json", convert=True,
+         smoke_args={"stages": [1, 1, 1]}),
     Case("cdnv2_110", "configs/cdnv2_exp_0.json", convert=True, smoke_args={"stages": [1, 1, 1]}),
-    Case("rexnet_1_0", "configs/rexnet_1_0_cifar10.json", compile=True,
+    Case("rexnet_1_0", "configs/rexnet/rexnet_1_0_cifar10.json", compile=True,
          smoke_args={"depth_mult": 0.5, "cifar_stem": True}, sets=("warmup_epochs=0.5",)),  # 1 epoch of 200
 )
 

@@ -111,7 +111,7 @@ def recipe_configs(patterns=PATTERNS):
     natural = lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p)]  # noqa: E731
     seen = []
     for pattern in patterns:
-        for path in sorted(glob.glob(os.path.join(ROOT, "configs", pattern)), key=natural):
+        for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*", pattern)), key=natural):
             if path not in seen:
                 seen.append(path)
     return seen

@@ -1,4 +1,4 @@
-"""The measurements behind the performance notes (README "Lean training", "Deploy"; benchmarks/README.md):
+"""The one-off measurements that benchmarks/README.md cites:
 
     python benchmarks/probes.py memory              # resident memory along a CondenseNet-86 training step
     python benchmarks/probes.py concat              # per-layer concatenation vs a shared buffer's prefix copy

@@ -1,4 +1,4 @@
-"""Performance suite for issue 6: one command, a markdown table and a JSON file.
+"""Performance suite: one command, a markdown table and a JSON file.
 
     python benchmarks/run.py [--quick] [--json PATH] [--rows a,b,...] [--threads 2] [--repeat 2]
 

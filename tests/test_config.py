@@ -7,7 +7,7 @@ import pytest
 
 import main
 from tests.conftest import ROOT
-from utils.config import apply_overrides, load_config, markdown_table, parse_overrides
+from utils.config import SCHEMA, SECTIONS, apply_overrides, load_config, markdown_table, parse_overrides
 from utils.errors import ConfigError
 
 BASE = {"exp_name": "t", "agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic",
@@ -98,9 +98,19 @@ def test_bad_model_args_value_is_one_sentence(tmp_path, capsys):
     assert_one_sentence(*run_main(capsys, [write(tmp_path, cfg)]), "must be non-empty lists of the same length")
 
 
-def test_readme_key_table_is_current():
-    readme = (ROOT / "README.md").read_text()
-    assert markdown_table() in readme, "regenerate the README table with: python -m utils.config"
+def test_docs_key_tables_are_current():
+    docs = (ROOT / "docs" / "configuration.md").read_text()
+    assert markdown_table() in docs, "regenerate docs/configuration.md with: python -m utils.config --docs"
+
+
+def test_docs_key_tables_list_every_key_once_under_its_section():
+    """Every key has exactly one row, and the sections start where SECTIONS says, in SCHEMA's order."""
+    rows = [line.split("|")[1].strip(" `") for line in markdown_table().splitlines() if line.startswith("| `")]
+    assert rows == [o.name for o in SCHEMA]
+    headings = [line[4:] for line in markdown_table().splitlines() if line.startswith("### ")]
+    assert headings == [title for title, _ in SECTIONS]
+    starts = [rows.index(first) for _, first in SECTIONS]
+    assert starts[0] == 0 and starts == sorted(starts)
 
 
 def test_cli_subprocess_prints_one_sentence(tmp_path):
@@ -112,7 +122,7 @@ def test_cli_subprocess_prints_one_sentence(tmp_path):
     assert r.returncode == 2 and "Usage: sh run.sh CONFIG" in r.stdout
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.json")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.json")), ids=lambda p: p.name)
 def test_shipped_configs_validate_and_name_their_model(path):
     cfg = load_config(str(path))
     assert cfg.exp_name == path.stem, "a config's exp_name must equal its file name"

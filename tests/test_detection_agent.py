@@ -1,5 +1,5 @@
 """DetectionAgent through main.main on the generated COCO set: training (loss falls), validate (COCO AP,
-out/coco_eval.json), exact resume, predict PNGs, and the issue's bad inputs (exit 2, one sentence)."""
+out/coco_eval.json), exact resume, predict PNGs, and bad inputs (exit 2, one sentence)."""
 import csv
 import json
 import os
@@ -80,7 +80,7 @@ def test_train_loss_falls_then_validate_writes_coco_eval(tmp_path, coco_root, ca
         assert str(p) in printed
 
 
-@pytest.mark.slow      # three short trainings (~30 s on the shared CPUs)
+@pytest.mark.slow      # three short trainings
 def test_resume_after_epoch_gives_identical_weights(tmp_path, coco_root, monkeypatch):
     ref = make_config(tmp_path, coco_root, "ref.json", exp_name="ref")
     assert main.main([ref]) == 0

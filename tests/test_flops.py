@@ -251,7 +251,7 @@ PRINTED = {"cdnv2_b": (TRUNC, ROUND), "cdnv2_c": (TRUNC, TRUNC), "rexnet_3_0": (
            "rexnet_lite_1_3": (ROUND, DOUBLE)}
 # The ImageNet CondenseNet figures are those of the converted model (its classifier keeps half its inputs).
 CONVERTED_FIGURES = {"condensenet_74_g4", "condensenet_74_g8"}
-# No published configuration reproduces these (README "The papers' tables"): the count must NOT match.
+# No published configuration reproduces these (docs/papers.md, "Notes on the figures"): the count must NOT match.
 KNOWN_MISMATCH = {"cdnv2_110", "cdnv2_146"}
 # The reference's own exact recount (docs: the official measure_model rules applied by hand).
 EXACT = {"condensenet_50": ("28.64M", "0.2165M"), "condensenet_74": ("51.90M", "0.4055M"),

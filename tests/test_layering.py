@@ -1,4 +1,4 @@
-"""The floors of the house import downwards only (README "How it fits together")."""
+"""The floors of the house import downwards only (docs/architecture.md)."""
 import ast
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Correctness of the performance features (issue 6): memory-efficient training, condensed-form training,
+"""Correctness of the performance features: memory-efficient training, condensed-form training,
 fused inference, no host syncs in forward, and the benchmark suite's quick mode. Speed is not tested."""
 import copy
 import json
@@ -212,7 +212,7 @@ def test_benchmark_quick_writes_json(tmp_path):
 
 
 def test_deploy_benchmark_quick_rows_beside_the_peer(tmp_path):
-    """benchmarks/run.py --deploy (the README's runtime table): every model x runtime, ratio to rexnet_100."""
+    """benchmarks/run.py --deploy (the runtime table of benchmarks/README.md): every model x runtime, ratio to rexnet_100."""
     path = tmp_path / "deploy.json"
     p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--deploy", "--quick",
                         "--in-process", "--models", "condensenet_86", "--variants", "eager,onnxruntime,openvino",

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_densenet_one_short_epoch_beats_chance(cifar10_root, tmp_path):
-    cmd = ["sh", str(ROOT / "run.sh"), str(ROOT / "configs" / "densenet_bc_100_cifar10.json"), "--set",
+    cmd = ["sh", str(ROOT / "run.sh"), str(ROOT / "configs" / "densenet" / "densenet_bc_100_cifar10.json"), "--set",
            "max_epoch=1", f"data_root={cifar10_root}", f"exp_root={tmp_path}", "device=cpu",
            "train_subset=4000", "val_subset=2000", "batch_size=64", "lr=0.1",
            "model_args.stages=[3,3,3]", "model_args.growth=[12,12,12]"]

@@ -1,4 +1,4 @@
-"""Issue 15: runtime-friendly graphs (graphs/layers/runtime.py) and the deployment runtimes (utils/runtimes.py).
+"""Runtime-friendly graphs (graphs/layers/runtime.py) and the deployment runtimes (utils/runtimes.py).
 
 Each graph form is checked against the converted model, which is checked against the condensed
 training-time model; each runtime (onnxruntime, OpenVINO fp32) against PyTorch at 1e-4; int8 (NNCF)

@@ -1,4 +1,4 @@
-"""Print the README's COCO detection table: published mAPs beside this project's backbone FLOPs.
+"""Print the COCO detection table of docs/detection.md: published mAPs beside this project's backbone FLOPs.
 
     python tools/detection_table.py
 

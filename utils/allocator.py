@@ -1,7 +1,7 @@
 """The C allocator (malloc) this process runs on, and where to find tcmalloc.
 
 A training step frees and reallocates many large activation buffers of varying sizes. glibc's heap
-fragments under that (CondenseNet-86, CIFAR batch 64: peak RSS 1.78 GB), and pinning glibc's mmap
+fragments under that (a far higher peak RSS), and pinning glibc's mmap
 threshold (``MALLOC_MMAP_THRESHOLD_``) trades the fragmentation for a page fault on every buffer, which
 more than halves the step rate. tcmalloc and mimalloc reuse freed pages without either cost
 (benchmarks/README.md has the figures). A training run of ``python main.py`` (and so of ``run.sh``)

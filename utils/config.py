@@ -1,10 +1,11 @@
 """Experiment configuration: JSON -> defaults -> ``--set`` overrides -> validation -> EasyDict.
 
-Every key is declared once in ``SCHEMA`` (type, default, range, meaning); the README's key table is
-generated from it (``python -m utils.config``). Validation runs before anything heavy and raises a
-one-sentence ConfigError for malformed JSON, unknown keys, wrong types, out-of-range values, missing
-required keys and contradictory options. The names of agents, models, data sets and losses are checked
-where those layers are assembled (``agents.build_agent``), so this ground floor imports none of them.
+Every key is declared once in ``SCHEMA`` (type, default, range, meaning); the key tables of
+docs/configuration.md are generated from it (``python -m utils.config --docs``). Validation runs before
+anything heavy and raises a one-sentence ConfigError for malformed JSON, unknown keys, wrong types,
+out-of-range values, missing required keys and contradictory options. The names of agents, models, data
+sets and losses are checked where those layers are assembled (``agents.build_agent``), so this ground floor
+imports none of them.
 """
 import json
 import math
@@ -23,6 +24,7 @@ from utils.schedules import LR_STEPS
 BENCHMARK_RUNTIMES = ("eager", "compiled", "onnxruntime", "openvino", "openvino_bf16", "openvino_int8")
 MODES = ("train", "validate", "convert", "flops", "visualize", "predict", "export", "benchmark")
 REQUIRED = object()
+DOCS = "docs/configuration.md"       # the key reference, generated from SCHEMA (markdown_table)
 
 
 @dataclass(frozen=True)
@@ -333,7 +335,7 @@ def validate(data, source="config"):
     for key in data:
         if key not in SCHEMA_BY_NAME:
             raise ConfigError(f"unknown key {key!r} in {source}{closest(key, SCHEMA_BY_NAME)}; "
-                              f"see the key table in README.md")
+                              f"see the key tables in {DOCS}")
         bad = _non_finite(data[key], key)
         if bad:
             raise ConfigError(f"{bad[0]} is {json.dumps(bad[1])} in {source}; every number must be finite")
@@ -469,20 +471,31 @@ def resolve_batch(cfg, data: dict, world_size: int):
     return cfg
 
 
+# The sections of docs/configuration.md: (title, the first key of the section in SCHEMA's order).
+SECTIONS = (("Experiment", "exp_name"), ("Data", "data_root"), ("Transfer learning", "pretrained"),
+            ("Detection (DetectionAgent)", "detector"), ("Optimisation, loss and regularisation", "max_epoch"),
+            ("Distributed", "sync_bn"), ("Speed and precision", "amp"),
+            ("Logging, checkpoints and the other modes", "validate_every"))
+
+
 def markdown_table():
-    """The README table of every key: name, type, default, meaning."""
-    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    """The key reference of docs/configuration.md: one table per section, each key's type, default, meaning."""
+    starts = {first: title for title, first in SECTIONS}
+    rows = []
     for o in SCHEMA:
+        if o.name in starts:
+            rows += ["", f"### {starts[o.name]}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         default = "required" if o.default is REQUIRED else f"`{json.dumps(o.default)}`"
         kind = o.type + (" or null" if o.nullable else "")
         choices = f" One of: {', '.join(f'`{c}`' for c in o.choices)}." if o.choices else ""
         rows.append(f"| `{o.name}` | {kind} | {default} | {o.help}{choices} |")
-    return "\n".join(rows)
+    return "\n".join(rows[1:])
 
 
-def update_readme(path="README.md"):
-    """Replace the generated key table between the config-table markers of the README."""
+def update_docs():
+    """Replace the generated key tables between the config-table markers of docs/configuration.md."""
     import re
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), DOCS)
     text = open(path, encoding="utf-8").read()
     pattern = r"(<!-- config-table[^\n]*-->\n).*?(\n<!-- /config-table -->)"
     new = re.sub(pattern, lambda m: m.group(1) + markdown_table() + m.group(2), text, flags=re.S)
@@ -491,4 +504,4 @@ def update_readme(path="README.md"):
 
 if __name__ == "__main__":
     import sys
-    update_readme() if "--readme" in sys.argv else print(markdown_table())
+    update_docs() if "--docs" in sys.argv else print(markdown_table())

@@ -9,7 +9,7 @@ Export a *converted* (deployable) CondenseNet / CondenseNetV2 (``model.convert()
 learned group convolutions carry masks and condensation state that a deployment graph does not need.
 
 ONNX exporter choice (torch 2.14): ``exporter='auto'`` (default) uses the TorchScript-based exporter
-(``dynamo=False``): it is 5-10x faster here (a ReXNet-1.0 in ~8 s instead of ~35 s), keeps the requested
+(``dynamo=False``): it exports several times faster, keeps the requested
 opset (the dynamo exporter only implements opset >= 18 and its down-conversion to 17 fails on ReXNet),
 and handles every op of these models: index_select, channel shuffles (view/transpose/reshape with a
 traced batch size), partial residual via cat, hard-swish, SE. One op needs help: its builtin

@@ -56,7 +56,7 @@ def backbone_flops(name: str, input_size: int = 224, fpn_reductions=(8, 16, 32),
 
 
 def table_rows(rows=TABLE_ROWS, input_size: int = 224) -> list:
-    """``(detector, backbone, rule, model FLOPs, body FLOPs, published mAP)`` strings for the README."""
+    """``(detector, backbone, rule, model FLOPs, body FLOPs, published mAP)`` strings for docs/detection.md."""
     out = []
     for arch, name in rows:
         f = backbone_flops(name, input_size)

@@ -18,8 +18,8 @@ Yang et al., CVPR 2021; official ``layers.py`` / ``CondenseSFR``):
     node; ``G``x the 1x1 MACs.
   * ``lgc='auto'`` (default): ``dense`` where the 1x1 is narrow (<= 128 outputs: the extra MACs cost less
     than the Gather/shuffle nodes on large maps), ``gather`` where it is wide (the late blocks, where the
-    ``G``x MACs dominate). CondenseNetV2-C on OpenVINO f32: gather 13.3 ms, dense 13.9 ms, auto 11.7 ms
-    (``python benchmarks/probes.py forms cdnv2_c``).
+    ``G``x MACs dominate); ``auto`` is the fastest of the three on OpenVINO (benchmarks/README.md,
+    ``python benchmarks/probes.py forms cdnv2_c``).
   * The SFR (v2) as ``sfr='dense'``: one 1x1 conv from the k new features onto all old channels
     (the grouped conv's rows summed per destination, zero rows for untouched channels), then ``x + r``
     (an Add the runtimes fuse into the conv); or ``sfr='scatter'``: the grouped conv and

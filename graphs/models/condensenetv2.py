@@ -223,7 +223,7 @@ def cdnv2_110(num_classes=10, converted=False, **kwargs):
     18-18-18 (6*18+2 = 110 convs), growth 8-16-32, bottleneck 4, G = C = 4 for the 1x1, 3x3 and SFR, hard
     swish from block 2 (hs_start_block=1) and SE from block 3 (se_start_block=2) -- the ImageNet models'
     "last 3/5 HS, last 2/5 SE" scaled to three blocks -- head SE reduction 16 and fc_channel 256. By the v2
-    counting rules it is about 2.8x the paper's FLOPs (growth 4-8-16 comes close instead; see README)."""
+    counting rules it is about 2.8x the paper's FLOPs (growth 4-8-16 comes close instead; see docs/papers.md)."""
     return _build(dict(_CIFAR, stages=(18, 18, 18), fc_channel=256), num_classes, converted, kwargs)
 
 
