@@ -1,9 +1,10 @@
 """The DetectionAgent's modes besides train (one function each): validate, predict, export, benchmark, flops."""
 import os
-import time
+import statistics
 
 import torch
 
+from deploy.timing import time_calls
 from utils.errors import CheckpointError
 
 __all__ = ["DETECTION_COMMANDS"]
@@ -91,21 +92,11 @@ def benchmark(ctx) -> dict:
     _load(ctx)
     model = ctx.model.eval()
     x = [torch.rand(_size(ctx), device=ctx.device)]
-    times = []
-    with torch.no_grad():
-        for i in range(6):
-            if ctx.device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(x)
-            if ctx.device.type == "cuda":
-                torch.cuda.synchronize()
-            if i:       # the first call is a warm-up
-                times.append(time.perf_counter() - start)
-    median = sorted(times)[len(times) // 2]
-    print(f"{ctx.config.detector} + {ctx.config.model}: {median * 1000:.1f} ms per image at "
+    with torch.no_grad():      # one warm-up call, five timed
+        median = statistics.median(time_calls(lambda: model(x), 1, 5, ctx.device))
+    print(f"{ctx.config.detector} + {ctx.config.model}: {median:.1f} ms per image at "
           f"{_size(ctx)[1]}x{_size(ctx)[2]} on {ctx.device}")
-    return {"latency_ms": median * 1000, "size": _size(ctx)}
+    return {"latency_ms": median, "size": _size(ctx)}
 
 
 def flops(ctx) -> dict:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from graphs.models import create_model
-from utils.benchmark import RESULT_FIELDS, benchmark, format_table, write_json
+from deploy.benchmark import RESULT_FIELDS, benchmark, format_table, write_json
 from utils.errors import ConfigError
 
 

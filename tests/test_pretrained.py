@@ -347,7 +347,7 @@ def test_file_url_and_missing_path(tmp_path, weight_bytes):
 # ------------------------------------------------------------------ fine-tuning the converted graph
 @pytest.mark.parametrize("name", ["condensenet_50", "cdnv2_110"])
 def test_converted_model_fine_tunes_and_exports(tmp_path, name):
-    from utils.export import export_onnx
+    from deploy.export import export_onnx
 
     torch.manual_seed(0)
     dense = create_model(name, num_classes=10, **TINY[name])

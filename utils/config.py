@@ -19,7 +19,7 @@ from utils.decode import DEFAULT_MAX_PIXELS
 from utils.errors import ConfigError, closest
 from utils.schedules import LR_STEPS
 
-# commands.deploy.RUNTIME_VARIANTS (utils imports nothing above it; a test keeps the two equal)
+# deploy.compare.RUNTIME_VARIANTS (utils imports nothing above it; a test keeps the two equal)
 BENCHMARK_RUNTIMES = ("eager", "compiled", "onnxruntime", "openvino", "openvino_bf16", "openvino_int8")
 MODES = ("train", "validate", "convert", "flops", "visualize", "predict", "export", "benchmark")
 REQUIRED = object()
