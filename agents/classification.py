@@ -8,10 +8,12 @@ from torch import nn
 
 from commands import COMMANDS
 from datasets import build_loaders, folder, list_datasets
-from engine.checkpoint import FORMAT, CheckpointManager
-from engine.loggers import RunLogger
 from engine.accumulate import optimizer_steps
+from engine.checkpoint import FORMAT, CheckpointManager, plain
+from engine.ema import ModelEma
+from engine.loggers import RunLogger
 from engine.optim import build_optimizer, param_groups, scaled_lr
+from engine.schedules import LRSchedule
 from engine.trainer import Trainer
 from graphs.losses import LOSSES, build_loss, mixing_active
 from graphs.losses.group_lasso import group_lasso
@@ -20,12 +22,9 @@ from graphs.models.finetune import set_backbone_frozen
 from graphs.models.hub import load_pretrained, pretrained_entry, resolve_pretrained
 from graphs.models.registry import check_model_args, get_builder, model_arg_names
 from utils.allocator import active_allocator
-from utils.checkpoint import plain
 from utils.distributed import convert_sync_batchnorm
-from utils.ema import ModelEma
 from utils.errors import ConfigError, DataError, closest
 from utils.model_cfg import PretrainedCfg
-from utils.schedules import LRSchedule
 
 from .base import BaseAgent
 

@@ -51,14 +51,13 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import main as cli  # noqa: E402
-from engine.checkpoint import CheckpointManager  # noqa: E402
+from engine.checkpoint import CheckpointManager, load_checkpoint  # noqa: E402
 from engine.evaluator import autocast  # noqa: E402
+from engine.metrics import RunningSums  # noqa: E402
 from engine.optim import build_optimizer, param_groups  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
-from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.distributed import DistContext  # noqa: E402
-from utils.metrics import RunningSums  # noqa: E402
 
 PEER = "rexnet_100"                                 # timm's ReXNet-1.0
 PEER_CONFIG = "configs/rexnet_1_0_imagenet.json"    # the recipe the peer and our ReXNet-1.0 are timed at

@@ -273,7 +273,7 @@ class CocoLoader:
 
     Attributes besides the shared ones (``len``, ``set_epoch``, ``batch_size``, ``num_samples``,
     ``dataset_size``, ``num_classes``, ``class_names``, ``skipped_images``): ``coco_gt`` (annotation
-    dict for ``utils.coco_eval``), ``image_ids`` (the images this loader covers, all ranks),
+    dict for ``engine.coco_eval``), ``image_ids`` (the images this loader covers, all ranks),
     ``label_to_cat``, ``cat_to_label``, ``skipped_boxes``.
     """
 

@@ -65,7 +65,7 @@ def run_interrupted_after_epoch_1(tmp_path, config_path, checkpoints, monkeypatc
 
     import main
     from engine.checkpoint import CheckpointManager
-    from utils.checkpoint import load_checkpoint
+    from engine.checkpoint import load_checkpoint
     snapshot = tmp_path / "after_epoch1.pth"
     original = CheckpointManager.save
 

@@ -1,4 +1,4 @@
-"""COCO data (datasets/coco.py) and COCO box AP (utils/coco_eval.py) on a generated COCO-format set."""
+"""COCO data (datasets/coco.py) and COCO box AP (engine/coco_eval.py) on a generated COCO-format set."""
 import json
 import os
 import shutil
@@ -11,7 +11,7 @@ from PIL import Image
 from datasets.coco import CocoIndex, CocoLoader, GroupedBatchPlan, aspect_ratio_groups, build_coco
 from datasets.loader import loader_settings
 from tests._coco_data import CATEGORIES, make_coco_set
-from utils.coco_eval import evaluate_coco, to_coco_results
+from engine.coco_eval import evaluate_coco, to_coco_results
 from utils.errors import DataError
 
 

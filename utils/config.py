@@ -17,10 +17,10 @@ from easydict import EasyDict
 from utils.atomic_io import atomic_write
 from utils.decode import DEFAULT_MAX_PIXELS
 from utils.errors import ConfigError, closest
-from utils.schedules import LR_STEPS
 
 # deploy.compare.RUNTIME_VARIANTS (utils imports nothing above it; a test keeps the two equal)
 BENCHMARK_RUNTIMES = ("eager", "compiled", "onnxruntime", "openvino", "openvino_bf16", "openvino_int8")
+LR_STEPS = ("iter", "epoch")     # when the lr changes: per optimizer step or per epoch (engine.schedules)
 MODES = ("train", "validate", "convert", "flops", "visualize", "predict", "export", "benchmark")
 REQUIRED = object()
 
