@@ -245,7 +245,7 @@ class ClassificationAgent(BaseAgent):
         best = trainer.fit()
         self.logger.info(f"done: best val top-1 {best:.2f}%; checkpoints in {self.dirs.checkpoints}")
         if self.dist.is_main:
-            from utils.plots import plot_training_curves
+            from commands.plots import plot_training_curves
             png = plot_training_curves(self.dirs.metrics, os.path.join(self.dirs.out, "training_curves.png"))
             self.logger.info(f"wrote {png}")
 
