@@ -12,7 +12,7 @@ import os
 import torch
 
 from datasets import dataset_mean_std, eval_transform, resolve_class_names
-from utils.decode import DEFAULT_MAX_PIXELS, bad_image, decode_image, image_extensions
+from datasets.decode import DEFAULT_MAX_PIXELS, bad_image, decode_image, image_extensions
 from utils.errors import ConfigError, DataError
 
 from .common import load_if_available, runtime_model
@@ -43,7 +43,7 @@ def expand_image_paths(paths):
 
 
 def decode_images(paths, max_pixels=DEFAULT_MAX_PIXELS, bad_images="error"):
-    """(path, RGB PIL image) of each of ``paths`` that decodes (:func:`utils.decode.decode_image`); the
+    """(path, RGB PIL image) of each of ``paths`` that decodes (:func:`datasets.decode.decode_image`); the
     others raise DataError (``bad_images`` 'error') or are skipped with one warning each ('skip'); DataError
     when none of them decodes."""
     decoded = 0

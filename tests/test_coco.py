@@ -265,7 +265,7 @@ def test_build_coco_from_config_keys(coco_root):
     assert all(t["labels"].min() >= 1 and t["labels"].max() <= 3 for t in targets)
 
 
-# ------------------------------------------------------------------ decoding (utils.decode)
+# ------------------------------------------------------------------ decoding (datasets.decode)
 def _exif_rotated_copy(path):
     """Store the image at ``path`` as a phone does: turned 90 degrees, with EXIF orientation 6."""
     upright = Image.open(path).convert("RGB")

@@ -10,8 +10,8 @@ from torchvision import transforms as T
 from commands.predict import expand_image_paths, format_predictions, predict_images
 from datasets import class_names_for, dataset_mean_std, eval_transform as _eval_transform
 from datasets.cifar import CIFAR10_CLASSES
+from datasets.decode import decode_image
 from graphs.models import create_model
-from utils.decode import decode_image
 from utils.errors import ConfigError, DataError
 from utils.model_cfg import PretrainedCfg
 
