@@ -11,7 +11,7 @@ from typing import Sequence
 
 from utils.atomic_io import atomic_write, write_error
 
-__all__ = ["RunLogger", "METRIC_FIELDS", "format_rate", "setup_logging"]
+__all__ = ["RunLogger", "METRIC_FIELDS", "format_rate", "setup_logging", "close_logging"]
 
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
                  "ema_val_loss", "ema_val_top1", "ema_val_top5", "epoch_time_s", "train_images_per_s")
@@ -42,10 +42,8 @@ class _TqdmHandler(logging.StreamHandler):
 def setup_logging(log_file=None, is_main=True):
     """Console (tqdm-safe) and file handlers on the root logger; the ``cdn`` logger speaks at INFO on
     rank 0, the libraries' loggers (e.g. ``datasets``) at WARNING."""
+    close_logging()
     root = logging.getLogger()
-    for h in [h for h in root.handlers if getattr(h, "_cdn", False)]:
-        root.removeHandler(h)
-        h.close()
     console = _TqdmHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
     handlers = [console]
@@ -60,6 +58,15 @@ def setup_logging(log_file=None, is_main=True):
     logger = logging.getLogger("cdn")
     logger.setLevel(logging.INFO if is_main else logging.WARNING)
     return logger
+
+
+def close_logging() -> None:
+    """Remove and close the handlers :func:`setup_logging` added. A run ends with it: a failed first run
+    removes its experiment folder, log file included, and a later line of the same process must not go there."""
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_cdn", False)]:
+        root.removeHandler(h)
+        h.close()
 
 
 class EventFile:
