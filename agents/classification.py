@@ -15,6 +15,7 @@ from engine.loggers import RunLogger
 from engine.optim import build_optimizer, param_groups, scaled_lr
 from engine.schedules import LRSchedule
 from engine.trainer import Trainer
+from graphs.layers.sync_bn import convert_sync_batchnorm
 from graphs.losses import LOSSES, build_loss, mixing_active
 from graphs.losses.group_lasso import group_lasso
 from graphs.models import create_model, get_pretrained_cfg
@@ -22,7 +23,6 @@ from graphs.models.finetune import set_backbone_frozen
 from graphs.models.hub import load_pretrained, pretrained_entry, resolve_pretrained
 from graphs.models.registry import check_model_args, get_builder, model_arg_names
 from utils.allocator import active_allocator
-from utils.distributed import convert_sync_batchnorm
 from utils.errors import ConfigError, DataError, closest
 from utils.model_cfg import PretrainedCfg
 
