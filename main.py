@@ -92,6 +92,7 @@ def run(config) -> None:
     """Build the config's agent and run its mode in the experiment folder; a run that fails before
     training has written a checkpoint takes away the folder it created (utils.experiment)."""
     from agents import build_agent
+    from engine.loggers import close_logging
     from utils.experiment import ExperimentFolder
     experiment, failed = ExperimentFolder(config), True
     try:
@@ -102,6 +103,7 @@ def run(config) -> None:
             agent.finalize()
         failed = False
     finally:
+        close_logging()
         experiment.close(failed)
 
 

@@ -9,9 +9,10 @@ from abc import ABC, abstractmethod
 from typing import Callable, Dict, Optional, Tuple
 
 from engine.checkpoint import CheckpointManager
+from engine.loggers import setup_logging
 from utils.distributed import init_distributed
 from utils.errors import CheckpointError, ConfigError, UserError
-from utils.experiment import ExperimentFolder, resolve_device, seed_everything, setup_logging
+from utils.experiment import ExperimentFolder, resolve_device, seed_everything
 
 
 class BaseAgent(ABC):

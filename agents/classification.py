@@ -8,11 +8,14 @@ from torch import nn
 
 from commands import COMMANDS
 from datasets import build_loaders, folder, list_datasets
-from engine.checkpoint import FORMAT, CheckpointManager
-from engine.loggers import RunLogger
 from engine.accumulate import optimizer_steps
+from engine.checkpoint import FORMAT, CheckpointManager, plain
+from engine.ema import ModelEma
+from engine.loggers import RunLogger
 from engine.optim import build_optimizer, param_groups, scaled_lr
+from engine.schedules import LRSchedule
 from engine.trainer import Trainer
+from graphs.layers.sync_bn import convert_sync_batchnorm
 from graphs.losses import LOSSES, build_loss, mixing_active
 from graphs.losses.group_lasso import group_lasso
 from graphs.models import create_model, get_pretrained_cfg
@@ -20,12 +23,8 @@ from graphs.models.finetune import set_backbone_frozen
 from graphs.models.hub import load_pretrained, pretrained_entry, resolve_pretrained
 from graphs.models.registry import check_model_args, get_builder, model_arg_names
 from utils.allocator import active_allocator
-from utils.checkpoint import plain
-from utils.distributed import convert_sync_batchnorm
-from utils.ema import ModelEma
 from utils.errors import ConfigError, DataError, closest
 from utils.model_cfg import PretrainedCfg
-from utils.schedules import LRSchedule
 
 from .base import BaseAgent
 
@@ -246,7 +245,7 @@ class ClassificationAgent(BaseAgent):
         best = trainer.fit()
         self.logger.info(f"done: best val top-1 {best:.2f}%; checkpoints in {self.dirs.checkpoints}")
         if self.dist.is_main:
-            from utils.plots import plot_training_curves
+            from commands.plots import plot_training_curves
             png = plot_training_curves(self.dirs.metrics, os.path.join(self.dirs.out, "training_curves.png"))
             self.logger.info(f"wrote {png}")
 

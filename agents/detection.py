@@ -7,19 +7,18 @@ from torch import nn
 
 from commands.detection import DETECTION_COMMANDS
 from datasets import build_loaders
-from engine.checkpoint import FORMAT, CheckpointManager
+from engine.checkpoint import FORMAT, CheckpointManager, plain
 from engine.detection import DetectionTrainer, detection_fields
+from engine.ema import ModelEma
 from engine.loggers import RunLogger
 from engine.optim import build_optimizer, param_groups, scaled_lr
+from engine.schedules import LRSchedule
 from graphs.detection import ARCHS, detector_from_config, list_backbones
 from graphs.models import get_pretrained_cfg
 from graphs.models.hub import resolve_pretrained
 from graphs.models.registry import get_builder
-from utils.checkpoint import plain
-from utils.ema import ModelEma
 from utils.config import SCHEMA_BY_NAME
 from utils.errors import ConfigError, DataError, closest
-from utils.schedules import LRSchedule
 
 from .base import BaseAgent
 

@@ -9,7 +9,6 @@ Training step = forward under autocast (bf16 rows), cross-entropy, backward, SGD
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -17,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from deploy.timing import time_calls  # noqa: E402
 from graphs.models import create_model  # noqa: E402
 
 MODELS = {"densenet_bc_100": {}, "condensenet_86": {}, "cdnv2_110": {},
@@ -36,13 +36,11 @@ def _setup(name, kwargs, channels_last, progress):
 
 
 def _step(model, opt, x, y, amp):
-    t0 = time.perf_counter()
     with torch.autocast("cpu", torch.bfloat16, enabled=amp):
         loss = F.cross_entropy(model(x).float(), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return time.perf_counter() - t0
 
 
 def main():
@@ -72,10 +70,10 @@ def main():
             for i in range(args.warmup + args.iters):
                 for cl in (False, True):
                     model, opt, x, y, times = runs[cl]
-                    t = _step(model, opt, x, y, amp == "bf16")
+                    (ms,) = time_calls(lambda: _step(model, opt, x, y, amp == "bf16"), 0, 1)
                     if i >= args.warmup:
-                        times.append(t)
-            nchw, cl = (1000 * statistics.median(runs[k][4]) for k in (False, True))
+                        times.append(ms)
+            nchw, cl = (statistics.median(runs[k][4]) for k in (False, True))
             print(f"| {name} | {amp} | {nchw:.0f} | {cl:.0f} | {nchw / cl:.2f}x |", flush=True)
 
 

@@ -51,14 +51,14 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import main as cli  # noqa: E402
-from engine.checkpoint import CheckpointManager  # noqa: E402
+from deploy.timing import time_calls  # noqa: E402
+from engine.checkpoint import CheckpointManager, load_checkpoint  # noqa: E402
 from engine.evaluator import autocast  # noqa: E402
+from engine.metrics import RunningSums  # noqa: E402
 from engine.optim import build_optimizer, param_groups  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
-from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.distributed import DistContext  # noqa: E402
-from utils.metrics import RunningSums  # noqa: E402
 
 PEER = "rexnet_100"                                 # timm's ReXNet-1.0
 PEER_CONFIG = "configs/rexnet/rexnet_1_0_imagenet.json"    # the recipe the peer and our ReXNet-1.0 are timed at
@@ -309,11 +309,6 @@ class Row:
     peak_mb: Optional[float]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_training(build: Callable[[], torch.nn.Module], batch: int, size: int, num_classes: int, amp: str,
                      channels_last: bool, device: torch.device, steps: int, warmup: int) -> tuple:
     """(images/s, peak MB or None on the CPU) of ``steps`` training steps after ``warmup``: forward under
@@ -330,21 +325,25 @@ def measure_training(build: Callable[[], torch.nn.Module], batch: int, size: int
     y = torch.randint(0, num_classes, (batch,), device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)     # the peak starts at what is allocated now
-    start = time.perf_counter()
-    for i in range(warmup + steps):
-        if i == warmup:
-            _sync(device)
-            start = time.perf_counter()
+
+    def step():
         with autocast(device, amp):
             loss = F.cross_entropy(model(x).float(), y)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)
-    _sync(device)
-    rate = batch * steps / (time.perf_counter() - start)
+
+    def run_steps():
+        for _ in range(steps):
+            step()
+    for _ in range(warmup):
+        step()
+    # one clock over all the steps: a synchronisation per step would drain the GPU's queue between steps
+    (ms,) = time_calls(run_steps, 0, 1, device)
+    rate = batch * steps / (ms / 1000.0)
     peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
-    del model, opt, x, y, loss
+    del model, opt, x, y
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

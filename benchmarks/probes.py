@@ -27,7 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from commands.deploy import latencies_ms, write_runtime_files  # noqa: E402
+from deploy.compare import write_runtime_files  # noqa: E402
+from deploy.timing import time_calls  # noqa: E402
 
 INPUT = {"condensenet_86": 32, "cdnv2_a": 224, "cdnv2_c": 224}
 
@@ -44,7 +45,7 @@ def _converted(name):
 def memory(args):
     """RSS after each start-up stage and the peak of 8 steps (channels_last, memory-efficient)."""
     import torch
-    rows = [("python", START_MB), ("import torch (and commands.deploy)", _rss_mb())]
+    rows = [("python", START_MB), ("import torch (and deploy.compare)", _rss_mb())]
     import torch.nn.functional as F
     from graphs.models import create_model
     torch.set_num_threads(2)
@@ -62,7 +63,7 @@ def memory(args):
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
-    times = latencies_ms(step, 2, 6)
+    times = time_calls(step, 2, 6)
     with open("/proc/self/status") as f:
         peak = int(f.read().split("VmHWM:")[1].split()[0]) / 1024
     from utils.allocator import active_allocator
@@ -90,9 +91,9 @@ def concat(args):
         total = collections.Counter()
         for i in range(1, layers + 1):
             c, parts, view = c0 + k * i, feats[:i + 1], buf[:, :c0 + k * i]
-            total["torch.cat"] += statistics.median(latencies_ms(lambda: torch.cat(parts, 1), 3, 20))
-            total["prefix copy"] += statistics.median(latencies_ms(lambda: view.contiguous(memory_format=fmt), 3, 20))
-            total["BN on the strided prefix"] += statistics.median(latencies_ms(
+            total["torch.cat"] += statistics.median(time_calls(lambda: torch.cat(parts, 1), 3, 20))
+            total["prefix copy"] += statistics.median(time_calls(lambda: view.contiguous(memory_format=fmt), 3, 20))
+            total["BN on the strided prefix"] += statistics.median(time_calls(
                 lambda: torch.native_batch_norm(view, w[:c], b[:c], rm[:c], rv[:c], True, 0.1, 1e-5), 3, 20))
         name = "channels_last" if fmt is torch.channels_last else "NCHW"
         print(f"{name:14s} " + ", ".join(f"{k} {v:.1f} ms" for k, v in total.items()) + " (sum over 14 layers)")
@@ -170,7 +171,7 @@ def nodes(args):
     counts = collections.Counter(f"{p.node_type}/{p.exec_type}" for p in request.profiling_info
                                  if p.status == p.Status.EXECUTED)
     total = sum(med.values())
-    wall = statistics.median(latencies_ms(lambda: request.infer({0: x}), 5, 30))
+    wall = statistics.median(time_calls(lambda: request.infer({0: x}), 5, 30))
     print(f"{os.path.basename(args.path)}: {wall:.2f} ms per call, {total / 1000:.2f} ms in nodes")
     for k, v in sorted(med.items(), key=lambda kv: -kv[1])[:12]:
         print(f"  {k:48s} {v / 1000:6.2f} ms {100 * v / total:5.1f} %  n={counts[k]}")
@@ -190,13 +191,13 @@ def eager(args):
         with torch.inference_mode():
             for _ in range(3):
                 for k, m in variants.items():
-                    runs[k].append(statistics.median(latencies_ms(lambda: m(x), 5, 20)))
+                    runs[k].append(statistics.median(time_calls(lambda: m(x), 5, 20)))
         print(f"{name:15s} " + ", ".join(f"{k} {min(v):.2f} ms" for k, v in runs.items()))
 
 
 def _time(path, precision):
     request, x = _ov_compile(path, precision)
-    rounds = [statistics.median(latencies_ms(lambda: request.infer({0: x}), 0, 40)) for _ in range(3)]
+    rounds = [statistics.median(time_calls(lambda: request.infer({0: x}), 0, 40)) for _ in range(3)]
     print(min(rounds))
 
 

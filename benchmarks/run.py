@@ -33,9 +33,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from commands.deploy import (PEER as PEER_TIMM, RUNTIME_VARIANTS, deploy_rows, deployable,  # noqa: E402
-                             format_deploy_table, latencies_ms, runtime_files, time_variant,
-                             write_runtime_files)
+from deploy.compare import (PEER as PEER_TIMM, RUNTIME_VARIANTS, deploy_rows, format_deploy_table,  # noqa: E402
+                            runtime_files, time_variant, write_runtime_files)
+from deploy.forms import deployable  # noqa: E402
+from deploy.timing import time_calls  # noqa: E402
 from utils.atomic_io import atomic_write  # noqa: E402
 
 # name -> (description, kind, settings); kind 'train' (img/s) or 'infer' (ms at batch 1)
@@ -91,7 +92,7 @@ def _peak_rss_mb():
 
 
 def _time(fn, warmup, iters):
-    times = latencies_ms(fn, warmup, iters)
+    times = time_calls(fn, warmup, iters)
     return statistics.median(times), times
 
 
@@ -246,7 +247,7 @@ DEPLOY_MODELS = {
     "condensenet_86": ("CondenseNet-86 converted, 32x32", "condensenet_86", 32),
 }
 DEPLOY_QUICK = {"timm_rexnet_100": 64, "rexnet_1_0": 64, "cdnv2_a": 224, "cdnv2_c": 224, "condensenet_86": 32}  # v2: 7x7 head pool
-DEPLOY_VARIANTS = RUNTIME_VARIANTS     # commands/deploy.py: eager, compiled, onnxruntime, openvino, openvino_bf16, openvino_int8
+DEPLOY_VARIANTS = RUNTIME_VARIANTS     # deploy/compare.py: eager, compiled, onnxruntime, openvino, openvino_bf16, openvino_int8
 PEER = "timm_" + PEER_TIMM
 
 
@@ -333,7 +334,7 @@ def run_deploy(args):
         rows = deploy_rows([(k, DEPLOY_MODELS[k][0], flops[k]) for k in keys], variants, runs, rnd + 1, PEER)
         table = format_deploy_table(rows, variants)
         # written after every round: a long run on a busy machine can be stopped with its rounds so far
-        from utils.benchmark import write_json
+        from deploy.benchmark import write_json
         write_json(dict(deploy=rows, table=table, threads=args.threads, rounds=rnd + 1, cpu=_cpu_name(),
                         cpu_count=os.cpu_count(), torch_version=_torch_version(), allocator=allocator,
                         quick=args.quick, load_avg_1min_end=_load_avg()),
@@ -375,7 +376,7 @@ def _allocator_env(choice, deploy=False):
 
 def _cpu_name():
     import torch
-    from utils.benchmark import device_name
+    from deploy.timing import device_name
     return device_name(torch.device("cpu"))
 
 
@@ -512,7 +513,7 @@ def main(argv=None):
           f"allocator {allocator}"
           f"{'; QUICK (tiny settings)' if args.quick else ''}")
     path = args.json or os.path.join(ROOT, "benchmarks", "results.json")
-    from utils.benchmark import write_json
+    from deploy.benchmark import write_json
     write_json(dict(rows=results, table=table, quick=args.quick, threads=args.threads, repeat=args.repeat,
                     cpu=_cpu_name(),
                     cpu_count=os.cpu_count(), torch_version=_torch_version(),

@@ -8,7 +8,7 @@
     predict    top-5 classes of image files
     visualize  training curves and feature-reuse heatmaps
 
-``deploy.deployable`` is the one place that turns any model into its deployment form.
+``deploy.forms.deployable`` is the one place that turns any model into its deployment form.
 """
 from typing import List, Optional, Protocol, Tuple
 

@@ -6,13 +6,13 @@ import statistics
 
 import torch
 
+from deploy.benchmark import benchmark as measure, format_table, write_json
+from deploy.compare import PEER, deploy_rows, format_deploy_table, time_variant, write_runtime_files
+from deploy.forms import deployable, model_forms
 from utils.atomic_io import temporary_folder
-from utils.benchmark import benchmark as measure, format_table, write_json
 from utils.flops import profile
 
 from .common import input_size, load_if_available, out_path
-from .deploy import (PEER, deploy_rows, deployable, format_deploy_table, model_forms, time_variant,
-                     write_runtime_files)
 
 ROUNDS = 3     # alternating rounds over models and runtimes: a busy machine's slow phases hit all alike
 

@@ -52,7 +52,7 @@ def out_path(ctx, name: str) -> str:
 
 
 class _RuntimeModel(nn.Module):
-    """A deployed file (utils.runtimes.Runtime) as a module: what validate and predict run instead of
+    """A deployed file (deploy.runtime.Runtime) as a module: what validate and predict run instead of
     the PyTorch model when ``runtime`` is onnxruntime or openvino."""
 
     def __init__(self, runtime):
@@ -69,7 +69,7 @@ def runtime_model(ctx) -> Optional[nn.Module]:
     cfg = ctx.config
     if cfg.runtime == "torch":
         return None
-    from utils.runtimes import check_artifact, load_runtime
+    from deploy.runtime import check_artifact, load_runtime
     path = cfg.runtime_artifact or out_path(ctx, f"{cfg.exp_name}.{'xml' if cfg.runtime == 'openvino' else 'onnx'}")
     rt = load_runtime(path, cfg.runtime, cfg.runtime_threads or None, cfg.runtime_precision)
     check_artifact(rt, input_size(ctx), ctx.num_classes)

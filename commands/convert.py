@@ -3,7 +3,7 @@ import os
 
 from torch import nn
 
-from utils.checkpoint import save_checkpoint
+from engine.checkpoint import save_checkpoint
 from utils.errors import ConfigError
 
 from .common import load_for_eval

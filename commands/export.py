@@ -1,15 +1,17 @@
 """``--mode export``: the deployable model as ONNX (checked with onnxruntime), TorchScript, OpenVINO IR and
 int8 (NNCF / onnxruntime static quantization), in ``out/``; ``out/export.json`` records every file, its
 parity with PyTorch and, for the runtime formats, its top-1 on the validation split."""
+from deploy.benchmark import write_json
+from deploy.export import export_onnx, export_torchscript
+from deploy.forms import deployable
+from deploy.openvino import export_openvino, export_openvino_int8
+from deploy.quantize import export_onnx_int8
+from deploy.runtime import load_runtime
 from engine.evaluator import evaluate
 from graphs.layers.runtime import runtime_graph
-from utils.benchmark import write_json
-from utils.export import export_onnx, export_torchscript
 from utils.errors import ConfigError
-from utils.runtimes import export_onnx_int8, export_openvino, export_openvino_int8, load_runtime
 
 from .common import input_size, load_if_available, out_path
-from .deploy import deployable
 
 RUNTIME_FORMATS = ("onnx", "openvino", "openvino_int8", "onnx_int8")
 FILES = {"onnx": "{}.onnx", "torchscript": "{}.torchscript.pt", "openvino": "{}.xml", "openvino_int8": "{}.int8.xml",

@@ -3,10 +3,10 @@ from typing import List, Tuple
 
 from torch import nn
 
+from deploy.forms import model_forms
 from utils.flops import profile
 
 from .common import input_size
-from .deploy import model_forms
 
 
 def flops(ctx) -> List[Tuple[str, float, float]]:

@@ -39,6 +39,6 @@ def write_per_class(ctx, confusion: torch.Tensor, names: List[str]) -> None:
     atomic_write(out, buf.getvalue())
     ctx.logger.info(f"wrote {out}")
     if len(names) <= 100:
-        from utils.plots import plot_confusion_matrix
+        from .plots import plot_confusion_matrix
         png = plot_confusion_matrix(confusion.numpy(), names, out_path(ctx, "confusion_matrix.png"))
         ctx.logger.info(f"wrote {png}")

@@ -8,7 +8,7 @@ from .common import load_for_eval, out_path
 
 
 def visualize(ctx) -> List[str]:
-    from utils.plots import plot_reuse_heatmaps, plot_training_curves
+    from .plots import plot_reuse_heatmaps, plot_training_curves
     paths = []
     if os.path.exists(ctx.dirs.metrics):
         paths.append(plot_training_curves(ctx.dirs.metrics, out_path(ctx, "training_curves.png")))

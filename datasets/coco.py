@@ -9,7 +9,7 @@ As torchvision's ``references/detection`` (``coco_utils.py``): crowd boxes (``is
 out of the training targets (they stay in the evaluation ground truth, where pycocotools ignores
 detections on them), boxes are converted to x1y1x2y2 and clipped to the image, and training drops
 images without a usable box. A box with non-positive width or height is an error, or is skipped and
-counted with ``bad_images: skip``. Images are read by ``utils.decode`` (EXIF orientation, 16-bit,
+counted with ``bad_images: skip``. Images are read by ``datasets.decode`` (EXIF orientation, 16-bit,
 transparency, ``max_image_pixels``); a photo whose annotation gives its stored, unrotated size keeps
 that orientation, since its boxes were drawn on the stored pixels (:func:`read_image`).
 
@@ -31,9 +31,9 @@ from typing import Optional
 
 import torch
 
+from datasets.decode import DEFAULT_MAX_PIXELS, decode_image
 from datasets.loader import _PlanBatchSampler, handle_bad_images, BadImage, BatchPlan, shard_indices, subset
 from datasets.transforms import mix_seed
-from utils.decode import DEFAULT_MAX_PIXELS, decode_image
 from utils.errors import DataError
 from utils.shutdown import worker_init
 
@@ -205,7 +205,7 @@ class GroupedBatchPlan(BatchPlan):
 
 def read_image(path: str, width: float, height: float, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
     """The RGB PIL image the annotation's boxes refer to: upright (EXIF orientation applied, as
-    ``utils.decode``), unless the annotation's width x height is the stored, unrotated size (a tool that
+    ``datasets.decode``), unless the annotation's width x height is the stored, unrotated size (a tool that
     ignored the tag): then the stored pixels. DataError (one sentence) if unreadable."""
     img = decode_image(path, max_pixels)
     size = (int(width), int(height))
@@ -273,7 +273,7 @@ class CocoLoader:
 
     Attributes besides the shared ones (``len``, ``set_epoch``, ``batch_size``, ``num_samples``,
     ``dataset_size``, ``num_classes``, ``class_names``, ``skipped_images``): ``coco_gt`` (annotation
-    dict for ``utils.coco_eval``), ``image_ids`` (the images this loader covers, all ranks),
+    dict for ``engine.coco_eval``), ``image_ids`` (the images this loader covers, all ranks),
     ``label_to_cat``, ``cat_to_label``, ``skipped_boxes``.
     """
 

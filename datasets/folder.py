@@ -2,9 +2,9 @@
 
 The ``folder`` data set. Class names are the class folder names, sorted (class index = position), as
 in torchvision's ``ImageFolder``; images may sit in sub-folders of a class folder. Any file type Pillow
-can decode counts as an image (``utils.decode.image_extensions``: .jpg, .png, .webp, .tif, .bmp, .gif,
+can decode counts as an image (``datasets.decode.image_extensions``: .jpg, .png, .webp, .tif, .bmp, .gif,
 ...); other files (.txt, .DS_Store, hidden files) are ignored. train/ and val/ must hold the same classes.
-The scan judges a file readable with the loaders' own decoder (``utils.decode.decode_image``).
+The scan judges a file readable with the loaders' own decoder (``datasets.decode.decode_image``).
 
 ``stratified_subset`` picks a class-balanced subset with a fixed seed: the samples of every class
 are shuffled and the classes are taken in turn, so ``train_subset=N`` draws from every class instead of
@@ -16,7 +16,7 @@ import os
 import random
 from typing import Optional
 
-from utils.decode import DEFAULT_MAX_PIXELS, decode_image, image_extensions
+from datasets.decode import DEFAULT_MAX_PIXELS, decode_image, image_extensions
 from utils.errors import DataError
 
 __all__ = ["class_names", "scan_split", "load_folder", "stratified_subset"]

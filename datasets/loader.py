@@ -17,9 +17,9 @@ import math
 
 import torch
 
+from datasets.decode import DEFAULT_MAX_PIXELS, bad_image, decode_image
 from datasets.transforms import (TAG_CROP, TAG_ERASE, TAG_SAMPLE, DeviceNormalize, draw_crop_flip,
                                  mix_seed, random_crop_flip, seeded_global_rngs)
-from utils.decode import DEFAULT_MAX_PIXELS, bad_image, decode_image
 from utils.errors import DataError
 from utils.shutdown import worker_init
 
@@ -185,7 +185,7 @@ class BadImage:
 class FolderDataset(torch.utils.data.Dataset):
     """(path, class) samples -> (uint8 CHW tensor, class) or BadImage; items are (index, sample_seed).
 
-    Images are read by ``utils.decode.decode_image`` with ``max_pixels`` (an attribute, so the worker
+    Images are read by ``datasets.decode.decode_image`` with ``max_pixels`` (an attribute, so the worker
     processes get it with the data set). With a sample seed, the transform's draws (timm/torchvision use
     the global Python, numpy and torch generators) are seeded from it, so a sample's augmentation depends
     only on (seed, epoch, rank, position in the epoch), not on worker scheduling.

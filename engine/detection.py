@@ -1,5 +1,5 @@
 """Detection's Trainer hooks: the detector's summed loss dict, device-side loss-term sums, COCO box AP
-(utils.coco_eval over the gathered per-image outputs), written to out/coco_eval.json."""
+(engine.coco_eval over the gathered per-image outputs), written to out/coco_eval.json."""
 import json
 import os
 from typing import Optional
@@ -9,8 +9,8 @@ from torch import nn
 
 from utils import shutdown
 from utils.atomic_io import atomic_write
-from utils.coco_eval import evaluate_coco, to_coco_results
 
+from .coco_eval import evaluate_coco, to_coco_results
 from .evaluator import autocast
 from .trainer import Trainer
 

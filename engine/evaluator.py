@@ -7,7 +7,8 @@ from torch import nn
 from tqdm import tqdm
 
 from utils import shutdown
-from utils.metrics import RunningSums
+
+from .metrics import RunningSums
 
 __all__ = ["evaluate", "autocast"]
 

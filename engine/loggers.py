@@ -1,17 +1,72 @@
-"""What a training run writes about itself: TensorBoard scalars, ``metrics.csv`` and a console line."""
+"""What a run writes about itself: the console and log-file logging of every mode (:func:`setup_logging`),
+and for training TensorBoard scalars, ``metrics.csv`` and a console line per epoch (:class:`RunLogger`)."""
 import csv
 import io
+import logging
 import os
 import socket
+import sys
 import time
 from typing import Sequence
 
 from utils.atomic_io import atomic_write, write_error
 
-__all__ = ["RunLogger", "METRIC_FIELDS", "format_rate"]
+__all__ = ["RunLogger", "METRIC_FIELDS", "format_rate", "setup_logging", "close_logging"]
 
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
                  "ema_val_loss", "ema_val_top1", "ema_val_top5", "epoch_time_s", "train_images_per_s")
+
+
+class _LogFile(logging.FileHandler):
+    """The mode's log file, appended line by line: a failed append (a full disk) stops the command with
+    one sentence instead of logging's printed traceback; the lines written before stay."""
+
+    def handleError(self, record):
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            raise write_error(self.baseFilename, err, "the lines written before are kept") from err
+        super().handleError(record)
+
+
+class _TqdmHandler(logging.StreamHandler):
+    """Console handler that does not break tqdm progress bars."""
+
+    def emit(self, record):
+        from tqdm import tqdm
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def setup_logging(log_file=None, is_main=True):
+    """Console (tqdm-safe) and file handlers on the root logger; the ``cdn`` logger speaks at INFO on
+    rank 0, the libraries' loggers (e.g. ``datasets``) at WARNING."""
+    close_logging()
+    root = logging.getLogger()
+    console = _TqdmHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    handlers = [console]
+    if log_file and is_main:
+        fh = _LogFile(log_file, delay=True)      # no empty file from a run that logs nothing
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers.append(fh)
+    for h in handlers:
+        h._cdn = True
+        root.addHandler(h)
+    root.setLevel(logging.WARNING)
+    logger = logging.getLogger("cdn")
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    return logger
+
+
+def close_logging() -> None:
+    """Remove and close the handlers :func:`setup_logging` added. A run ends with it: a failed first run
+    removes its experiment folder, log file included, and a later line of the same process must not go there."""
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_cdn", False)]:
+        root.removeHandler(h)
+        h.close()
 
 
 class EventFile:

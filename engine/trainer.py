@@ -26,14 +26,13 @@ from torch import nn
 from tqdm import tqdm
 
 from utils import shutdown
-from utils.checkpoint import load_checkpoint
 from utils.errors import CheckpointError, Interrupted, TrainingError
-from utils.metrics import RunningSums
 
 from .accumulate import group_size, is_step_end, optimizer_steps, sync_context
-from .checkpoint import CheckpointManager
+from .checkpoint import CheckpointManager, load_checkpoint
 from .evaluator import autocast, evaluate
 from .loggers import RunLogger, format_rate
+from .metrics import RunningSums
 from .state import TrainState
 
 __all__ = ["Trainer"]

@@ -64,8 +64,7 @@ def run_interrupted_after_epoch_1(tmp_path, config_path, checkpoints, monkeypatc
     import shutil
 
     import main
-    from engine.checkpoint import CheckpointManager
-    from utils.checkpoint import load_checkpoint
+    from engine.checkpoint import CheckpointManager, load_checkpoint
     snapshot = tmp_path / "after_epoch1.pth"
     original = CheckpointManager.save
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 import main
+from engine.checkpoint import load_checkpoint
 from graphs.models import create_model
-from utils.checkpoint import load_checkpoint
 
 BASE = {"exp_name": "bad", "agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic",
         "num_classes": 4, "synthetic_train_size": 32, "synthetic_val_size": 16, "synthetic_shape": [3, 16, 16],
@@ -209,3 +209,16 @@ def test_unreadable_image_can_be_skipped_and_counted(tmp_path, capsys):
     assert main.main([path]) == 0
     err = capsys.readouterr().err
     assert "broken.png" in err and "skip" in err.lower()
+
+
+def test_a_failed_run_leaves_no_log_file_handler_behind(tmp_path, capsys):
+    """A run that fails before training removes the experiment folder it created, its log folder included;
+    a later log line of the same process (the Python API, the next main.main) is not sent to that log file,
+    which raised an error naming the removed file from an unrelated logging call."""
+    import logging
+    path = cfg(tmp_path)
+    assert main.main([path, "--mode", "validate", "--checkpoint", str(tmp_path / "missing.pth")]) == 2
+    assert not (tmp_path / "exp" / "bad").exists()
+    logging.getLogger("cdn").warning("a line after the run")
+    assert main.main([path, "--mode", "flops"]) == 0
+    assert (tmp_path / "exp" / "bad" / "logs" / "flops.log").read_text().count("FLOPs") >= 1

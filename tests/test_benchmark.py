@@ -1,13 +1,26 @@
-"""Benchmark utility: result fields and types, markdown table, atomic JSON, argument errors."""
+"""Benchmark utility: result fields and types, markdown table, atomic JSON, argument errors; the one timing loop."""
 import json
 import os
+import time
 
 import pytest
 import torch
 
+from deploy.benchmark import RESULT_FIELDS, benchmark, format_table, write_json
+from deploy.timing import time_calls
 from graphs.models import create_model
-from utils.benchmark import RESULT_FIELDS, benchmark, format_table, write_json
 from utils.errors import ConfigError
+
+
+def test_time_calls_times_each_call_after_untimed_warmup():
+    calls = []
+
+    def sleep_5ms():
+        calls.append(time.perf_counter())
+        time.sleep(0.005)
+    times = time_calls(sleep_5ms, warmup=2, iters=3)
+    assert len(calls) == 5 and len(times) == 3          # 2 untimed calls, then one figure per timed call
+    assert all(5.0 <= t < 1000.0 for t in times)         # milliseconds, each at least the 5 ms sleep
 
 
 def _tiny():

@@ -1,4 +1,4 @@
-"""COCO data (datasets/coco.py) and COCO box AP (utils/coco_eval.py) on a generated COCO-format set."""
+"""COCO data (datasets/coco.py) and COCO box AP (engine/coco_eval.py) on a generated COCO-format set."""
 import json
 import os
 import shutil
@@ -11,7 +11,7 @@ from PIL import Image
 from datasets.coco import CocoIndex, CocoLoader, GroupedBatchPlan, aspect_ratio_groups, build_coco
 from datasets.loader import loader_settings
 from tests._coco_data import CATEGORIES, make_coco_set
-from utils.coco_eval import evaluate_coco, to_coco_results
+from engine.coco_eval import evaluate_coco, to_coco_results
 from utils.errors import DataError
 
 
@@ -265,7 +265,7 @@ def test_build_coco_from_config_keys(coco_root):
     assert all(t["labels"].min() >= 1 and t["labels"].max() <= 3 for t in targets)
 
 
-# ------------------------------------------------------------------ decoding (utils.decode)
+# ------------------------------------------------------------------ decoding (datasets.decode)
 def _exif_rotated_copy(path):
     """Store the image at ``path`` as a phone does: turned 90 degrees, with EXIF orientation 6."""
     upright = Image.open(path).convert("RGB")

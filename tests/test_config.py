@@ -131,6 +131,6 @@ def test_shipped_configs_validate_and_name_their_model(path):
 
 
 def test_benchmark_runtimes_choices_are_the_commands_variants():
-    from commands.deploy import RUNTIME_VARIANTS
+    from deploy.compare import RUNTIME_VARIANTS
     from utils.config import BENCHMARK_RUNTIMES
     assert BENCHMARK_RUNTIMES == RUNTIME_VARIANTS

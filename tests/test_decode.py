@@ -1,4 +1,4 @@
-"""utils.decode: real odd image files (written here with Pillow, numpy, or byte by byte where Pillow
+"""datasets.decode: real odd image files (written here with Pillow, numpy, or byte by byte where Pillow
 cannot write the type) read the way they look, and every path that reads images uses it."""
 import json
 import struct
@@ -17,7 +17,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from datasets import build_loaders, calibration_loader
 from datasets.folder import load_folder
 from datasets.loader import FolderDataset
-from utils.decode import DEFAULT_MAX_PIXELS, decode_image
+from datasets.decode import DEFAULT_MAX_PIXELS, decode_image
 from utils.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,8 @@ import torch
 
 import main
 from conftest import run_interrupted_after_epoch_1
-from engine.checkpoint import CheckpointManager
+from engine.checkpoint import CheckpointManager, load_checkpoint
 from tests._coco_data import make_coco_set
-from utils.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +142,7 @@ def test_bad_inputs_exit_2_with_one_sentence(tmp_path, coco_root, capsys, damage
 
 
 def test_warmup_iters_is_mmdet_linear_warmup_then_steps():
-    from utils.schedules import LRSchedule
+    from engine.schedules import LRSchedule
     s = LRSchedule("multistep", 0.02, 100, 12, warmup_lr=0.02 / 3, milestones=[8, 11], warmup_iters=500)
     # hand-computed: lr/3 -> lr linearly over 500 iterations, x0.1 at iterations 800 and 1100
     assert [round(s.lr_at(t), 6) for t in (0, 250, 499, 500, 799, 800, 1100)] == \

@@ -11,7 +11,7 @@ import torch
 
 import main
 from tests.conftest import ROOT
-from utils.checkpoint import load_checkpoint
+from engine.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -1,10 +1,10 @@
-"""utils/draw.py: detections drawn into a PNG, written atomically."""
+"""commands/detection.py's drawing: detections drawn into a PNG, written atomically."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from utils.draw import draw_detections
+from commands.detection import draw_detections
 from utils.errors import ConfigError
 
 

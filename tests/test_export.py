@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from deploy.export import export_onnx, export_torchscript
 from graphs.models import create_model
-from utils.errors import ConfigError, UserError
+from utils.errors import ConfigError, ExportError, UserError
 from utils.model_cfg import PretrainedCfg
-from utils.export import ExportError, export_onnx, export_torchscript
 
 import onnx  # noqa: E402  (requirements.txt: a missing package must fail, not skip)
 import onnxruntime as ort  # noqa: E402

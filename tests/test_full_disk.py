@@ -17,8 +17,8 @@ import main
 from graphs.models import create_model
 from tests.conftest import ROOT
 from tests.test_reliability import TINY
+from engine.checkpoint import load_checkpoint
 from utils.atomic_io import temporary_path
-from utils.checkpoint import load_checkpoint
 
 SMALL = {**TINY, "synthetic_train_size": 32, "max_epoch": 1}
 

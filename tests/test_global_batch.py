@@ -4,8 +4,7 @@ import json
 import pytest
 
 import main
-from engine.checkpoint import CheckpointManager
-from utils.checkpoint import load_checkpoint
+from engine.checkpoint import CheckpointManager, load_checkpoint
 from utils.config import split_global_batch
 
 TINY = {"agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic", "num_classes": 4,

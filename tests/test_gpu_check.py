@@ -14,7 +14,7 @@ from agents import build_agent
 from benchmarks import gpu_check
 from engine.trainer import Trainer
 from tests.conftest import ROOT
-from utils.checkpoint import load_checkpoint
+from engine.checkpoint import load_checkpoint
 from utils.config import load_config
 
 SMOKE = ["--device", "cpu", "--amp", "bf16", "--smoke", "--train-subset", "48", "--val-subset", "32",

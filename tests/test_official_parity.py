@@ -59,7 +59,7 @@ def test_recipe_fields_map_onto_the_official_semantics():
     from tools.parity import recipe_config
     from utils.config import validate
     from utils.errors import ConfigError
-    from utils.schedules import LRSchedule
+    from engine.schedules import LRSchedule
     recipe = {"seed": 0, "epochs": 5, "iters_per_epoch": 2, "batch_size": 4, "lr": 0.1, "momentum": 0.9,
               "nesterov": True, "weight_decay": 1e-4, "weight_decay_mode": "all", "schedule": "multistep",
               "warmup_epochs": 0, "warmup_lr": 0.0, "lr_step": "iter", "label_smoothing": 0.0,

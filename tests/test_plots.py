@@ -1,10 +1,10 @@
-"""utils.plots: every plot writes a real PNG (magic bytes, > 1 kB) atomically from synthetic inputs."""
+"""commands/plots.py: every plot writes a real PNG (magic bytes, > 1 kB) atomically from synthetic inputs."""
 import os
 
 import numpy as np
 import pytest
 
-from utils.plots import plot_confusion_matrix, plot_reuse_heatmaps, plot_training_curves, read_metrics
+from commands.plots import plot_confusion_matrix, plot_reuse_heatmaps, plot_training_curves, read_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

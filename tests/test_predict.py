@@ -7,13 +7,13 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from commands.predict import expand_image_paths, format_predictions, predict_images
 from datasets import class_names_for, dataset_mean_std, eval_transform as _eval_transform
 from datasets.cifar import CIFAR10_CLASSES
+from datasets.decode import decode_image
 from graphs.models import create_model
 from utils.errors import ConfigError, DataError
 from utils.model_cfg import PretrainedCfg
-from utils.decode import decode_image
-from utils.predict import expand_image_paths, format_predictions, predict
 
 
 def eval_transform(cfg, **kw):
@@ -54,7 +54,7 @@ def test_predict_top5_sorted(model, images):
     transform = eval_transform(model.pretrained_cfg)
     names = class_names_for("cifar10", 10)
     model.train()
-    results = predict(model, images, transform, names, topk=5, batch_size=2)
+    results = predict_images(model, images, transform, names, topk=5, batch_size=2)
     assert model.training                                     # mode restored
     assert [p for p, _ in results] == images
     for _, top in results:
@@ -82,7 +82,7 @@ def test_unreadable_image_is_data_error(model, images, tmp_path):
     bad.write_bytes(b"\xff\xd8 this is not a jpeg")
     transform = eval_transform(model.pretrained_cfg)
     with pytest.raises(DataError, match="broken.jpg") as err:
-        predict(model, [images[0], str(bad)], transform, class_names_for("cifar10", 10))
+        predict_images(model, [images[0], str(bad)], transform, class_names_for("cifar10", 10))
     assert "\n" not in str(err.value)
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(open(images[0], "rb").read()[:60])
@@ -96,11 +96,11 @@ def test_skip_leaves_bad_files_out_but_not_all_of_them(model, images, tmp_path, 
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG not really")
     transform, names = eval_transform(model.pretrained_cfg), class_names_for("cifar10", 10)
-    results = predict(model, [images[0], str(bad), images[1]], transform, names, batch_size=1, bad_images="skip")
+    results = predict_images(model, [images[0], str(bad), images[1]], transform, names, batch_size=1, bad_images="skip")
     assert [p for p, _ in results] == [images[0], images[1]]
     assert [r.getMessage() for r in caplog.records if "broken.png" in r.getMessage()] != []
     with pytest.raises(DataError, match="none of the 1 image"):
-        predict(model, [str(bad)], transform, names, bad_images="skip")
+        predict_images(model, [str(bad)], transform, names, bad_images="skip")
 
 
 def test_decode_image_rgb(images):
@@ -170,4 +170,4 @@ def test_class_names(tmp_path):
 
 def test_class_count_mismatch_is_config_error(model, images):
     with pytest.raises(ConfigError, match="10 outputs"):
-        predict(model, images[:1], eval_transform(model.pretrained_cfg), ["a", "b"])
+        predict_images(model, images[:1], eval_transform(model.pretrained_cfg), ["a", "b"])

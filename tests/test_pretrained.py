@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from easydict import EasyDict
 
+from commands.predict import format_predictions, predict_images
 from datasets import build_loaders, resolve_class_names
 from datasets.transforms import eval_transform
 from datasets.folder import load_folder, stratified_subset
@@ -20,7 +21,6 @@ from graphs.models import create_model
 from graphs.models.hub import cache_path_for, load_pretrained, resolve_pretrained
 from utils.errors import CheckpointError, ConfigError, DataError
 from utils.model_cfg import PretrainedCfg, WeightEntry
-from utils.predict import format_predictions, predict
 
 CPU = torch.device("cpu")
 TINY = {"condensenet_50": dict(stages=(2, 2, 2)), "cdnv2_110": dict(stages=(2, 2, 2)),
@@ -347,7 +347,7 @@ def test_file_url_and_missing_path(tmp_path, weight_bytes):
 # ------------------------------------------------------------------ fine-tuning the converted graph
 @pytest.mark.parametrize("name", ["condensenet_50", "cdnv2_110"])
 def test_converted_model_fine_tunes_and_exports(tmp_path, name):
-    from utils.export import export_onnx
+    from deploy.export import export_onnx
 
     torch.manual_seed(0)
     dense = create_model(name, num_classes=10, **TINY[name])
@@ -479,7 +479,7 @@ def test_predict_prints_folder_class_names(tmp_path):
     model = create_model("condensenet_50", num_classes=3, **TINY["condensenet_50"])
     names = resolve_class_names(3, None, "folder", str(root))
     tf = eval_transform(PretrainedCfg(input_size=(3, 32, 32), crop_pct=1.0), mean=(0.5,) * 3, std=(0.25,) * 3)
-    out = format_predictions(predict(model, [str(root / "val" / "emu" / "img1.webp")], tf, names, topk=3))
+    out = format_predictions(predict_images(model, [str(root / "val" / "emu" / "img1.webp")], tf, names, topk=3))
     assert "img1.webp:" in out and all(n in out for n in ("cat", "dog", "emu"))
 
 

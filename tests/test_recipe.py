@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
+from datasets.mixup import TAG_MIX, SeededMixup
 from datasets.transforms import mix_seed, seeded_global_rngs
 from engine.accumulate import accumulated_step, group_size, is_step_end, optimizer_steps
-from datasets.mixup import TAG_MIX, SeededMixup
+from engine.ema import ModelEma
 from engine.optim import build_optimizer, param_groups, scaled_lr, set_lr
+from engine.schedules import LRSchedule
 from graphs.losses.distill import DistillationLoss, distillation_loss
 from graphs.models import create_model
-from utils.ema import ModelEma
-from utils.schedules import LRSchedule
 
 
 # ---------------------------------------------------------------------------------------- mixup / cutmix

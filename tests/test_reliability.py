@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import main
-from graphs.models import load_weights, create_model
+from graphs.models import create_model, load_weights
 from tests.conftest import ROOT
-from utils.checkpoint import load_checkpoint, recovery_checkpoints
+from engine.checkpoint import load_checkpoint, recovery_checkpoints
 from utils.config import SCHEMA_BY_NAME, validate
 from utils.errors import CheckpointError, ConfigError, UserError
 

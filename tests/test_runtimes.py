@@ -1,4 +1,5 @@
-"""Runtime-friendly graphs (graphs/layers/runtime.py) and the deployment runtimes (utils/runtimes.py).
+"""Runtime-friendly graphs (graphs/layers/runtime.py) and the deployment runtimes (deploy/openvino.py,
+deploy/quantize.py, deploy/runtime.py).
 
 Each graph form is checked against the converted model, which is checked against the condensed
 training-time model; each runtime (onnxruntime, OpenVINO fp32) against PyTorch at 1e-4; int8 (NNCF)
@@ -9,12 +10,13 @@ import warnings
 import pytest
 import torch
 
+from deploy.export import export_onnx
+from deploy.openvino import export_openvino, export_openvino_int8
+from deploy.quantize import export_onnx_int8
+from deploy.runtime import check_artifact, load_runtime
 from graphs.layers.runtime import LGC_FORMS, SFR_FORMS, index_add_rounds, runtime_graph
 from graphs.models import create_model
 from utils.errors import ConfigError
-from utils.export import export_onnx
-from utils.runtimes import (check_artifact, export_onnx_int8, export_openvino, export_openvino_int8,
-                            load_runtime)
 
 SMALL = [("condensenet_50", {}, 32), ("cdnv2_110", dict(stages=(2, 2, 2)), 32)]
 
@@ -295,7 +297,7 @@ def test_known_noise_is_dropped_and_real_warnings_pass(caplog, capsys):
     CUDA toolkit line, and nothing else: onnxruntime's other warnings, the same text from another logger,
     and everything after the block still reach the handlers; stdout goes to stderr within."""
     import logging
-    from utils.runtimes import quiet_known_noise
+    from deploy.quantize import quiet_known_noise
     noise = "Axis 1 is out-of-range for weight 'features.norm_last.weight' with rank 1"
     real = ["only support per-channel quantization on weight. Tensor: conv.weight is not quantized.",
             "Axis 1 is out-of-range for weight 'conv.weight' with rank 4"]     # a real weight that lost its axis

@@ -11,7 +11,7 @@ from PIL import Image
 
 import main
 from tests.conftest import ROOT
-from utils.checkpoint import load_checkpoint
+from engine.checkpoint import load_checkpoint
 
 PRETRAIN = {"exp_name": "pre", "agent": "ClassificationAgent", "model": "condensenet_50", "dataset": "synthetic",
             "num_classes": 4, "synthetic_train_size": 32, "synthetic_val_size": 16, "synthetic_shape": [3, 32, 32],

@@ -17,7 +17,7 @@ import main
 from tests.conftest import ROOT
 from tests.test_distributed import _children
 from tests.test_reliability import ckpt_dir, config, wait_for
-from utils.checkpoint import load_checkpoint, recovery_checkpoints
+from engine.checkpoint import load_checkpoint, recovery_checkpoints
 
 
 class Run:

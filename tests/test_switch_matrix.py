@@ -96,7 +96,7 @@ MAIN_SWITCHES = {"bf16": dict(amp="bf16"), "channels_last": dict(channels_last=T
 @pytest.mark.parametrize("name", list(MAIN_MODELS))
 def test_main_trains_resumes_and_validates_under_switch(tmp_path, name, switch):
     import main
-    from utils.checkpoint import load_checkpoint
+    from engine.checkpoint import load_checkpoint
     cfg = {"exp_name": "m", "agent": "ClassificationAgent", "model": name, "model_args": MAIN_MODELS[name],
            "dataset": "synthetic", "num_classes": 4, "synthetic_train_size": 16, "synthetic_val_size": 8,
            "synthetic_shape": [3, 32, 32], "batch_size": 8, "max_epoch": 1, "lr": 0.02, "device": "cpu",
@@ -126,7 +126,7 @@ def _resumed_and_uninterrupted(tmp_path, monkeypatch, reference: dict, run: dict
     the resumed run is validated too."""
     import main
     from conftest import run_interrupted_after_epoch_1
-    from utils.checkpoint import load_checkpoint
+    from engine.checkpoint import load_checkpoint
     assert main.main([_write(tmp_path, "ref", **reference)]) == 0
     path = _write(tmp_path, "run", **run)
     run_interrupted_after_epoch_1(tmp_path, path, tmp_path / "exp" / "run" / "checkpoints", monkeypatch)

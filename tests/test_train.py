@@ -10,8 +10,7 @@ import torch
 import main
 from conftest import run_interrupted_after_epoch_1
 from agents import ClassificationAgent
-from engine.checkpoint import CheckpointManager
-from utils.checkpoint import load_checkpoint
+from engine.checkpoint import CheckpointManager, load_checkpoint
 from utils.config import load_config
 
 TINY = {"exp_name": "tiny", "agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic",

@@ -10,10 +10,10 @@ from datasets.loader import InMemoryLoader
 from engine.checkpoint import CheckpointManager
 from engine.loggers import RunLogger
 from engine.optim import build_optimizer, param_groups
+from engine.schedules import LRSchedule
 from engine.trainer import Trainer
 from graphs.models.base import ModelBase
 from utils.distributed import DistContext
-from utils.schedules import LRSchedule
 
 
 class Tiny(ModelBase):

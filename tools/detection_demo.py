@@ -18,10 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from commands.detection import draw_detections  # noqa: E402
 from datasets.coco import CocoIndex, CocoLoader, read_image  # noqa: E402
+from engine.coco_eval import evaluate_coco  # noqa: E402
 from graphs.detection import create_detector  # noqa: E402
-from utils.coco_eval import evaluate_coco  # noqa: E402
-from utils.draw import draw_detections  # noqa: E402
 
 
 @torch.no_grad()

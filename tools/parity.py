@@ -37,7 +37,7 @@ from graphs.models import FAMILIES, get_pretrained_cfg, list_models, load_weight
 from graphs.models.rexnet import LITE_WIDTHS, V1_WIDTHS  # noqa: E402
 from utils.config import validate  # noqa: E402
 from utils.errors import ConfigError, DataError, UserError  # noqa: E402
-from utils.schedules import LR_STEPS  # noqa: E402
+from utils.config import LR_STEPS  # noqa: E402
 
 TOL = 1e-9
 # recipe field -> config key (the README of the fixtures gives the official semantics of each field)

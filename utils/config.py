@@ -16,12 +16,12 @@ from typing import Any
 from easydict import EasyDict
 
 from utils.atomic_io import atomic_write
-from utils.decode import DEFAULT_MAX_PIXELS
 from utils.errors import ConfigError, closest
-from utils.schedules import LR_STEPS
 
-# commands.deploy.RUNTIME_VARIANTS (utils imports nothing above it; a test keeps the two equal)
+# deploy.compare.RUNTIME_VARIANTS (utils imports nothing above it; a test keeps the two equal)
 BENCHMARK_RUNTIMES = ("eager", "compiled", "onnxruntime", "openvino", "openvino_bf16", "openvino_int8")
+DEFAULT_MAX_PIXELS = 89_478_485    # max_image_pixels: Pillow's Image.MAX_IMAGE_PIXELS (1 GiB of 24-bit pixels / 4)
+LR_STEPS = ("iter", "epoch")     # when the lr changes: per optimizer step or per epoch (engine.schedules)
 MODES = ("train", "validate", "convert", "flops", "visualize", "predict", "export", "benchmark")
 REQUIRED = object()
 DOCS = "docs/configuration.md"       # the key reference, generated from SCHEMA (markdown_table)

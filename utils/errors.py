@@ -29,6 +29,10 @@ class WriteError(UserError):
     """A file could not be written (full disk, quota, file-size limit, read-only or failing file system)."""
 
 
+class ExportError(UserError):
+    """The exported file does not reproduce the PyTorch model, or the exporter failed."""
+
+
 class TrainingError(UserError):
     """Training cannot continue (e.g. the loss became NaN)."""
 

@@ -1,18 +1,16 @@
-"""The experiment folder (``<exp_root>/<exp_name>/``), logging, seeding and device selection."""
+"""The experiment folder (``<exp_root>/<exp_name>/``), seeding and device selection."""
 import fcntl
 import json
-import logging
 import os
 import random
 import shutil
 import socket
-import sys
 
 import numpy as np
 import torch
 from easydict import EasyDict
 
-from utils.atomic_io import atomic_write, remove_stale_temporaries, temporary_path, write_error
+from utils.atomic_io import atomic_write, remove_stale_temporaries, temporary_path
 from utils.errors import ConfigError
 
 SUBDIRS = ("checkpoints", "summaries", "logs", "out")
@@ -147,51 +145,6 @@ def _make_folder(root: str):
 
 def _has_checkpoint(folder: str) -> bool:
     return os.path.isdir(folder) and any(name.endswith(".pth") for name in os.listdir(folder))
-
-
-class _LogFile(logging.FileHandler):
-    """The mode's log file, appended line by line: a failed append (a full disk) stops the command with
-    one sentence instead of logging's printed traceback; the lines written before stay."""
-
-    def handleError(self, record):
-        err = sys.exc_info()[1]
-        if isinstance(err, OSError):
-            raise write_error(self.baseFilename, err, "the lines written before are kept") from err
-        super().handleError(record)
-
-
-class _TqdmHandler(logging.StreamHandler):
-    """Console handler that does not break tqdm progress bars."""
-
-    def emit(self, record):
-        from tqdm import tqdm
-        try:
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # pragma: no cover - logging must never raise
-            self.handleError(record)
-
-
-def setup_logging(log_file=None, is_main=True):
-    """Console (tqdm-safe) and file handlers on the root logger; the ``cdn`` logger speaks at INFO on
-    rank 0, the libraries' loggers (e.g. ``datasets``) at WARNING."""
-    root = logging.getLogger()
-    for h in [h for h in root.handlers if getattr(h, "_cdn", False)]:
-        root.removeHandler(h)
-        h.close()
-    console = _TqdmHandler()
-    console.setFormatter(logging.Formatter("%(message)s"))
-    handlers = [console]
-    if log_file and is_main:
-        fh = _LogFile(log_file, delay=True)      # no empty file from a run that logs nothing
-        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        handlers.append(fh)
-    for h in handlers:
-        h._cdn = True
-        root.addHandler(h)
-    root.setLevel(logging.WARNING)
-    logger = logging.getLogger("cdn")
-    logger.setLevel(logging.INFO if is_main else logging.WARNING)
-    return logger
 
 
 def seed_everything(seed, deterministic=False):

@@ -4,9 +4,9 @@ torchvision's detection models export with the TorchScript-based exporter (``dyn
 >= 11 in eval mode, one image per call (torchvision's own ONNX tests do the same). The graph takes one
 (3, H, W) float image in [0, 1] with dynamic H and W and returns ``boxes`` (N, 4) x1y1x2y2 in input
 pixels, ``labels`` (N,) and ``scores`` (N,), N dynamic, named and ordered as the detector's output
-dict (Faster R-CNN: boxes, labels, scores; RetinaNet/FCOS: boxes, scores, labels). The converted SFR's ``index_add`` uses the
-project's ScatterElements(add) symbolic (``utils.export``), so opset 16+ is needed for a converted
-CondenseNetV2 backbone.
+dict (Faster R-CNN: boxes, labels, scores; RetinaNet/FCOS: boxes, scores, labels). The converted SFR's
+``index_add`` uses the project's ScatterElements(add) symbolic (``graphs.layers.runtime.legacy_onnx_overrides``),
+so opset 16+ is needed for a converted CondenseNetV2 backbone.
 """
 import warnings
 from typing import Sequence
@@ -14,8 +14,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from graphs.layers.runtime import legacy_onnx_overrides
 from utils.atomic_io import atomic_path, check_writable
-from utils.export import ExportError, _legacy_overrides
+from utils.errors import ExportError
 
 def export_detector_onnx(model: torch.nn.Module, path: str, image_size: Sequence[int] = (3, 800, 1216),
                          opset: int = 17, check: bool = True, check_sizes: Sequence[Sequence[int]] = None,
@@ -42,7 +43,7 @@ def export_detector_onnx(model: torch.nn.Module, path: str, image_size: Sequence
         with torch.no_grad():   # the graph's outputs follow the detector's dict order (arch-dependent)
             names = list(model([images[0].to(ref_param.device)])[0])
         with atomic_path(path, "ONNX file") as tmp:
-            with _legacy_overrides(opset), warnings.catch_warnings():
+            with legacy_onnx_overrides(opset), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(model, ([images[0].to(ref_param.device)],), tmp, dynamo=False,
                                   opset_version=opset, input_names=["image"], output_names=names,

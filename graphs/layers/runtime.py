@@ -26,6 +26,7 @@ Yang et al., CVPR 2021; official ``layers.py`` / ``CondenseSFR``):
     ``scatter_add`` (ScatterElements with reduction 'add', opset >= 16).
 The forms are exact up to float rounding (tests/test_runtimes.py checks each against the converted model).
 """
+import contextlib
 import copy
 
 import torch
@@ -35,7 +36,8 @@ from utils.errors import ConfigError
 
 from .fused import bn_scale_shift, fused_activation
 
-__all__ = ["runtime_graph", "RuntimeDenseBlock", "LGC_FORMS", "SFR_FORMS", "index_add_rounds"]
+__all__ = ["runtime_graph", "RuntimeDenseBlock", "LGC_FORMS", "SFR_FORMS", "index_add_rounds",
+           "legacy_onnx_overrides"]
 
 LGC_FORMS = ("gather", "dense", "auto")
 AUTO_DENSE_MAX_OUT = 128     # lgc="auto": dense 1x1 up to this many outputs, gather above
@@ -62,6 +64,43 @@ def index_add_rounds(x, index, y):
         part = y if len(rows) == y.shape[1] else y.index_select(1, torch.tensor(rows, device=y.device))
         x = x.index_add(1, torch.tensor(dests, device=x.device), part)
     return x
+
+
+def _index_add_symbolic(g, self, dim, index, other, alpha=None):
+    """``self.index_add(dim, index, other)`` as ScatterElements(reduction='add'): duplicates are summed."""
+    from torch.onnx import symbolic_helper as sh
+
+    if alpha is not None and not sh._is_none(alpha):
+        a = sh._maybe_get_const(alpha, "f")
+        if not (isinstance(a, (int, float)) and a == 1):
+            other = g.op("Mul", other, alpha)
+    dim = sh._maybe_get_const(dim, "i")
+    rank = sh._get_tensor_rank(other)
+    if not isinstance(dim, int) or rank is None:
+        return sh._unimplemented("index_add", "unknown dim or rank")
+    dim = dim % rank
+    shape = [1] * rank
+    shape[dim] = -1
+    idx = g.op("Reshape", index, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.long)))
+    idx = g.op("Expand", idx, g.op("Shape", other))
+    return g.op("ScatterElements", self, idx, other, axis_i=dim, reduction_s="add")
+
+
+@contextlib.contextmanager
+def legacy_onnx_overrides(opset):
+    """Scoped symbolic overrides for the TorchScript-based ONNX exporter: while exporting, ``index_add``
+    becomes ScatterElements(reduction='add') (opset >= 16), which sums duplicated destinations where the
+    builtin symbolic's ScatterND keeps one addend; the builtin is back afterwards."""
+    from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
+
+    if opset < 16:  # ScatterElements' reduction attribute appeared in opset 16
+        yield
+        return
+    register_custom_op_symbolic("aten::index_add", _index_add_symbolic, opset)
+    try:
+        yield
+    finally:
+        unregister_custom_op_symbolic("aten::index_add", opset)
 
 
 @torch.no_grad()

@@ -1,59 +1,25 @@
-"""The deployable form of a model, and timing it on every runtime: the one place that turns any model
-into what is exported or timed (``--mode export``, ``--mode benchmark`` and ``benchmarks/run.py --deploy``)."""
-import copy
+"""A deployable model on every runtime side by side: the files each runtime variant runs, their batch-1
+latency and the table against timm's ``rexnet_100`` (``--mode benchmark``'s runtime rows and
+``benchmarks/run.py --deploy``)."""
 import os
 import statistics
-import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from graphs.layers.runtime import runtime_graph
+from .forms import export_graph
+from .timing import time_calls
 
-__all__ = ["deployable", "model_forms", "export_graph", "RUNTIME_VARIANTS", "PEER", "runtime_files",
-           "write_runtime_files", "time_variant", "deploy_rows", "format_deploy_table", "latencies_ms"]
+__all__ = ["RUNTIME_VARIANTS", "PEER", "runtime_files", "write_runtime_files", "time_variant", "deploy_rows",
+           "format_deploy_table"]
 
 # eager / compiled: the fused PyTorch model (compiled: torch.compile, inductor with frozen weights);
 # openvino pins fp32, openvino_bf16 is the CPU plugin's default (bf16 where the CPU has it)
 RUNTIME_VARIANTS = ("eager", "compiled", "onnxruntime", "openvino", "openvino_bf16", "openvino_int8")
 PEER = "rexnet_100"        # timm's ReXNet-1.0: the peer every runtime table compares against
 _FILE = {"onnxruntime": ".onnx", "openvino": ".xml", "openvino_bf16": ".xml", "openvino_int8": ".int8.xml"}
-
-
-def deployable(model: nn.Module, prune_classifier: bool = True, fuse: bool = False) -> nn.Module:
-    """``model`` in eval mode, converted when it can be (CondenseNets; a training-time model whose
-    condensation is unfinished is condensed first), and with ``fuse`` in its inference-only fused form.
-
-    Export the unfused result (it keeps the official state-dict layout); ``fuse`` is for timing and
-    eager inference (it copies the weights, so ``model`` is left as it was)."""
-    model = model.eval()
-    fresh = model.supports("convert")
-    if fresh:
-        model.set_progress(1.0)     # no-op for a trained model; finishes pruning for a random one
-        model = model.convert(prune_classifier=prune_classifier).eval()
-    if fuse and model.supports("fuse"):
-        model = (model if fresh else copy.deepcopy(model)).fuse()
-    return model
-
-
-def model_forms(model: nn.Module, prune_classifier: bool = True) -> List[Tuple[str, nn.Module]]:
-    """``(form, module)`` for each form of ``model`` that ``--mode flops`` counts and ``--mode benchmark``
-    times: the model as built ('training-time', or 'converted' when built converted), its converted form
-    (CondenseNets) and its fused inference-only form (models with ``fuse()``), in that order."""
-    forms = [("converted" if getattr(model, "is_converted", False) else "training-time", model)]
-    if model.supports("convert"):
-        forms.append(("converted", deployable(model, prune_classifier)))
-    if forms[-1][1].supports("fuse"):      # BN folded, dense blocks in one buffer
-        forms.append(("fused", deployable(forms[-1][1], prune_classifier, fuse=True)))
-    return forms
-
-
-def export_graph(model: nn.Module) -> nn.Module:
-    """What goes to the runtimes: a converted CondenseNet's runtime form (BN folded, no gathers or
-    scatters, same logits), any other model as it is."""
-    return runtime_graph(model) if getattr(model, "is_converted", False) else model
 
 
 def runtime_files(folder: str, name: str, variants: Sequence[str]) -> Dict[str, str]:
@@ -66,8 +32,8 @@ def write_runtime_files(model: nn.Module, folder: str, name: str, input_size: Tu
     """Export ``model`` (deployable, unfused) for the runtime ``variants`` into ``folder``; returns
     variant -> file. ``calibration`` (float32 NCHW batches) calibrates int8; None: 64 random images,
     which times speed only. ``graph``: the module to export instead of :func:`export_graph`'s."""
-    from utils.export import export_onnx
-    from utils.runtimes import export_openvino, export_openvino_int8
+    from .export import export_onnx
+    from .openvino import export_openvino, export_openvino_int8
     graph, files = graph or export_graph(model), runtime_files(folder, name, variants)
     wanted = set(files)
     onnx = os.path.join(folder, name + ".onnx")
@@ -81,18 +47,6 @@ def write_runtime_files(model: nn.Module, folder: str, name: str, input_size: Tu
             calibration = [rng.standard_normal((1, *input_size)).astype(np.float32) for _ in range(64)]
         export_openvino_int8(graph, files["openvino_int8"], calibration, input_size, onnx_path=onnx)
     return files
-
-
-def latencies_ms(fn, warmup: int, iters: int) -> List[float]:
-    """``iters`` wall-clock times (ms) of ``fn()`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return times
 
 
 def time_variant(variant: str, eager: Optional[nn.Module], files: Dict[str, str], input_size, threads: int,
@@ -109,12 +63,12 @@ def time_variant(variant: str, eager: Optional[nn.Module], files: Dict[str, str]
                 model = torch.compile(eager)
                 model(x)
         with torch.inference_mode():
-            return latencies_ms(lambda: model(x), warmup, iters)
-    from utils.runtimes import load_runtime
+            return time_calls(lambda: model(x), warmup, iters)
+    from .runtime import load_runtime
     rt = load_runtime(files[variant], "onnxruntime" if variant == "onnxruntime" else "openvino", threads=threads,
                       precision="f32" if variant == "openvino" else "auto", batch=1)
     xn = x.numpy()
-    return latencies_ms(lambda: rt.run_array(xn), warmup, iters)
+    return time_calls(lambda: rt.run_array(xn), warmup, iters)
 
 
 def deploy_rows(models: Sequence[Tuple[str, str, float]], variants: Sequence[str], runs: dict, rounds: int,

@@ -16,7 +16,8 @@ traced batch size), partial residual via cat, hard-swish, SE. One op needs help:
 ``aten::index_add`` symbolic emits ScatterND without reduction, which is WRONG when the index has
 duplicate entries (it keeps one addend instead of summing), as a converted CondensedSFR can have (two
 groups reactivating the same old channel). While exporting, :func:`export_onnx` therefore registers a
-scoped override that emits ``ScatterElements(reduction='add')`` (opset >= 16) and removes it afterwards.
+scoped override that emits ``ScatterElements(reduction='add')`` (opset >= 16) and removes it afterwards
+(``graphs.layers.runtime.legacy_onnx_overrides``, which the detector export uses too).
 If the legacy export raises or fails the parity check, 'auto' retries with the dynamo exporter.
 """
 import contextlib
@@ -28,17 +29,14 @@ import warnings
 import numpy as np
 import torch
 
+from graphs.layers.runtime import legacy_onnx_overrides
 from utils import shutdown
 from utils.atomic_io import atomic_path, atomic_write, check_writable
-from utils.errors import ConfigError, UserError, WriteError
+from utils.errors import ConfigError, ExportError, WriteError
 
-__all__ = ["ExportError", "export_onnx", "export_torchscript", "resolve_input_size"]
+__all__ = ["export_onnx", "export_torchscript", "resolve_input_size", "first_output", "reference_logits"]
 
 EXPORTERS = ("auto", "legacy", "dynamo")
-
-
-class ExportError(UserError):
-    """The exported file does not reproduce the PyTorch model, or the exporter failed."""
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -97,49 +95,15 @@ def _check_inputs(input_size, batch_sizes, seed=0):
 
 
 @torch.no_grad()
-def _reference(model, x):
+def reference_logits(model, x):
+    """The model's logits (float32, CPU) for ``x`` moved to the model's device and dtype."""
     device, dtype = _model_device_dtype(model)
     return first_output(model(x.to(device=device, dtype=dtype))).float().cpu()
 
 
 # ------------------------------------------------------------------------------------ ONNX
-def _index_add_symbolic(g, self, dim, index, other, alpha=None):
-    """``self.index_add(dim, index, other)`` as ScatterElements(reduction='add'): duplicates are summed."""
-    from torch.onnx import symbolic_helper as sh
-
-    if alpha is not None and not sh._is_none(alpha):
-        a = sh._maybe_get_const(alpha, "f")
-        if not (isinstance(a, (int, float)) and a == 1):
-            other = g.op("Mul", other, alpha)
-    dim = sh._maybe_get_const(dim, "i")
-    rank = sh._get_tensor_rank(other)
-    if not isinstance(dim, int) or rank is None:
-        return sh._unimplemented("index_add", "unknown dim or rank")
-    dim = dim % rank
-    shape = [1] * rank
-    shape[dim] = -1
-    idx = g.op("Reshape", index, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.long)))
-    idx = g.op("Expand", idx, g.op("Shape", other))
-    return g.op("ScatterElements", self, idx, other, axis_i=dim, reduction_s="add")
-
-
-@contextlib.contextmanager
-def _legacy_overrides(opset):
-    """Scoped symbolic overrides for the TorchScript-based exporter (see the module docstring)."""
-    from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
-
-    if opset < 16:  # ScatterElements' reduction attribute appeared in opset 16
-        yield
-        return
-    register_custom_op_symbolic("aten::index_add", _index_add_symbolic, opset)
-    try:
-        yield
-    finally:
-        unregister_custom_op_symbolic("aten::index_add", opset)
-
-
 def _export_legacy(model, dummy, path, opset):
-    with _legacy_overrides(opset), warnings.catch_warnings():
+    with legacy_onnx_overrides(opset), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (dummy,), path, dynamo=False, opset_version=opset,
                           input_names=["input"], output_names=["output"],
@@ -174,7 +138,7 @@ def _onnx_parity(path, model, input_size, batch_sizes):
     name = sess.get_inputs()[0].name
     diff, scale = 0.0, 1.0
     for x in _check_inputs(input_size, batch_sizes):
-        ref = _reference(model, x).numpy()
+        ref = reference_logits(model, x).numpy()
         scale = max(scale, float(np.abs(ref).max()))
         out = sess.run(None, {name: x.numpy().astype(np.float32)})[0]
         if out.shape != ref.shape:
@@ -277,7 +241,7 @@ def export_torchscript(model, path, input_size=None, method="trace", check=True,
             loaded.eval()
             diff = 0.0
             for x in _check_inputs(input_size, batch_sizes):
-                ref = _reference(model, x)
+                ref = reference_logits(model, x)
                 # no profiling re-optimisation per new shape: the check stays fast
                 with torch.no_grad(), torch.jit.optimized_execution(False):
                     out = first_output(loaded(x.to(device=device, dtype=dtype))).float().cpu()

@@ -28,13 +28,13 @@ from typing import Optional
 
 import numpy as np
 
+from utils.config import DEFAULT_MAX_PIXELS
 from utils.errors import DataError
 
 __all__ = ["decode_image", "bad_image", "image_extensions", "DEFAULT_MAX_PIXELS"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_PIXELS = 89_478_485    # Pillow's Image.MAX_IMAGE_PIXELS (1 GiB of 24-bit pixels / 4)
 BACKGROUND = (255, 255, 255)       # what transparent pixels are composited onto
 # Pillow formats that identify a file but cannot decode pixels without an extra handler
 _STUB_FORMATS = {"BUFR", "GRIB", "HDF5", "WMF", "MPEG"}

@@ -2,9 +2,8 @@
 code) or once per epoch (timm's train.py, the ReXNet recipe)."""
 import math
 
+from utils.config import LR_STEPS
 from utils.errors import ConfigError
-
-LR_STEPS = ("iter", "epoch")
 
 
 class LRSchedule:

@@ -5,10 +5,10 @@ CondenseNet is measured with its masks; export ``model.convert()`` to measure th
 never changes ``model``: everything runs on a deep copy (the training step updates weights and BN
 statistics of that copy only).
 
-Timing: every measured call is preceded by ``warmup`` unmeasured calls; each of ``iters`` calls is timed
-with ``time.perf_counter`` and, on CUDA, ``torch.cuda.synchronize`` before starting and before stopping
-the clock (the models themselves never synchronise). Reported are the median and the 90th percentile of
-the per-call times; throughputs (images/s) are computed from the median.
+Timing (:func:`deploy.timing.time_calls`): every measured call is preceded by ``warmup`` unmeasured calls;
+each of ``iters`` calls is timed with ``time.perf_counter`` and, on CUDA, ``torch.cuda.synchronize`` before
+starting and before stopping the clock (the models themselves never synchronise). Reported are the median
+and the 90th percentile of the per-call times; throughputs (images/s) are computed from the median.
 
 Peak memory (``*_peak_mem_mb``, MiB, ``mem_method`` ``'cuda_max_memory_allocated'``) is measured on CUDA
 only: ``torch.cuda.max_memory_allocated`` after ``torch.cuda.reset_peak_memory_stats``, minus the memory
@@ -18,15 +18,15 @@ resident-set peak measures malloc's reuse of freed pages instead (a phase after 
 """
 import copy
 import json
-import platform
 import statistics
-import time
 
 import torch
 
 from utils.atomic_io import atomic_write
 from utils.errors import ConfigError
-from utils.export import first_output, resolve_input_size
+
+from .export import first_output, resolve_input_size
+from .timing import device_name, percentile, time_calls
 
 __all__ = ["benchmark", "format_table", "write_json", "RESULT_FIELDS"]
 
@@ -67,53 +67,6 @@ class _PeakMemory:
             return None
         torch.cuda.synchronize(self.device)
         return max(0, torch.cuda.max_memory_allocated(self.device) - self.base) / 2 ** 20
-
-
-# ------------------------------------------------------------------------------------ timing
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time_calls(fn, device, warmup, iters):
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(iters):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return times
-
-
-def _percentile(values, q):
-    """Linear-interpolated percentile ``q`` in [0, 100] (numpy's default rule)."""
-    v = sorted(values)
-    if len(v) == 1:
-        return float(v[0])
-    pos = (len(v) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(v) - 1)
-    return float(v[lo] + (v[hi] - v[lo]) * (pos - lo))
-
-
-def device_name(device):
-    """The GPU's name, or the CPU model from /proc/cpuinfo."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return name or platform.machine() or "cpu"
 
 
 def _resolve_device(device):
@@ -202,9 +155,9 @@ def benchmark(model, input_size=None, device="cpu", batch_sizes=(1, 16), train_b
         x = make_input(b)
         mem.start()
         with torch.inference_mode(), autocast():
-            times = _time_calls(lambda: net(x), dev, warmup, iters)
+            times = time_calls(lambda: net(x), warmup, iters, dev)
         med = statistics.median(times)
-        inference.append({"batch": b, "ms_median": float(med), "ms_p90": _percentile(times, 90),
+        inference.append({"batch": b, "ms_median": float(med), "ms_p90": percentile(times, 90),
                           "img_s": float(b * 1000.0 / med), "peak_mem_mb": mem.stop_mb()})
         del x
     del net
@@ -238,7 +191,7 @@ def benchmark(model, input_size=None, device="cpu", batch_sizes=(1, 16), train_b
             scaler.update()
 
         mem.start()
-        times = _time_calls(step, dev, warmup, iters)
+        times = time_calls(step, warmup, iters, dev)
         peak = mem.stop_mb()
         med = statistics.median(times)
         result.update({"train_step_ms_median": float(med), "train_img_s": float(train_batch * 1000.0 / med),
