@@ -1,6 +1,6 @@
 """A deployable model on every runtime side by side: the files each runtime variant runs, their batch-1
 latency and the table against timm's ``rexnet_100`` (``--mode benchmark``'s runtime rows and
-``benchmarks/run.py --deploy``)."""
+``benchmarks/deploy_suite.py``)."""
 import os
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple

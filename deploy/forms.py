@@ -1,5 +1,5 @@
 """The deployable form of a model: the one place that turns any model into what is exported or timed
-(``--mode export``, ``--mode benchmark``, ``--mode flops`` and ``benchmarks/run.py --deploy``)."""
+(``--mode export``, ``--mode benchmark``, ``--mode flops`` and ``benchmarks/deploy_suite.py``)."""
 import copy
 from typing import List, Tuple
 

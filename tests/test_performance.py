@@ -183,7 +183,7 @@ def test_fused_rexnet_same_logits():
                     reason="torch.compile's CPU backend (inductor) needs a C++ compiler")
 @pytest.mark.parametrize("name", ["cdnv2_110", "rexnet_1_0"])
 def test_compiled_fused_same_logits(name):
-    """torch.compile with inductor freezing (what benchmarks/run.py measures) keeps the fused logits."""
+    """torch.compile with inductor freezing (what benchmarks/suite.py measures) keeps the fused logits."""
     import torch._inductor.config as inductor_config
     torch.manual_seed(0)
     if name == "rexnet_1_0":      # in-place partial shortcut (eager) vs cat (compiled) inside fuse()
@@ -196,15 +196,18 @@ def test_compiled_fused_same_logits(name):
     assert _rel(ref, out) < 1e-5
 
 
-def test_benchmark_quick_writes_json(tmp_path):
+@pytest.mark.parametrize("script, rows", [("suite.py", ["cnet86_converted", "densenet100_train"]),
+                                          ("loader.py", ["cifar_loader"])])
+def test_benchmark_quick_writes_json(tmp_path, script, rows):
+    """benchmarks/suite.py and benchmarks/loader.py --quick: the table and the JSON of benchmarks/README.md."""
     path = tmp_path / "bench.json"
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--quick", "--json", str(path),
-                        "--rows", "cnet86_converted,densenet100_train,cifar_loader"],
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--quick", "--json", str(path),
+                        "--rows", ",".join(rows)],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "| workload |" in p.stdout
     data = json.loads(path.read_text())
-    assert [r["row"] for r in data["rows"]] == ["cnet86_converted", "densenet100_train", "cifar_loader"]
+    assert [r["row"] for r in data["rows"]] == rows
     for r in data["rows"]:
         assert r["speed_ratio"] > 0
         for v in ("baseline", "optimized"):
@@ -212,9 +215,9 @@ def test_benchmark_quick_writes_json(tmp_path):
 
 
 def test_deploy_benchmark_quick_rows_beside_the_peer(tmp_path):
-    """benchmarks/run.py --deploy (the runtime table of benchmarks/README.md): every model x runtime, ratio to rexnet_100."""
+    """benchmarks/deploy_suite.py (the runtime table of benchmarks/README.md): every model x runtime, ratio to rexnet_100."""
     path = tmp_path / "deploy.json"
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--deploy", "--quick",
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "deploy_suite.py"), "--quick",
                         "--in-process", "--models", "condensenet_86", "--variants", "eager,onnxruntime,openvino",
                         "--repeat", "1", "--artifacts", str(tmp_path / "art"), "--json", str(path)],
                        capture_output=True, text=True, cwd=ROOT, timeout=600)
