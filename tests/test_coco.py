@@ -2,6 +2,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,10 +12,11 @@ from PIL import Image
 
 from datasets.coco import CocoIndex, CocoLoader, GroupedBatchPlan, aspect_ratio_groups, build_coco
 from datasets.loader import loader_settings
-from tests._coco_data import CATEGORIES, make_coco_set
+from datasets.synthetic import COCO_CATEGORIES, make_coco_set
 from engine.coco_eval import evaluate_coco, to_coco_results
 from utils.errors import DataError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def coco_root(tmp_path_factory):
@@ -38,13 +41,28 @@ def _raw(root, split):
     return json.loads((root / "annotations" / f"instances_{split}2017.json").read_text())
 
 
+def test_the_demo_tool_writes_a_set_the_coco_reader_takes(tmp_path):
+    """tools/make_coco_demo.py, the first command of docs/detection.md's short run, on random textures."""
+    dest = tmp_path / "demo"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_coco_demo.py"), str(dest), "3", "2",
+                        "--backgrounds", str(tmp_path / "no_photos.tar.gz")], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    for split, n in (("train", 3), ("val", 2)):
+        raw = _raw(dest, split)
+        assert len(raw["images"]) == n and {a["category_id"] for a in raw["annotations"]} <= {3, 7, 11}
+        for entry in raw["images"]:
+            assert Image.open(dest / f"{split}2017" / entry["file_name"]).size == (entry["width"], entry["height"])
+    assert len(CocoIndex(str(dest), "val", train=False).samples) == 2
+
+
 # ------------------------------------------------------------------ categories, crowd boxes
 def test_category_ids_map_to_contiguous_labels_and_back(coco_root):
     ix = CocoIndex(str(coco_root), "val", train=False)
     assert ix.cat_ids == [3, 7, 11]
     assert ix.cat_to_label == {3: 1, 7: 2, 11: 3}
     assert ix.label_to_cat[1:] == [3, 7, 11]
-    assert ix.class_names == [c["name"] for c in CATEGORIES]
+    assert ix.class_names == [c["name"] for c in COCO_CATEGORIES]
     # every sample's labels map back to the categories of the raw annotations of that image
     raw = _raw(coco_root, "val")
     for path, iid, w, h, boxes, labels in ix.samples:

@@ -7,11 +7,11 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from datasets.coco import CocoIndex, CocoLoader
+from datasets.synthetic import make_coco_set
 from graphs.detection import create_detector, list_backbones
 from graphs.detection.backbones import PROJECT_BACKBONES, TORCHVISION_BACKBONES
 from graphs.detection.flops import backbone_flops
 from graphs.models import create_model
-from tests._coco_data import make_coco_set
 from tests.conftest import shared_path
 from utils.errors import ConfigError
 

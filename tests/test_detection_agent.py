@@ -11,8 +11,8 @@ import torch
 
 import main
 from conftest import run_interrupted_after_epoch_1
+from datasets.synthetic import make_coco_set
 from engine.checkpoint import CheckpointManager, load_checkpoint
-from tests._coco_data import make_coco_set
 
 
 @pytest.fixture(scope="module")
