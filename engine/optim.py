@@ -39,7 +39,7 @@ def param_groups(model: nn.Module, weight_decay: float, mode: str = "all", head_
     ``param_groups_weight_decay`` does. Head parameters are those under the module named
     ``head_prefix`` (e.g. ``classifier`` or ``output``); they get ``lr_scale = head_lr_scale`` when a
     prefix is given. Empty groups are left out, so without a head prefix (or with scale 1) and mode
-    'all' the result is one group, as before. Frozen parameters are skipped.
+    'all' the result is one group. Frozen parameters are skipped.
     """
     if mode not in WEIGHT_DECAY_MODES:
         raise ConfigError(f"weight_decay_mode must be one of {', '.join(WEIGHT_DECAY_MODES)}, got {mode!r}")

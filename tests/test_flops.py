@@ -1,10 +1,10 @@
 """utils.flops: the counting rules on hand-built modules, and the published FLOPs/params of every model.
 
 Published figures come from the papers/READMEs as summarised in shared/docs/condensenet_reference.md
-(§1.3, §2.3) and rexnet_and_conventions_reference.md (§1.5, §1.7). Each figure is checked at its
-printed precision with the rounding the README used ('round' or 'trunc'), and against the
-reference's own exact recount where it gives one. A model family is skipped only while its builder
-is not registered yet; once a name is registered its rows must hold.
+(§1.3, §2.3) and rexnet_and_conventions_reference.md (§1.5, §1.7), as every registered variant's
+pretrained_cfg carries them (every family must carry some). Each figure is checked at its printed
+precision with the rounding the README used ('round' or 'trunc'), and against the reference's own exact
+recount where it gives one.
 """
 import math
 from decimal import ROUND_HALF_UP, Decimal
