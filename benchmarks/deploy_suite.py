@@ -32,8 +32,9 @@ MODELS = {
     "cdnv2_c": ("CondenseNetV2-C converted", "cdnv2_c", 224),
     "condensenet_86": ("CondenseNet-86 converted, 32x32", "condensenet_86", 32),
 }
-QUICK_SIDE = {"timm_rexnet_100": 64, "rexnet_1_0": 64, "cdnv2_a": 224, "cdnv2_c": 224, "condensenet_86": 32}  # v2: 7x7 head pool
-VARIANTS = RUNTIME_VARIANTS     # deploy/compare.py: eager, compiled, onnxruntime, openvino, openvino_bf16, openvino_int8
+# --quick input sides; the CondenseNetV2s keep 224 (their head pool is 7x7)
+QUICK_SIDE = {"timm_rexnet_100": 64, "rexnet_1_0": 64, "cdnv2_a": 224, "cdnv2_c": 224, "condensenet_86": 32}
+VARIANTS = RUNTIME_VARIANTS     # eager, compiled, onnxruntime, openvino, openvino_bf16, openvino_int8
 PEER = "timm_" + PEER_TIMM
 
 

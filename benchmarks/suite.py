@@ -127,8 +127,9 @@ def measure(row, variant, quick=False, threads=2, warmup=None, iters=None, profi
         def fn():
             with torch.inference_mode():
                 model(x)
+        converted = bool(getattr(model, "is_converted", False))       # timm's peer has no such flag
         out.update(batch=1, input=[3, res, res], ms=t["ms"], img_s=1000.0 / t["ms"], fused=optimized,
-                   compiled=variant == "compiled", converted=bool(getattr(model, "is_converted", False)))  # timm's peer has no such flag
+                   compiled=variant == "compiled", converted=converted)
     if profile:
         harness.print_profile(fn)
     out.update(ms_min=t["ms_min"])
