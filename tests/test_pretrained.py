@@ -554,7 +554,7 @@ def test_official_v2_converted_layout_float_index_with_a_new_head(tmp_path):
 
 
 def test_timm_layout_rexnet_with_a_new_head(tmp_path):
-    from graphs.models.rexnet import to_timm_state_dict
+    from graphs.models.layouts import to_timm_state_dict
 
     src = _randomised(create_model("rexnet_1_0", num_classes=10))
     torch.save(to_timm_state_dict(src.state_dict()), tmp_path / "rexnetv1_100-00000000.pth")

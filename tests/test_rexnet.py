@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 
 from graphs.models import create_model, list_models, load_weights
-from graphs.models.rexnet import (ReXNetV1, rexnet_channels, rexnet_lite_channels, to_timm_state_dict)
+from graphs.models.layouts import to_timm_state_dict
+from graphs.models.rexnet import ReXNetV1, rexnet_channels, rexnet_lite_channels
 from utils.errors import CheckpointError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,6 +34,7 @@ import torch  # noqa: E402
 
 from agents.classification import ClassificationAgent  # noqa: E402
 from graphs.models import FAMILIES, get_pretrained_cfg, list_models, load_weights  # noqa: E402
+from graphs.models.layouts import adapt_state_dict  # noqa: E402
 from graphs.models.rexnet import LITE_WIDTHS, V1_WIDTHS  # noqa: E402
 from utils.config import validate  # noqa: E402
 from utils.errors import ConfigError, DataError, UserError  # noqa: E402
@@ -228,7 +229,7 @@ def replay(fx: dict, memory_efficient: bool, lr_step: Optional[str] = None, exp_
 # ---------------------------------------------------------------------------------------------- comparison
 def _as_project(model, state: dict) -> dict:
     """A fixture state dict in the project's names (timm's ReXNet layout is translated)."""
-    return model.adapt_state_dict(dict(state)) if hasattr(model, "adapt_state_dict") else dict(state)
+    return adapt_state_dict(model, dict(state))
 
 
 def compare_states(ours: dict, theirs: dict, skip: Sequence[str] = ()):

@@ -92,7 +92,7 @@ class CondensingLinear(nn.Module):
 # Shared by CondenseNet and CondenseNetV2
 # ------------------------------------------------------------------------------------------------
 class CondenseFamilyMixin:
-    """Condensation schedule, conversion weight copy, reuse matrices and mismatch hints."""
+    """Condensation schedule, conversion weight copy and reuse matrices (weight-file hints: layouts.py)."""
 
     @property
     def capabilities(self):
@@ -264,81 +264,6 @@ class CondenseFamilyMixin:
         """[(name, layer)] of the dense layers in forward order."""
         return [(name, m) for name, m in self.named_modules()
                 if re.fullmatch(r"features\.denseblock_\d+\.denselayer_\d+", name)]
-
-    # ---- load diagnostics ----------------------------------------------------------------------
-    def mismatch_hint(self, missing, unexpected, shapes):
-        """A short clause guessing which model setting makes a weight file not fit."""
-        hints = []
-        miss_mask = any(k.endswith("._mask") for k in missing)
-        extra_mask = any(k.endswith("._mask") for k in unexpected)
-        miss_index = any(k.endswith(".index") for k in missing)
-        extra_index = any(k.endswith(".index") for k in unexpected)
-        if miss_mask and extra_index:
-            hints.append("the file is a converted (deployable) checkpoint: build the model with converted=True")
-        elif miss_index and extra_mask:
-            hints.append("the file is a training-time (unconverted) checkpoint: build the model with "
-                         "converted=False (and convert() it afterwards)")
-        # stages from missing / extra dense layers
-        pat = re.compile(r"features\.denseblock_(\d+)\.denselayer_(\d+)\.")
-        stages = list(self.stages)
-
-        def layer_ids(keys):
-            found = {}
-            for k in keys:
-                m = pat.match(k)
-                if m:
-                    found.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
-            return found
-        extra, gone = layer_ids(unexpected), layer_ids(missing)
-        file_stages = list(stages)
-        for b, ids in extra.items():
-            while len(file_stages) < b:
-                file_stages.append(0)
-            file_stages[b - 1] = max(file_stages[b - 1], max(ids))
-        for b, ids in gone.items():
-            if b <= len(file_stages) and not (b in extra):
-                own = self._layer_keys(b, min(ids))
-                if own and all(k in missing for k in own):
-                    file_stages[b - 1] = min(ids) - 1
-        if file_stages != stages:
-            file_stages = [s for s in file_stages]
-            while file_stages and file_stages[-1] == 0:
-                file_stages.pop()
-            hints.append(f"the file looks like stages={'-'.join(map(str, file_stages))} "
-                         f"(this model has {'-'.join(map(str, stages))})")
-        # groups / condense factor / growth / classes from shapes
-        for k, got, want in shapes:
-            if k.endswith("conv_1.conv.weight") and len(got) == 4 and self.is_converted and got[1] != want[1] \
-                    and got[0] == want[0]:
-                lgc = self.get_submodule(k[:-len(".conv.weight")])
-                c_file = lgc.in_channels / got[1]
-                hints.append(f"the file's learned group convs keep {got[1]} inputs per group, i.e. "
-                             f"condense_factor={c_file:g} (this model has {lgc.condense_factor}); build the "
-                             f"matching variant (e.g. the _g{int(c_file)} / G={int(c_file)} one) or pass "
-                             f"group_1x1/condense_factor")
-                break
-            if k.endswith("conv_2.conv.weight") and len(got) == 4 and got[0] == want[0] and got[1] != want[1]:
-                g_file = want[1] * self._group_3x3 / got[1]
-                hints.append(f"the file's 3x3 convs look like group_3x3={g_file:g} (this model has "
-                             f"{self._group_3x3})")
-                break
-            if k.endswith("conv_2.conv.weight") and len(got) == 4 and got[0] != want[0]:
-                hints.append(f"the file's growth rate looks like {got[0]} where this model has {want[0]}")
-                break
-            if k.endswith("sfr.conv.weight") and len(got) == 4 and self.is_converted and got[1] != want[1]:
-                sfr = self.get_submodule(k[:-len(".conv.weight")])
-                hints.append(f"the file's SFR layers look like group_trans={sfr.in_channels / got[1]:g} "
-                             f"(this model has {sfr.groups})")
-                break
-        for k, got, want in shapes:
-            if k in ("classifier.weight", "classifier.linear.weight") and got[0] != want[0]:
-                hints.append(f"the file has {got[0]} classes: pass num_classes={got[0]}")
-                break
-        return "; ".join(hints)
-
-    def _layer_keys(self, block, layer):
-        prefix = f"features.denseblock_{block}.denselayer_{layer}."
-        return [k for k in self.state_dict() if k.startswith(prefix)]
 
     def _feature_info(self, reductions, block_channels):
         info = []

@@ -40,6 +40,7 @@ import torch
 from utils.atomic_io import atomic_path, remove_stale_temporaries
 from utils.errors import CheckpointError, ConfigError, closest
 
+from .layouts import adapt_state_dict
 from .weights import check_state_dict, read_weight_file, unwrap_state_dict
 
 __all__ = ["resolve_pretrained", "load_pretrained", "pretrained_entry", "cache_path_for", "hash_prefix_for",
@@ -262,8 +263,7 @@ def load_pretrained(model, source, logger=None, pretrained_cfg=None, progress: b
     cfg = pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None)
     path = resolve_pretrained(source, cfg, progress=progress)
     state = unwrap_state_dict(read_weight_file(path), prefer_ema=prefer_ema)
-    if hasattr(model, "adapt_state_dict"):
-        state = model.adapt_state_dict(state)
+    state = adapt_state_dict(model, state)
     own = model.state_dict()
     head = classifier_keys(model, cfg)
     file_classes = _class_count(state, head)

@@ -27,31 +27,25 @@ projection conv, BN), ``features.19..21`` pen conv/BN/ReLU6, a separate ``avgpoo
 ``output.0`` 1x1 conv pen->1024 (bias), ``output.1`` BN, ``output.2`` ReLU6, ``output.3`` Dropout,
 ``output.4`` 1x1 conv classifier (bias).
 
-Weight layouts understood by ``adapt_state_dict`` (called by ``graphs.models.load_weights``):
-the official layout (passes through), timm's ``rexnet_XXX`` layout (``stem``/``features.0..15``/
-``features.16``/``head.fc``; translated by name, classifier reshaped [C, pen] -> [C, pen, 1, 1]) and
-PaddlePaddle (ppim) ``.pdparams`` names (``_mean``/``_variance``, no ``num_batches_tracked``).
-``to_timm_state_dict`` writes the timm layout back.
+Weight files in timm's and Paddle's layouts are translated by :mod:`graphs.models.layouts`.
 
 CIFAR option (``cifar_stem=True``): the stem conv gets stride 1 and the first stride-2 stage
 (stage 2) stride 1, so the total stride is 8 instead of 32 and a 32x32 image ends in 4x4 maps.
 The channel schedule, and therefore every parameter shape, is unchanged.
 """
 import math
-import re
 
 import torch
 import torch.nn as nn
 
 from graphs.layers.pool import GlobalAvgPool2d
-from utils.errors import CheckpointError, ConfigError
+from utils.errors import ConfigError
 from utils.model_cfg import Published
 
 from .base import ModelBase, cifar_cfg, imagenet_cfg
 from .registry import register_cfgs, register_model
 
-__all__ = ["ReXNetV1", "ReXNetV1Lite", "LinearBottleneck", "SEModule", "rexnet_channels",
-           "rexnet_lite_channels", "to_official_state_dict", "to_timm_state_dict", "guess_model_name"]
+__all__ = ["ReXNetV1", "ReXNetV1Lite", "LinearBottleneck", "SEModule", "rexnet_channels", "rexnet_lite_channels"]
 
 STAGE_DEPTHS = (1, 2, 2, 3, 3, 5)
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2)
@@ -62,8 +56,6 @@ V1_WIDTHS = {"rexnet_0_9": 0.9, "rexnet_1_0": 1.0, "rexnet_1_3": 1.3, "rexnet_1_
              "rexnet_2_0": 2.0, "rexnet_3_0": 3.0}
 LITE_WIDTHS = {"rexnet_lite_1_0": 1.0, "rexnet_lite_1_3": 1.3, "rexnet_lite_1_5": 1.5,
                "rexnet_lite_2_0": 2.0}
-
-PADDLE_BN_NAMES = {"_mean": "running_mean", "_variance": "running_var"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,71 +308,6 @@ class _ReXNetBase(ModelBase):
     def forward(self, x):
         return self.output(self.forward_head_input(x)).flatten(1)
 
-    # ---- weight layouts -------------------------------------------------------------------
-    def adapt_state_dict(self, state):
-        """Translate timm / Paddle layouts to the official names of this model (see module doc)."""
-        own = self.state_dict()
-        state, layout = to_official_state_dict(state, lite=self.lite)
-        # Paddle and pre-0.4.1 PyTorch files have no num_batches_tracked: add zeros.
-        for key in list(state):
-            if key.endswith(".running_mean"):
-                nbt = key[:-len("running_mean")] + "num_batches_tracked"
-                if nbt in own and nbt not in state:
-                    state[nbt] = torch.zeros((), dtype=torch.long)
-        if layout == "paddle":
-            # Paddle Linear weights are [in, out]; ReXNet has no Linear, but keep the rule general.
-            for key, value in list(state.items()):
-                if (key in own and value.dim() == 2 and own[key].dim() == 2
-                        and tuple(value.shape) != tuple(own[key].shape)
-                        and tuple(value.t().shape) == tuple(own[key].shape)):
-                    state[key] = value.t().contiguous()
-        return state
-
-    def _signature(self, shapes_of):
-        """(stem, block outs, pen, classes) read from ``shapes_of(key, own_shape)``."""
-        stem = shapes_of("features.0.weight")
-        outs = [shapes_of(f"features.{self.first_block + j}.out.{blk.pwl_index}.weight")
-                for j, blk in enumerate(self.blocks())]
-        pen = shapes_of(f"features.{self.first_block + self.num_blocks}.weight")
-        return stem, outs, pen
-
-    def mismatch_hint(self, missing, unexpected, shapes):
-        """A short clause naming the likely cause of a key/shape mismatch (width, classes, family)."""
-        family_keys = {"output.4.weight", "output.1.running_mean"}
-        if not self.lite and any(k in family_keys for k in unexpected):
-            return "the file looks like a ReXNet-lite checkpoint; build a rexnet_lite_* model"
-        if self.lite and "output.4.weight" in missing:
-            return "the file looks like a ReXNet v1 checkpoint; build a rexnet_* model"
-        block_re = re.compile(r"^features\.(\d+)\.out\.")
-        if any(block_re.match(k) for k in list(missing) + list(unexpected)):
-            return ("the file has a different number or kind of blocks (depth_mult / use_se differ "
-                    "from the model's); build the model the file was saved from")
-        got = {k: g for k, g, _ in shapes}
-        own = self.state_dict()
-
-        def out_ch(key):
-            if key in got:
-                return got[key][0]
-            return own[key].shape[0] if key in own else None
-
-        stem, outs, pen = self._signature(out_ch)
-        cls_key = "output.4.weight" if self.lite else "output.1.weight"
-        if set(got) <= {cls_key, cls_key[:-len("weight")] + "bias"} and got:
-            return (f"the file has {got[cls_key][0] if cls_key in got else '?'} classes; build the "
-                    f"model with num_classes={got[cls_key][0] if cls_key in got else '?'}")
-        table = LITE_WIDTHS if self.lite else V1_WIDTHS
-        schedule = rexnet_lite_channels if self.lite else rexnet_channels
-        for name, w in table.items():
-            s, _, o, p = schedule(w)
-            if s == stem and o == outs and p == pen:
-                return (f"the file looks like width {w} ({name}: stem {s}, last block {o[-1]}, "
-                        f"pen {p} channels); build {name} instead")
-        return (f"the file's channels (stem {stem}, last block {outs[-1] if outs else '?'}, pen {pen}) "
-                f"match no published {'ReXNet-lite' if self.lite else 'ReXNet'} width "
-                f"({', '.join(str(w) for w in table.values())}); check width_mult"
-                + ("" if self.lite else " (timm's rexnetr_* models round channels to multiples of 8 "
-                   "and are a different architecture)"))
-
 
 class ReXNetV1(_ReXNetBase):
     """ReXNet v1 (Han et al., CVPR 2021), official ``rexnetv1.py`` semantics and names.
@@ -501,170 +428,6 @@ class ReXNetV1Lite(_ReXNetBase):
 
     def forward_head_input(self, x):
         return self.avgpool(self.features(x))
-
-
-# --------------------------------------------------------------------------------------------
-# Layout translation (pure functions on state dicts)
-# --------------------------------------------------------------------------------------------
-def _official_block_parts(has_exp, has_se):
-    """timm sub-module prefix -> official ``out.`` sub-prefix for one v1 block."""
-    parts, i = {}, 0
-    if has_exp:
-        parts["conv_exp.conv"], parts["conv_exp.bn"] = "0", "1"
-        i = 3
-    parts["conv_dw.conv"], parts["conv_dw.bn"] = str(i), str(i + 1)
-    i += 2
-    if has_se:
-        parts["se.fc1"], parts["se.bn"], parts["se.fc2"] = f"{i}.fc.0", f"{i}.fc.1", f"{i}.fc.3"
-        i += 1
-    i += 1  # ReLU6
-    parts["conv_pwl.conv"], parts["conv_pwl.bn"] = str(i), str(i + 1)
-    return parts
-
-
-def _is_timm(state):
-    return "stem.conv.weight" in state or "head.fc.weight" in state
-
-
-def _is_paddle(state):
-    return any(k.endswith(("._mean", "._variance")) for k in state)
-
-
-def _split(key):
-    """'features.3.out.5.fc.1.weight' -> ('features.3.out.5.fc.1', 'weight')."""
-    prefix, _, leaf = key.rpartition(".")
-    return prefix, leaf
-
-
-def timm_to_official(state):
-    """timm ``rexnet_XXX`` state dict -> official names (classifier reshaped to a 1x1 conv)."""
-    block_re = re.compile(r"^features\.(\d+)\.(conv_exp|conv_dw|se|conv_pwl)\.")
-    blocks = {}
-    for key in state:
-        m = block_re.match(key)
-        if m:
-            blocks.setdefault(int(m.group(1)), set()).add(m.group(2))
-    n = len(blocks)
-    if sorted(blocks) != list(range(n)):
-        raise CheckpointError(f"the timm-layout file has non-consecutive blocks {sorted(blocks)}; "
-                              "it is not a timm rexnet_* state dict")
-    out = {}
-    for key, value in state.items():
-        prefix, leaf = _split(key)
-        new = None
-        if prefix in ("stem.conv", "stem.bn"):
-            new = {"stem.conv": "features.0", "stem.bn": "features.1"}[prefix]
-        elif prefix in (f"features.{n}.conv", f"features.{n}.bn"):
-            new = f"features.{n + 3 + (prefix.endswith('.bn'))}"
-        elif prefix == "head.fc":
-            new = "output.1"
-            if leaf == "weight" and value.dim() == 2:
-                value = value.reshape(value.shape[0], value.shape[1], 1, 1)
-        else:
-            m = re.match(r"^features\.(\d+)\.(.+)$", prefix)
-            if m and int(m.group(1)) in blocks:
-                j, sub = int(m.group(1)), m.group(2)
-                parts = _official_block_parts("conv_exp" in blocks[j], "se" in blocks[j])
-                if sub in parts:
-                    new = f"features.{j + 3}.out.{parts[sub]}"
-        out[f"{new}.{leaf}" if new is not None else key] = value
-    return out
-
-
-def _official_blocks(state):
-    """{block feature index: (has_exp, has_se)} read from an official-layout v1 state dict."""
-    conv_re = re.compile(r"^features\.(\d+)\.out\.(\d+)\.weight$")
-    se_re = re.compile(r"^features\.(\d+)\.out\.\d+\.fc\.")
-    convs, ses = {}, set()
-    for key, value in state.items():
-        m = conv_re.match(key)
-        if m and value.dim() == 4:
-            convs[int(m.group(1))] = convs.get(int(m.group(1)), 0) + 1
-        m = se_re.match(key)
-        if m:
-            ses.add(int(m.group(1)))
-    return {k: (c == 3, k in ses) for k, c in sorted(convs.items())}
-
-
-def to_timm_state_dict(state):
-    """Official ReXNet v1 state dict -> timm ``rexnet_XXX`` layout (head.fc becomes a Linear)."""
-    if "output.4.weight" in state:
-        raise CheckpointError("ReXNet-lite has no timm counterpart; convert it to the official layout only")
-    blocks = _official_blocks(state)
-    idx = sorted(blocks)
-    if not idx or idx != list(range(3, 3 + len(idx))) or "output.1.weight" not in state:
-        raise CheckpointError("the state dict is not in the official ReXNet v1 layout "
-                              "(features.3.. blocks and output.1 classifier expected)")
-    n = len(idx)
-    inverse = {}
-    for k, (has_exp, has_se) in blocks.items():
-        for tname, oname in _official_block_parts(has_exp, has_se).items():
-            inverse[f"features.{k}.out.{oname}"] = f"features.{k - 3}.{tname}"
-    inverse.update({"features.0": "stem.conv", "features.1": "stem.bn", f"features.{n + 3}": f"features.{n}.conv",
-                    f"features.{n + 4}": f"features.{n}.bn", "output.1": "head.fc"})
-    out = {}
-    for key, value in state.items():
-        prefix, leaf = _split(key)
-        if prefix not in inverse:
-            raise CheckpointError(f"cannot place official key {key!r} in the timm layout")
-        if prefix == "output.1" and leaf == "weight":
-            value = value.reshape(value.shape[0], value.shape[1])
-        out[f"{inverse[prefix]}.{leaf}"] = value
-    return out
-
-
-def paddle_to_torch_names(state):
-    """Rename Paddle BN buffers (``_mean``/``_variance``) to PyTorch's."""
-    out = {}
-    for key, value in state.items():
-        prefix, leaf = _split(key)
-        out[f"{prefix}.{PADDLE_BN_NAMES[leaf]}" if leaf in PADDLE_BN_NAMES else key] = value
-    return out
-
-
-def to_official_state_dict(state, lite=False):
-    """Translate any known layout to official names; returns ``(state, layout)`` with layout in
-    'official' | 'timm' | 'paddle'. (num_batches_tracked and Linear transposes are added by the
-    model's ``adapt_state_dict``, which knows its own keys.)"""
-    state = dict(state)
-    layout = "official"
-    if _is_paddle(state):
-        state, layout = paddle_to_torch_names(state), "paddle"
-    if _is_timm(state):
-        if lite:
-            raise CheckpointError("the file is in timm's rexnet layout, which exists for ReXNet v1 only; "
-                                  "build a rexnet_* (not rexnet_lite_*) model")
-        state, layout = timm_to_official(state), "timm"
-    return state, layout
-
-
-def guess_model_name(state):
-    """(registry name, num_classes) of the published variant an official/timm/Paddle state dict
-    matches, or (None, num_classes) when its channels match no published width."""
-    lite = "output.4.weight" in state
-    state, _ = to_official_state_dict(state, lite=lite)
-    cls = state.get("output.4.weight" if lite else "output.1.weight")
-    num_classes = int(cls.shape[0]) if cls is not None else None
-    if "features.0.weight" not in state:
-        return None, num_classes
-    stem = state["features.0.weight"].shape[0]
-    # block output channels: the last conv weight of each block's ``out``
-    last = {}
-    for key, value in state.items():
-        m = re.match(r"^features\.(\d+)\.out\.(\d+)\.weight$", key)
-        if m and value.dim() == 4:
-            k, i = int(m.group(1)), int(m.group(2))
-            if i >= last.get(k, (-1, 0))[0]:
-                last[k] = (i, value.shape[0])
-    outs = [last[k][1] for k in sorted(last)]
-    pen_key = f"features.{3 + len(outs)}.weight"
-    pen = state[pen_key].shape[0] if pen_key in state else None
-    table, schedule = (LITE_WIDTHS, rexnet_lite_channels) if lite else (V1_WIDTHS, rexnet_channels)
-    for name, w in table.items():
-        s, _, o, p = schedule(w)
-        if (s, o, p) == (stem, outs, pen):
-            return name, num_classes
-    return None, num_classes
 
 
 # --------------------------------------------------------------------------------------------
