@@ -24,7 +24,7 @@ from utils.errors import ConfigError, check
 from utils.model_cfg import Published
 
 from .base import ModelBase, cifar_cfg, imagenet_cfg
-from .registry import register_cfgs, register_model
+from .registry import register_variant
 
 _DATA = {"cifar": "cifar", "cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet"}
 
@@ -394,90 +394,34 @@ class CondenseNet(CondenseFamilyMixin, ModelBase):
 PAPER = ("CondenseNet: An Efficient DenseNet using Learned Group Convolutions (Huang, Liu, van der Maaten, "
          "Weinberger, CVPR 2018), https://arxiv.org/abs/1711.09224")
 _README = "ShichenLiu/CondenseNet README"
+_CIFAR = dict(growth=(8, 16, 32), bottleneck=4, group_1x1=4, group_3x3=4, condense_factor=4, data="cifar")
+_IMAGENET = dict(stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), bottleneck=4, data="imagenet")
+
+# name: (the arguments the builder fixes, and the README's FLOPs, params and error in %: CIFAR-10, or
+# ImageNet top-1/top-5 of the converted model)
+VARIANTS = {
+    "condensenet_50": (dict(_CIFAR, stages=(8, 8, 8)), "28.6M", "0.22M", 6.22),
+    "condensenet_74": (dict(_CIFAR, stages=(12, 12, 12)), "51.9M", "0.41M", 5.28),
+    "condensenet_86": (dict(_CIFAR, stages=(14, 14, 14)), "65.8M", "0.52M", 5.06),
+    "condensenet_98": (dict(_CIFAR, stages=(16, 16, 16)), "81.3M", "0.65M", 4.83),
+    "condensenet_110": (dict(_CIFAR, stages=(18, 18, 18)), "98.2M", "0.79M", 4.63),
+    "condensenet_122": (dict(_CIFAR, stages=(20, 20, 20)), "116.7M", "0.95M", 4.48),
+    # 600 epochs; growth 12-24-48 is not written in the official code: it reproduces the published FLOPs/params
+    "condensenet_182": (dict(_CIFAR, stages=(30, 30, 30), growth=(12, 24, 48)), "513M", "4.2M", 3.76),
+    "condensenet_74_g4": (dict(_IMAGENET, group_1x1=4, group_3x3=4, condense_factor=4), "529M", "4.8M", (26.2, 8.3)),
+    "condensenet_74_g8": (dict(_IMAGENET, group_1x1=8, group_3x3=8, condense_factor=8), "274M", "2.9M", (29.0, 10.0)),
+}
 
 
-def _cifar(flops, params, error):
-    return cifar_cfg(paper=PAPER, published=Published(flops, params, top1=round(100 - error, 2), dataset="cifar10",
-                                                      source=f"{_README} (CIFAR-10 error {error}%)"))
-
-
-def _imagenet(flops, params, error1, error5):
+def _cfg(args, flops, params, error):
+    if args["data"] == "cifar":
+        return cifar_cfg(paper=PAPER, published=Published(flops, params, top1=round(100 - error, 2), dataset="cifar10",
+                                                          source=f"{_README} (CIFAR-10 error {error}%)"))
+    error1, error5 = error
     return imagenet_cfg(interpolation="bilinear", paper=PAPER, published=Published(
         flops, params, top1=round(100 - error1, 2), top5=round(100 - error5, 2),
         source=f"{_README} (top-1/top-5 error {error1}/{error5}%; converted model)"))
 
 
-default_cfgs = register_cfgs({
-    "condensenet_50": _cifar("28.6M", "0.22M", 6.22),
-    "condensenet_74": _cifar("51.9M", "0.41M", 5.28),
-    "condensenet_86": _cifar("65.8M", "0.52M", 5.06),
-    "condensenet_98": _cifar("81.3M", "0.65M", 4.83),
-    "condensenet_110": _cifar("98.2M", "0.79M", 4.63),
-    "condensenet_122": _cifar("116.7M", "0.95M", 4.48),
-    "condensenet_182": _cifar("513M", "4.2M", 3.76),
-    "condensenet_74_g4": _imagenet("529M", "4.8M", 26.2, 8.3),
-    "condensenet_74_g8": _imagenet("274M", "2.9M", 29.0, 10.0),
-})
-
-
-def _build(defaults, num_classes, converted, kwargs):
-    return CondenseNet(num_classes=num_classes, converted=converted, **{**defaults, **kwargs})
-
-
-_CIFAR = dict(growth=(8, 16, 32), bottleneck=4, group_1x1=4, group_3x3=4, condense_factor=4, data="cifar")
-_IMAGENET = dict(stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), bottleneck=4, data="imagenet")
-
-
-@register_model(model_class=CondenseNet)
-def condensenet_50(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-50 (CIFAR): stages 8-8-8, growth 8-16-32, G = C = 4."""
-    return _build(dict(_CIFAR, stages=(8, 8, 8)), num_classes, converted, kwargs)
-
-
-@register_model(model_class=CondenseNet)
-def condensenet_74(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-74 (CIFAR): stages 12-12-12, growth 8-16-32, G = C = 4."""
-    return _build(dict(_CIFAR, stages=(12, 12, 12)), num_classes, converted, kwargs)
-
-
-@register_model(model_class=CondenseNet)
-def condensenet_86(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-86 (CIFAR): stages 14-14-14, growth 8-16-32, G = C = 4."""
-    return _build(dict(_CIFAR, stages=(14, 14, 14)), num_classes, converted, kwargs)
-
-
-@register_model(model_class=CondenseNet)
-def condensenet_98(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-98 (CIFAR): stages 16-16-16, growth 8-16-32, G = C = 4."""
-    return _build(dict(_CIFAR, stages=(16, 16, 16)), num_classes, converted, kwargs)
-
-
-@register_model(model_class=CondenseNet)
-def condensenet_110(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-110 (CIFAR): stages 18-18-18, growth 8-16-32, G = C = 4."""
-    return _build(dict(_CIFAR, stages=(18, 18, 18)), num_classes, converted, kwargs)
-
-
-@register_model(model_class=CondenseNet)
-def condensenet_122(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-122 (CIFAR): stages 20-20-20, growth 8-16-32, G = C = 4."""
-    return _build(dict(_CIFAR, stages=(20, 20, 20)), num_classes, converted, kwargs)
-
-
-@register_model(model_class=CondenseNet)
-def condensenet_182(num_classes=10, converted=False, **kwargs):
-    """CondenseNet-182 (CIFAR, 600 epochs): stages 30-30-30, growth 12-24-48 (not written in the official
-    code; the growth that reproduces the published FLOPs/params), G = C = 4."""
-    return _build(dict(_CIFAR, stages=(30, 30, 30), growth=(12, 24, 48)), num_classes, converted, kwargs)
-
-
-@register_model(model_class=CondenseNet)
-def condensenet_74_g4(num_classes=1000, converted=False, **kwargs):
-    """ImageNet CondenseNet-74: stages 4-6-8-10-8, growth 8-16-32-64-128, G = C = 4 (1x1, 3x3, condense)."""
-    return _build(dict(_IMAGENET, group_1x1=4, group_3x3=4, condense_factor=4), num_classes, converted, kwargs)
-
-
-@register_model(model_class=CondenseNet)
-def condensenet_74_g8(num_classes=1000, converted=False, **kwargs):
-    """ImageNet CondenseNet-74: stages 4-6-8-10-8, growth 8-16-32-64-128, G = C = 8 (1x1, 3x3, condense)."""
-    return _build(dict(_IMAGENET, group_1x1=8, group_3x3=8, condense_factor=8), num_classes, converted, kwargs)
+for _name, (_args, *_published) in VARIANTS.items():
+    register_variant(_name, CondenseNet, _args, _cfg(_args, *_published))

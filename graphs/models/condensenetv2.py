@@ -21,7 +21,7 @@ from utils.model_cfg import Published
 
 from .base import ModelBase, cifar_cfg, imagenet_cfg
 from .condensenet import CondenseFamilyMixin, check_data, check_int_list, check_positive_int
-from .registry import register_cfgs, register_model
+from .registry import register_variant
 
 
 class CondenseNetV2(CondenseFamilyMixin, ModelBase):
@@ -162,72 +162,41 @@ PAPER = ("CondenseNet V2: Sparse Feature Reactivation for Deep Networks (Yang, J
 _README = "jianghaojun/CondenseNetV2 README"
 
 
-def _imagenet_cfg(interpolation, flops, params, error):
-    # eval resize: bicubic for A and B, bilinear for C, as the official test.py / convert_and_eval.py
-    return imagenet_cfg(interpolation=interpolation, paper=PAPER, published=Published(
-        flops, params, top1=round(100 - error, 2), source=f"{_README} (top-1 error {error}%)"))
-
-
-def _cifar_cfg(flops, params, error):
-    return cifar_cfg(paper=PAPER, published=Published(flops, params, top1=round(100 - error, 2), dataset="cifar10",
-                                                      source=f"{_README} (CIFAR-10 error {error}%; no config "
-                                                             f"published, see the builder)"))
-
-
-default_cfgs = register_cfgs({
-    "cdnv2_a": _imagenet_cfg("bicubic", "46M", "2.0M", 35.6),
-    "cdnv2_b": _imagenet_cfg("bicubic", "146M", "3.6M", 28.1),
-    "cdnv2_c": _imagenet_cfg("bilinear", "309M", "6.1M", 24.1),
-    "cdnv2_110": _cifar_cfg("41M", "0.48M", 4.65),
-    "cdnv2_146": _cifar_cfg("62M", "0.78M", 4.35),
-})
-
-
-def _build(defaults, num_classes, converted, kwargs):
-    return CondenseNetV2(num_classes=num_classes, converted=converted, **{**defaults, **kwargs})
-
-
 def _imagenet(g, **kw):
     return dict(bottleneck=4, group_1x1=g, group_3x3=g, group_trans=g, condense_factor=g, trans_factor=g,
                 hs_start_block=2, se_start_block=3, last_se_reduction=16, data="imagenet", **kw)
 
 
-@register_model(model_class=CondenseNetV2)
-def cdnv2_a(num_classes=1000, converted=False, **kwargs):
-    """CondenseNetV2-A (ImageNet): stages 1-1-4-6-8, growth 8-8-16-32-64, G = C = 8, fc 828."""
-    return _build(_imagenet(8, stages=(1, 1, 4, 6, 8), growth=(8, 8, 16, 32, 64), fc_channel=828),
-                  num_classes, converted, kwargs)
-
-
-@register_model(model_class=CondenseNetV2)
-def cdnv2_b(num_classes=1000, converted=False, **kwargs):
-    """CondenseNetV2-B (ImageNet): stages 2-4-6-8-6, growth 6-12-24-48-96, G = C = 6, fc 1024."""
-    return _build(_imagenet(6, stages=(2, 4, 6, 8, 6), growth=(6, 12, 24, 48, 96), fc_channel=1024),
-                  num_classes, converted, kwargs)
-
-
-@register_model(model_class=CondenseNetV2)
-def cdnv2_c(num_classes=1000, converted=False, **kwargs):
-    """CondenseNetV2-C (ImageNet): stages 4-6-8-10-8, growth 8-16-32-64-128, G = C = 8, fc 1024."""
-    return _build(_imagenet(8, stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), fc_channel=1024),
-                  num_classes, converted, kwargs)
-
-
+# The CIFAR models' config is published nowhere; these are reconstructions: 6*n+2 convs (stages n-n-n),
+# growth 8-16-32, bottleneck 4, G = C = 4 for the 1x1, 3x3 and SFR, hard swish from block 2 and SE from
+# block 3 (the ImageNet models' "last 3/5 HS, last 2/5 SE" scaled to three blocks), head SE reduction 16,
+# fc_channel 256. By the v2 counting rules cdnv2_110 is about 2.8x the paper's FLOPs (growth 4-8-16 comes
+# close instead; see README).
 _CIFAR = dict(growth=(8, 16, 32), bottleneck=4, group_1x1=4, group_3x3=4, group_trans=4, condense_factor=4,
-              trans_factor=4, hs_start_block=1, se_start_block=2, last_se_reduction=16, data="cifar")
+              trans_factor=4, hs_start_block=1, se_start_block=2, last_se_reduction=16, fc_channel=256, data="cifar")
+
+# name: (the arguments the builder fixes, and the README's FLOPs, params and error in %: ImageNet top-1 with
+# the eval resize of the official test.py / convert_and_eval.py, or CIFAR-10)
+VARIANTS = {
+    "cdnv2_a": (_imagenet(8, stages=(1, 1, 4, 6, 8), growth=(8, 8, 16, 32, 64), fc_channel=828), "bicubic",
+                "46M", "2.0M", 35.6),
+    "cdnv2_b": (_imagenet(6, stages=(2, 4, 6, 8, 6), growth=(6, 12, 24, 48, 96), fc_channel=1024), "bicubic",
+                "146M", "3.6M", 28.1),
+    "cdnv2_c": (_imagenet(8, stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), fc_channel=1024), "bilinear",
+                "309M", "6.1M", 24.1),
+    "cdnv2_110": (dict(_CIFAR, stages=(18, 18, 18)), None, "41M", "0.48M", 4.65),
+    "cdnv2_146": (dict(_CIFAR, stages=(24, 24, 24)), None, "62M", "0.78M", 4.35),
+}
 
 
-@register_model(model_class=CondenseNetV2)
-def cdnv2_110(num_classes=10, converted=False, **kwargs):
-    """CondenseNetV2-110 (CIFAR). Its config is published nowhere; this is a reconstruction: stages
-    18-18-18 (6*18+2 = 110 convs), growth 8-16-32, bottleneck 4, G = C = 4 for the 1x1, 3x3 and SFR, hard
-    swish from block 2 (hs_start_block=1) and SE from block 3 (se_start_block=2) -- the ImageNet models'
-    "last 3/5 HS, last 2/5 SE" scaled to three blocks -- head SE reduction 16 and fc_channel 256. By the v2
-    counting rules it is about 2.8x the paper's FLOPs (growth 4-8-16 comes close instead; see README)."""
-    return _build(dict(_CIFAR, stages=(18, 18, 18), fc_channel=256), num_classes, converted, kwargs)
+def _cfg(interpolation, flops, params, error):
+    if interpolation is None:
+        return cifar_cfg(paper=PAPER, published=Published(
+            flops, params, top1=round(100 - error, 2), dataset="cifar10",
+            source=f"{_README} (CIFAR-10 error {error}%; no config published, see the builder)"))
+    return imagenet_cfg(interpolation=interpolation, paper=PAPER, published=Published(
+        flops, params, top1=round(100 - error, 2), source=f"{_README} (top-1 error {error}%)"))
 
 
-@register_model(model_class=CondenseNetV2)
-def cdnv2_146(num_classes=10, converted=False, **kwargs):
-    """CondenseNetV2-146 (CIFAR), reconstructed like ``cdnv2_110`` with stages 24-24-24 (6*24+2 = 146)."""
-    return _build(dict(_CIFAR, stages=(24, 24, 24), fc_channel=256), num_classes, converted, kwargs)
+for _name, (_args, *_published) in VARIANTS.items():
+    register_variant(_name, CondenseNetV2, _args, _cfg(*_published))

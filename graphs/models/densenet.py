@@ -19,7 +19,7 @@ from utils.model_cfg import Published
 
 from .base import ModelBase, cifar_cfg, imagenet_cfg
 from .condensenet import init_weights_v1
-from .registry import register_cfgs, register_model
+from .registry import register_variant
 
 
 def _make_divisible(x, divisor):
@@ -143,26 +143,21 @@ class DenseNetBC(ModelBase):
 
 PAPER = ("Densely Connected Convolutional Networks (Huang, Liu, van der Maaten, Weinberger, CVPR 2017), "
          "https://arxiv.org/abs/1608.06993")
-default_cfgs = register_cfgs({
-    "densenet_bc_100": cifar_cfg(paper=PAPER, published=Published(
-        "292M", "0.8M", top1=95.49, dataset="cifar10",
-        source="DenseNet paper Table 2 (C10+ error 4.51%); FLOPs from the CondenseNet paper's CIFAR table")),
-    "densenet_bc_190": cifar_cfg(paper=PAPER, published=Published(
-        None, "25.6M", top1=96.54, dataset="cifar10", source="DenseNet paper Table 2 (C10+ error 3.46%)")),
-})
+
+# name: (the arguments the builder fixes, and the published FLOPs, params, CIFAR-10 top-1 and their source)
+VARIANTS = {
+    "densenet_bc_100": (dict(stages=(16, 16, 16), growth=(12, 12, 12)), "292M", "0.8M", 95.49,
+                        "DenseNet paper Table 2 (C10+ error 4.51%); FLOPs from the CondenseNet paper's CIFAR table"),
+    "densenet_bc_190": (dict(stages=(31, 31, 31), growth=(40, 40, 40)), None, "25.6M", 96.54,
+                        "DenseNet paper Table 2 (C10+ error 3.46%)"),
+}
 
 
-@register_model(model_class=DenseNetBC)
-def densenet_bc_100(num_classes=10, converted=False, **kwargs):
-    """DenseNet-BC-100, k=12, on CIFAR."""
+def _build(model_class, name, args, num_classes, converted, kwargs):
     check(not converted, "DenseNet-BC has no converted form; set converted to false")
-    kwargs = {"stages": (16, 16, 16), "growth": (12, 12, 12), **kwargs}
-    return DenseNetBC(num_classes=num_classes, **kwargs)
+    return model_class(num_classes=num_classes, **{**args, **kwargs})
 
 
-@register_model(model_class=DenseNetBC)
-def densenet_bc_190(num_classes=10, converted=False, **kwargs):
-    """DenseNet-BC-190, k=40, on CIFAR."""
-    check(not converted, "DenseNet-BC has no converted form; set converted to false")
-    kwargs = {"stages": (31, 31, 31), "growth": (40, 40, 40), **kwargs}
-    return DenseNetBC(num_classes=num_classes, **kwargs)
+for _name, (_args, _flops, _params, _top1, _source) in VARIANTS.items():
+    register_variant(_name, DenseNetBC, _args, cifar_cfg(paper=PAPER, published=Published(
+        _flops, _params, top1=_top1, dataset="cifar10", source=_source)), build=_build)

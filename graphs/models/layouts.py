@@ -17,7 +17,7 @@ import torch
 from utils.errors import CheckpointError
 
 from .condensenet import CondenseFamilyMixin
-from .rexnet import LITE_WIDTHS, V1_WIDTHS, ReXNetV1, ReXNetV1Lite, rexnet_channels, rexnet_lite_channels
+from .rexnet import VARIANTS, ReXNetV1, ReXNetV1Lite, rexnet_channels, rexnet_lite_channels
 
 __all__ = ["adapt_state_dict", "mismatch_hint", "to_official_state_dict", "to_timm_state_dict",
            "guess_model_name"]
@@ -176,6 +176,12 @@ def to_official_state_dict(state, lite=False):
     return state, layout
 
 
+def _published(lite):
+    """{name: width} of the published ReXNet v1 (or lite) variants, and their channel schedule."""
+    widths = {name: width for name, (cls, width, *_) in VARIANTS.items() if cls.lite == lite}
+    return widths, (rexnet_lite_channels if lite else rexnet_channels)
+
+
 def guess_model_name(state):
     """(registry name, num_classes) of the published variant an official/timm/Paddle state dict
     matches, or (None, num_classes) when its channels match no published width."""
@@ -197,7 +203,7 @@ def guess_model_name(state):
     outs = [last[k][1] for k in sorted(last)]
     pen_key = f"features.{3 + len(outs)}.weight"
     pen = state[pen_key].shape[0] if pen_key in state else None
-    table, schedule = (LITE_WIDTHS, rexnet_lite_channels) if lite else (V1_WIDTHS, rexnet_channels)
+    table, schedule = _published(lite)
     for name, w in table.items():
         s, _, o, p = schedule(w)
         if (s, o, p) == (stem, outs, pen):
@@ -256,8 +262,7 @@ def _rexnet_hint(model, missing, unexpected, shapes):
     if set(got) <= {cls_key, cls_key[:-len("weight")] + "bias"} and got:
         return (f"the file has {got[cls_key][0] if cls_key in got else '?'} classes; build the "
                 f"model with num_classes={got[cls_key][0] if cls_key in got else '?'}")
-    table = LITE_WIDTHS if model.lite else V1_WIDTHS
-    schedule = rexnet_lite_channels if model.lite else rexnet_channels
+    table, schedule = _published(model.lite)
     for name, w in table.items():
         s, _, o, p = schedule(w)
         if s == stem and o == outs and p == pen:

@@ -1,6 +1,6 @@
 """Every officially released ImageNet-1k weight file: ``WEIGHTS[variant][tag] = WeightEntry(...)``.
 
-The registry puts each variant's entries into its ``pretrained_cfg.weights`` (``register_cfgs``), where
+The registry puts each variant's entries into its ``pretrained_cfg.weights`` (``register_variant``), where
 ``pretrained: <tag>`` finds them. Every URL comes from the line cited above it (the
 repositories as fetched: ShichenLiu/CondenseNet README @833a91d, jianghaojun/CondenseNetV2 README
 @4431162, clovaai/rexnet README @61debcc, timm rexnet.py @8db20dc (last version with GitHub release

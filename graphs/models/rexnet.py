@@ -43,19 +43,13 @@ from utils.errors import ConfigError
 from utils.model_cfg import Published
 
 from .base import ModelBase, cifar_cfg, imagenet_cfg
-from .registry import register_cfgs, register_model
+from .registry import register_variant
 
 __all__ = ["ReXNetV1", "ReXNetV1Lite", "LinearBottleneck", "SEModule", "rexnet_channels", "rexnet_lite_channels"]
 
 STAGE_DEPTHS = (1, 2, 2, 3, 3, 5)
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2)
 STAGE_SE = (False, False, True, True, True, True)
-
-# Published variants: registry name -> width multiplier.
-V1_WIDTHS = {"rexnet_0_9": 0.9, "rexnet_1_0": 1.0, "rexnet_1_3": 1.3, "rexnet_1_5": 1.5,
-             "rexnet_2_0": 2.0, "rexnet_3_0": 3.0}
-LITE_WIDTHS = {"rexnet_lite_1_0": 1.0, "rexnet_lite_1_3": 1.3, "rexnet_lite_1_5": 1.5,
-               "rexnet_lite_2_0": 2.0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +211,8 @@ class LinearBottleneck(nn.Module):
 class _ReXNetBase(ModelBase):
     flops_rule = "macs"
     lite = False
-    first_block = 3          # index of the first block inside ``features``
+    width_arg = "width_mult"   # the constructor argument that sets the width (the variants' table fills it)
+    first_block = 3            # index of the first block inside ``features``
 
     def _init_common(self, num_classes, cifar_stem):
         self.num_classes = num_classes
@@ -375,6 +370,7 @@ class ReXNetV1Lite(_ReXNetBase):
     ``drop_path_rate``: as :class:`ReXNetV1`.
     """
     lite = True
+    width_arg = "multiplier"
 
     def __init__(self, fix_head_stem=False, divisible_value=8, input_ch=16, final_ch=164, multiplier=1.0,
                  num_classes=1000, dropout_ratio=0.2, bn_momentum=0.1, bn_eps=1e-5, kernel_conf="333333",
@@ -431,108 +427,42 @@ class ReXNetV1Lite(_ReXNetBase):
 
 
 # --------------------------------------------------------------------------------------------
-# Registered builders
+# The published variants: one builder and one pretrained_cfg each
 # --------------------------------------------------------------------------------------------
 PAPER = ("Rethinking Channel Dimensions for Efficient Model Design (Han, Yun, Heo, Yoo, CVPR 2021), "
          "https://arxiv.org/abs/2007.00992")
 
+# name: (class, width, and the clovaai/rexnet README's MACs, params, top-1, top-5)
+VARIANTS = {
+    "rexnet_0_9": (ReXNetV1, 0.9, "0.35G", "4.1M", 77.2, 93.5),
+    "rexnet_1_0": (ReXNetV1, 1.0, "0.40G", "4.8M", 77.9, 93.9),
+    "rexnet_1_3": (ReXNetV1, 1.3, "0.66G", "7.6M", 79.5, 94.7),
+    "rexnet_1_5": (ReXNetV1, 1.5, "0.88G", "9.7M", 80.3, 95.2),
+    "rexnet_2_0": (ReXNetV1, 2.0, "1.5G", "16M", 81.6, 95.7),
+    "rexnet_3_0": (ReXNetV1, 3.0, "3.4G", "34M", 82.8, 96.2),
+    "rexnet_lite_1_0": (ReXNetV1Lite, 1.0, "0.41G", "4.7M", 76.2, 92.8),
+    "rexnet_lite_1_3": (ReXNetV1Lite, 1.3, "0.65G", "6.8M", 77.8, 93.8),
+    "rexnet_lite_1_5": (ReXNetV1Lite, 1.5, "0.84G", "8.3M", 78.6, 94.2),
+    "rexnet_lite_2_0": (ReXNetV1Lite, 2.0, "1.5G", "13M", 80.2, 95.0),
+}
+WIDTHS = {name: variant[1] for name, variant in VARIANTS.items()}
 
-def _cfg(macs, params, top1, top5, lite=False):
+
+def _build(model_class, name, args, num_classes, converted, kwargs):
+    if converted:
+        raise ConfigError(f"{name} has no converted (deployment) form; set converted=false")
+    (key, width), = args.items()
+    if key in kwargs:
+        raise ConfigError(f"{name} fixes {key}={width}; build {model_class.__name__} directly for another width")
+    return model_class(**args, num_classes=num_classes, **kwargs)
+
+
+def _cfg(lite, macs, params, top1, top5):
     # trained with timm; evaluated as timm does: resize 256 bicubic (crop_pct 0.875), centre-crop 224
     return imagenet_cfg(paper=PAPER, classifier="output.4" if lite else "output.1", first_conv="features.0",
                         published=Published(macs, params, top1=top1, top5=top5,
                                             source="clovaai/rexnet README (FLOPs are multiply-accumulates)"))
 
 
-default_cfgs = register_cfgs({
-    "rexnet_0_9": _cfg("0.35G", "4.1M", 77.2, 93.5),
-    "rexnet_1_0": _cfg("0.40G", "4.8M", 77.9, 93.9),
-    "rexnet_1_3": _cfg("0.66G", "7.6M", 79.5, 94.7),
-    "rexnet_1_5": _cfg("0.88G", "9.7M", 80.3, 95.2),
-    "rexnet_2_0": _cfg("1.5G", "16M", 81.6, 95.7),
-    "rexnet_3_0": _cfg("3.4G", "34M", 82.8, 96.2),
-    "rexnet_lite_1_0": _cfg("0.41G", "4.7M", 76.2, 92.8, lite=True),
-    "rexnet_lite_1_3": _cfg("0.65G", "6.8M", 77.8, 93.8, lite=True),
-    "rexnet_lite_1_5": _cfg("0.84G", "8.3M", 78.6, 94.2, lite=True),
-    "rexnet_lite_2_0": _cfg("1.5G", "13M", 80.2, 95.0, lite=True),
-})
-
-
-def _no_converted(name, converted):
-    if converted:
-        raise ConfigError(f"{name} has no converted (deployment) form; set converted=false")
-
-
-def _v1(name, num_classes, converted, kwargs):
-    _no_converted(name, converted)
-    if "width_mult" in kwargs:
-        raise ConfigError(f"{name} fixes width_mult={V1_WIDTHS[name]}; build ReXNetV1 directly for another width")
-    return ReXNetV1(width_mult=V1_WIDTHS[name], num_classes=num_classes, **kwargs)
-
-
-def _lite(name, num_classes, converted, kwargs):
-    _no_converted(name, converted)
-    if "multiplier" in kwargs:
-        raise ConfigError(f"{name} fixes multiplier={LITE_WIDTHS[name]}; build ReXNetV1Lite directly "
-                          "for another width")
-    return ReXNetV1Lite(multiplier=LITE_WIDTHS[name], num_classes=num_classes, **kwargs)
-
-
-@register_model(model_class=ReXNetV1)
-def rexnet_0_9(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1, width 0.9."""
-    return _v1("rexnet_0_9", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1)
-def rexnet_1_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1, width 1.0."""
-    return _v1("rexnet_1_0", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1)
-def rexnet_1_3(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1, width 1.3."""
-    return _v1("rexnet_1_3", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1)
-def rexnet_1_5(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1, width 1.5."""
-    return _v1("rexnet_1_5", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1)
-def rexnet_2_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1, width 2.0."""
-    return _v1("rexnet_2_0", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1)
-def rexnet_3_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1, width 3.0."""
-    return _v1("rexnet_3_0", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1Lite)
-def rexnet_lite_1_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet-lite, multiplier 1.0."""
-    return _lite("rexnet_lite_1_0", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1Lite)
-def rexnet_lite_1_3(num_classes=1000, converted=False, **kwargs):
-    """ReXNet-lite, multiplier 1.3."""
-    return _lite("rexnet_lite_1_3", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1Lite)
-def rexnet_lite_1_5(num_classes=1000, converted=False, **kwargs):
-    """ReXNet-lite, multiplier 1.5."""
-    return _lite("rexnet_lite_1_5", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1Lite)
-def rexnet_lite_2_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet-lite, multiplier 2.0."""
-    return _lite("rexnet_lite_2_0", num_classes, converted, kwargs)
+for _name, (_cls, _width, *_published) in VARIANTS.items():
+    register_variant(_name, _cls, {_cls.width_arg: _width}, _cfg(_cls.lite, *_published), build=_build)
