@@ -14,13 +14,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from graphs.layers import HS, SELayer, _SFRDenseBlock, _Transition
-from graphs.layers.dense import features_before_pool
+from graphs.layers import HS, SELayer, _SFRDenseBlock
 from utils.errors import check
 from utils.model_cfg import Published
 
 from .base import ModelBase, cifar_cfg, imagenet_cfg
-from .condensenet import CondenseFamilyMixin, check_data, check_int_list, check_positive_int
+from .condense import CondenseFamilyMixin, check_data, check_positive_int, check_stages
 from .registry import register_variant
 
 
@@ -49,10 +48,7 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
                  se_start_block=3, fc_channel=1024, last_se_reduction=16, dropout_rate=0.0,
                  num_classes=1000, data="imagenet", converted=False, drop_rate=0.0, drop_path_rate=0.0):
         super().__init__()
-        stages = check_int_list("stages", stages)
-        growth = check_int_list("growth", growth)
-        check(len(stages) == len(growth), f"stages {list(stages)} and growth {list(growth)} must have the "
-                                          f"same length (one growth rate per block)")
+        stages, growth = check_stages(stages, growth)
         for name, v in (("bottleneck", bottleneck), ("group_1x1", group_1x1), ("group_3x3", group_3x3),
                         ("group_trans", group_trans), ("fc_channel", fc_channel),
                         ("last_se_reduction", last_se_reduction), ("num_classes", num_classes)):
@@ -78,35 +74,16 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
         self._group_3x3 = group_3x3
         self.is_converted = bool(converted)
         self.num_classes = num_classes
-        stride, pool = (1, 8) if kind == "cifar" else (2, 7)
         self.pretrained_cfg = cifar_cfg() if kind == "cifar" else imagenet_cfg()
-
-        self.features = nn.Sequential()
-        width = 2 * growth[0]
-        self.features.add_module("init_conv", nn.Conv2d(3, width, 3, stride=stride, padding=1, bias=False))
-        reductions, block_channels = [], []
-        red = stride
-        for i, (n, k) in enumerate(zip(stages, growth)):
-            self.features.add_module(f"denseblock_{i + 1}", _SFRDenseBlock(
-                n, width, k, bottleneck=bottleneck, group_1x1=group_1x1, group_3x3=group_3x3,
-                group_trans=group_trans, condense_factor=condense_factor, trans_factor=trans_factor,
-                activation="HS" if i >= hs_start_block else "ReLU", use_se=i >= se_start_block,
-                dropout_rate=dropout_rate, converted=converted, drop_paths=rates[sum(stages[:i]):sum(stages[:i + 1])]))
-            width += n * k
-            reductions.append(red)
-            block_channels.append(width)
-            if i != len(stages) - 1:
-                self.features.add_module(f"transition_{i + 1}", _Transition())
-                red *= 2
-        self.features.add_module("norm_last", nn.BatchNorm2d(width))
-        self.features.add_module("relu_last", nn.ReLU(inplace=True))
-        self.features.add_module("pool_last", nn.AvgPool2d(pool))
-        self.features.add_module("se_last", SELayer(width, reduction=last_se_reduction))
-        self.num_features = width
-        self.fc = nn.Linear(width, fc_channel)
+        self._build_features(kind, lambda i, n, width, k: _SFRDenseBlock(
+            n, width, k, bottleneck=bottleneck, group_1x1=group_1x1, group_3x3=group_3x3,
+            group_trans=group_trans, condense_factor=condense_factor, trans_factor=trans_factor,
+            activation="HS" if i >= hs_start_block else "ReLU", use_se=i >= se_start_block,
+            dropout_rate=dropout_rate, converted=converted, drop_paths=rates[sum(stages[:i]):sum(stages[:i + 1])]))
+        self.features.add_module("se_last", SELayer(self.num_features, reduction=last_se_reduction))
+        self.fc = nn.Linear(self.num_features, fc_channel)
         self.fc_act = HS()
         self.classifier = nn.Linear(fc_channel, num_classes)
-        self.feature_info = self._feature_info(reductions, block_channels)
         self._initialize()
 
     def _initialize(self):
@@ -130,10 +107,6 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
         self.classifier = self._new_linear(old.in_features, num_classes, old.weight, zero_bias=False)
         return self
 
-    def forward_features(self, x):
-        """The final feature map after ``norm_last``/``relu_last`` (before global pooling)."""
-        return features_before_pool(self.features, x)
-
     def forward_head(self, x):
         x = self.features.se_last(self.pool_last(x))
         x = self.fc_act(self.fc(x.flatten(1)))
@@ -141,20 +114,13 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
             x = F.dropout(x, self.drop_rate, self.training)
         return self.classifier(x)
 
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
-
     def convert(self, prune_classifier=False):
         """A NEW converted model (LGC -> index + grouped conv, SFR -> grouped conv + index_add).
 
         The official v2 converter leaves ``fc`` and ``classifier`` untouched; ``prune_classifier`` is
         accepted (so callers can treat both families alike) and ignored.
         """
-        self._check_convertible()
-        ref = next(self.parameters())
-        new = CondenseNetV2(**self._cfg, converted=True)
-        new.to(device=ref.device, dtype=ref.dtype)
-        return self._fill_converted(new)
+        return self._fill_converted(self._new_converted())
 
 
 PAPER = ("CondenseNet V2: Sparse Feature Reactivation for Deep Networks (Yang, Jiang, Cai, Wang, Song, Huang, "

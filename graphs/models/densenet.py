@@ -18,7 +18,7 @@ from utils.errors import check
 from utils.model_cfg import Published
 
 from .base import ModelBase, cifar_cfg, imagenet_cfg
-from .condensenet import init_weights_v1
+from .condense import dense_features, init_weights_v1
 from .registry import register_variant
 
 
@@ -84,29 +84,17 @@ class DenseNetBC(ModelBase):
         check(isinstance(drop_rate, (int, float)) and 0 <= drop_rate < 1, f"drop_rate must be in [0, 1), got {drop_rate!r}")
         self.drop_rate = float(drop_rate)
         self.pretrained_cfg = cifar_cfg() if data == "cifar" else imagenet_cfg(interpolation="bilinear")
-        stride = 1 if data == "cifar" else 2
-        width = 2 * growth[0]
-        self.features = nn.Sequential()
-        self.features.add_module("init_conv", nn.Conv2d(3, width, 3, stride=stride, padding=1, bias=False))
-        self.feature_info = []
-        reduction = stride
-        for i, (n, k) in enumerate(zip(stages, growth)):
-            self.features.add_module(f"denseblock_{i + 1}",
-                                     _DenseBlock(n, width, k, bottleneck, group_1x1, group_3x3))
-            width += n * k
-            if i + 1 < len(stages):
-                out = _make_divisible(math.ceil(compression * width), group_1x1)
-                self.features.add_module(f"transition_{i + 1}", _Transition(width, out, group_1x1))
-                self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f"features.denseblock_{i + 1}"))
-                width, reduction = out, reduction * 2
-        self.features.add_module("norm_last", nn.BatchNorm2d(width))
-        self.features.add_module("relu_last", nn.ReLU(inplace=True))
-        self.feature_info.append(dict(num_chs=width, reduction=reduction, module="features.relu_last"))
-        # the official 8x8 (CIFAR) / 7x7 (ImageNet) average pool, for any input size
-        self.features.add_module("pool_last", GlobalAvgPool2d())
-        self.num_features = width
+
+        def transition(width):
+            out = _make_divisible(math.ceil(compression * width), group_1x1)
+            return _Transition(width, out, group_1x1), out
+        # pool_last: the official 8x8 (CIFAR) / 7x7 (ImageNet) average pool, for any input size
+        self.features, self.feature_info, self.num_features = dense_features(
+            stages, growth, 1 if data == "cifar" else 2,
+            lambda i, n, width, k: _DenseBlock(n, width, k, bottleneck, group_1x1, group_3x3), transition,
+            GlobalAvgPool2d())
         self.num_classes = num_classes
-        self.classifier = nn.Linear(width, num_classes)
+        self.classifier = nn.Linear(self.num_features, num_classes)
         init_weights_v1(self)
 
     def classifier_keys(self):

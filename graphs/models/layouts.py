@@ -16,7 +16,7 @@ import torch
 
 from utils.errors import CheckpointError
 
-from .condensenet import CondenseFamilyMixin
+from .condense import CondenseFamilyMixin
 from .rexnet import VARIANTS, ReXNetV1, ReXNetV1Lite, rexnet_channels, rexnet_lite_channels
 
 __all__ = ["adapt_state_dict", "mismatch_hint", "to_official_state_dict", "to_timm_state_dict",
