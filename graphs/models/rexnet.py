@@ -214,10 +214,33 @@ class _ReXNetBase(ModelBase):
     width_arg = "width_mult"   # the constructor argument that sets the width (the variants' table fills it)
     first_block = 3            # index of the first block inside ``features``
 
-    def _init_common(self, num_classes, cifar_stem):
+    def _build_features(self, num_classes, cifar_stem, depths, channels, act, bn_kwargs, block_args):
+        """The stem conv/BN/act, the blocks (``block_args``: per-block LinearBottleneck keywords) and the pen
+        conv/BN/act, as a list for ``features``; sets the attributes they define (``feature_info``: the last
+        block at every reduction, 2, 4, 8, 16, 32 for ImageNet)."""
         self.num_classes = num_classes
         self.cifar_stem = cifar_stem
         self.pretrained_cfg = cifar_cfg() if cifar_stem else imagenet_cfg()
+        stage_strides = list(STAGE_STRIDES)
+        stem_stride = 2
+        if cifar_stem:
+            stem_stride, stage_strides[1] = 1, 1
+        strides = _stage_strides(depths, stage_strides)
+        ts = [1] * depths[0] + [6] * sum(depths[1:])
+        stem_ch, ins, outs, pen = channels
+        self.num_blocks = len(outs)
+        self.num_features = pen
+        features = []
+        _conv_bn(features, 3, stem_ch, kernel=3, stride=stem_stride, act=act(), bn_kwargs=bn_kwargs)
+        for c_in, c_out, t, s, kwargs in zip(ins, outs, ts, strides, block_args):
+            features.append(LinearBottleneck(c_in, c_out, t, s, bn_kwargs=bn_kwargs, **kwargs))
+        _conv_bn(features, outs[-1], pen, act=act(), bn_kwargs=bn_kwargs)
+        info, red = {}, stem_stride
+        for j, (s, c_out) in enumerate(zip(strides, outs)):
+            red *= s
+            info[red] = dict(num_chs=c_out, reduction=red, module=f"features.{self.first_block + j}")
+        self.feature_info = [info[r] for r in sorted(info)]
+        return features
 
     @staticmethod
     def _drop_args(dropout_ratio, drop_rate, drop_path_rate, num_blocks):
@@ -241,15 +264,6 @@ class _ReXNetBase(ModelBase):
             raise ConfigError(f"{width_name} must be a positive number, got {width!r}")
         if not (isinstance(dropout_ratio, (int, float)) and 0.0 <= dropout_ratio < 1.0):
             raise ConfigError(f"dropout_ratio must be in [0, 1), got {dropout_ratio!r}")
-
-    def _build_feature_info(self, stem_stride, block_strides):
-        """Last block at every reduction (2, 4, 8, 16, 32 for ImageNet)."""
-        info, red = {}, stem_stride
-        for j, (s, blk) in enumerate(zip(block_strides, self.blocks())):
-            red *= s
-            info[red] = dict(num_chs=blk.out_channels, reduction=red,
-                             module=f"features.{self.first_block + j}")
-        return [info[r] for r in sorted(info)]
 
     @property
     def capabilities(self):
@@ -327,30 +341,18 @@ class ReXNetV1(_ReXNetBase):
             raise ConfigError(f"se_ratio must be a positive integer, got {se_ratio!r}")
         if not (isinstance(input_ch, (int, float)) and input_ch > 0 and final_ch > 0):
             raise ConfigError(f"input_ch and final_ch must be positive, got {input_ch!r}, {final_ch!r}")
-        self._init_common(num_classes, cifar_stem)
-        self.width_mult = width_mult
-        stage_strides = list(STAGE_STRIDES)
-        stem_stride = 2
-        if cifar_stem:
-            stem_stride, stage_strides[1] = 1, 1
-        strides = _stage_strides(depths, stage_strides)
-        ses = _stage_lists(depths, STAGE_SE) if use_se else [False] * sum(depths)
-        ts = [1] * depths[0] + [6] * sum(depths[1:])
-        stem_ch, ins, outs, pen = rexnet_channels(width_mult, depth_mult, input_ch, final_ch)
+        channels = rexnet_channels(width_mult, depth_mult, input_ch, final_ch)
+        stem_ch, ins, outs, pen = channels
         if min(outs) < 1 or stem_ch < 1 or pen < 1 or any(6 * c // se_ratio < 1 for c in ins[1:] if use_se):
             raise ConfigError(f"width_mult={width_mult} gives empty layers; use a larger width_mult")
-        self.num_blocks = len(outs)
-        self.num_features = pen
-
-        features = []
-        _conv_bn(features, 3, stem_ch, kernel=3, stride=stem_stride, act=nn.SiLU())
-        for c_in, c_out, t, s, se, dp in zip(ins, outs, ts, strides, ses, dp_rates):
-            features.append(LinearBottleneck(c_in, c_out, t, s, use_se=se, se_ratio=se_ratio, drop_path_rate=dp))
-        _conv_bn(features, outs[-1], pen, act=nn.SiLU())
+        self.width_mult = width_mult
+        ses = _stage_lists(depths, STAGE_SE) if use_se else [False] * sum(depths)
+        features = self._build_features(
+            num_classes, cifar_stem, depths, channels, nn.SiLU, None,
+            [dict(use_se=se, se_ratio=se_ratio, drop_path_rate=dp) for se, dp in zip(ses, dp_rates)])
         features.append(GlobalAvgPool2d())
         self.features = nn.Sequential(*features)
         self.output = nn.Sequential(nn.Dropout(dropout_ratio), nn.Conv2d(pen, num_classes, 1, bias=True))
-        self.feature_info = self._build_feature_info(stem_stride, strides)
 
     def forward_features(self, x):
         """Feature map before the global pool (pen channels; 7x7 at 224): official extract_features."""
@@ -384,39 +386,24 @@ class ReXNetV1Lite(_ReXNetBase):
                               f"stage, e.g. '333333'), got {kernel_conf!r}")
         if not (isinstance(divisible_value, int) and divisible_value >= 1):
             raise ConfigError(f"divisible_value must be a positive integer, got {divisible_value!r}")
-        self._init_common(num_classes, cifar_stem)
         self.width_mult = multiplier
         bn_kwargs = dict(momentum=bn_momentum, eps=bn_eps)
         depths = list(STAGE_DEPTHS)
-        stage_strides = list(STAGE_STRIDES)
-        stem_stride = 2
-        if cifar_stem:
-            stem_stride, stage_strides[1] = 1, 1
-        strides = _stage_strides(depths, stage_strides)
         kernels = _stage_lists(depths, [int(c) for c in kernel_conf])
-        ts = [1] * depths[0] + [6] * sum(depths[1:])
-        stem_ch, ins, outs, pen = rexnet_lite_channels(multiplier, input_ch, final_ch, fix_head_stem,
-                                                       divisible_value)
-        self.num_blocks = len(outs)
-        self.num_features = pen
-
-        features = []
-        _conv_bn(features, 3, stem_ch, kernel=3, stride=stem_stride, act=nn.ReLU6(inplace=True),
-                 bn_kwargs=bn_kwargs)
-        for c_in, c_out, t, s, k, dp in zip(ins, outs, ts, strides, kernels, dp_rates):
-            features.append(LinearBottleneck(c_in, c_out, t, s, kernel_size=k, lite=True, bn_kwargs=bn_kwargs,
-                                             drop_path_rate=dp))
-        _conv_bn(features, outs[-1], pen, act=nn.ReLU6(inplace=True), bn_kwargs=bn_kwargs)
+        channels = rexnet_lite_channels(multiplier, input_ch, final_ch, fix_head_stem, divisible_value)
+        features = self._build_features(
+            num_classes, cifar_stem, depths, channels,
+            lambda: nn.ReLU6(inplace=True), bn_kwargs,
+            [dict(kernel_size=k, lite=True, drop_path_rate=dp) for k, dp in zip(kernels, dp_rates)])
         self.features = nn.Sequential(*features)
         self.avgpool = GlobalAvgPool2d()
         self.output = nn.Sequential(
-            nn.Conv2d(pen, 1024, 1, bias=True),
+            nn.Conv2d(self.num_features, 1024, 1, bias=True),
             nn.BatchNorm2d(1024, **bn_kwargs),
             nn.ReLU6(inplace=True),
             nn.Dropout(dropout_ratio),
             nn.Conv2d(1024, num_classes, 1, bias=True),
         )
-        self.feature_info = self._build_feature_info(stem_stride, strides)
 
     def forward_features(self, x):
         """Feature map before the global pool (after the pen conv/BN/ReLU6)."""
