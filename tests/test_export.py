@@ -8,7 +8,7 @@ from torch import nn
 
 from graphs.models import create_model
 from utils.errors import ConfigError, UserError
-from utils.model_cfg import PretrainedCfg
+from graphs.models.pretrained import PretrainedCfg
 from utils.export import ExportError, export_onnx, export_torchscript
 
 import onnx  # noqa: E402  (requirements.txt: a missing package must fail, not skip)

@@ -160,7 +160,7 @@ def test_rule_from_model_state_restored_and_hooks_removed():
     # running stats untouched (eval mode)
     assert torch.equal(model[1].running_mean, torch.zeros(4))
     # input size from pretrained_cfg when not given
-    from utils.model_cfg import PretrainedCfg
+    from graphs.models.pretrained import PretrainedCfg
     model.pretrained_cfg = PretrainedCfg(input_size=(3, 2, 2))
     assert profile(model) == (3 * 4 * 4 + 4 * 4, 20)
     model.flops_rule = "bogus"

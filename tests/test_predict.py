@@ -11,7 +11,7 @@ from datasets import class_names_for, dataset_mean_std, eval_transform as _eval_
 from datasets.cifar import CIFAR10_CLASSES
 from graphs.models import create_model
 from utils.errors import ConfigError, DataError
-from utils.model_cfg import PretrainedCfg
+from graphs.models.pretrained import PretrainedCfg
 from utils.decode import decode_image
 from utils.predict import expand_image_paths, format_predictions, predict
 

@@ -19,7 +19,7 @@ from datasets.folder import load_folder, stratified_subset
 from graphs.models import create_model
 from graphs.models.hub import cache_path_for, load_pretrained, resolve_pretrained
 from utils.errors import CheckpointError, ConfigError, DataError
-from utils.model_cfg import PretrainedCfg, WeightEntry
+from graphs.models.pretrained import PretrainedCfg, WeightEntry
 from utils.predict import format_predictions, predict
 
 CPU = torch.device("cpu")

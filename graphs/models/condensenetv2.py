@@ -16,10 +16,10 @@ import torch.nn.functional as F
 
 from graphs.layers import HS, SELayer, _SFRDenseBlock
 from utils.errors import check
-from utils.model_cfg import Published
 
-from .base import ModelBase, cifar_cfg, imagenet_cfg
+from .base import ModelBase
 from .condense import CondenseFamilyMixin, check_data, check_positive_int, check_stages
+from .pretrained import Published, cifar_cfg, imagenet_cfg
 from .registry import register_variant
 
 

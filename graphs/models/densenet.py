@@ -15,10 +15,10 @@ from graphs.layers.dense import features_before_pool
 from graphs.layers.efficient import set_memory_efficient
 from graphs.layers.pool import GlobalAvgPool2d
 from utils.errors import check
-from utils.model_cfg import Published
 
-from .base import ModelBase, cifar_cfg, imagenet_cfg
+from .base import ModelBase
 from .condense import dense_features, init_weights_v1
+from .pretrained import Published, cifar_cfg, imagenet_cfg
 from .registry import register_variant
 
 

@@ -71,7 +71,7 @@ def _entry_for(tag: str, pretrained_cfg):
 
 
 def pretrained_entry(source, pretrained_cfg=None):
-    """The registry :class:`~utils.model_cfg.WeightEntry` a ``pretrained`` value names, or None for a path
+    """The registry :class:`~graphs.models.pretrained.WeightEntry` a ``pretrained`` value names, or None for a path
     or URL; read it BEFORE building the model to take ``converted`` and ``num_classes`` from it."""
     source = os.fspath(source) if isinstance(source, (str, os.PathLike)) else source
     if not isinstance(source, str) or "://" in source or os.path.exists(source) or not _TAG.match(source):

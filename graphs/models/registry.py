@@ -1,5 +1,5 @@
 """Model registry: every published variant is a builder function registered by name, with its
-``pretrained_cfg`` (utils.model_cfg.PretrainedCfg) registered beside it; each family file generates both
+``pretrained_cfg`` (:class:`graphs.models.pretrained.PretrainedCfg`) registered beside it; each family file generates both
 from its one variant table (:func:`register_variant`)."""
 import fnmatch
 import inspect
@@ -8,7 +8,8 @@ from typing import Callable, Dict, List, Optional
 from torch import nn
 
 from utils.errors import ConfigError, closest
-from utils.model_cfg import PretrainedCfg
+
+from .pretrained import WEIGHTS, PretrainedCfg
 
 _MODELS: Dict[str, Callable] = {}
 _CFGS: Dict[str, PretrainedCfg] = {}
@@ -18,14 +19,13 @@ def register_variant(name: str, model_class: type, args: dict, cfg: PretrainedCf
                      build: Optional[Callable] = None) -> None:
     """Register the published variant ``name`` of its family's variant table: a builder
     ``name(num_classes=<cfg.num_classes>, converted=False, **kwargs)`` and its ``pretrained_cfg`` (with its
-    released weights from :mod:`graphs.models.released`).
+    released weights, ``graphs.models.pretrained.WEIGHTS``).
 
     The builder returns ``build(model_class, name, args, num_classes, converted, kwargs)``; by default
     ``model_class(num_classes=..., converted=..., **{**args, **kwargs})`` (the caller's ``kwargs`` override
     the variant's ``args``). ``model_class`` is where the builder's ``**kwargs`` go, so unknown arguments
     are caught by name (:func:`check_model_args`).
     """
-    from .released import WEIGHTS
     if name in _MODELS:
         raise ValueError(f"model {name!r} is registered twice")
     build = build or _construct

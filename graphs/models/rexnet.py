@@ -40,9 +40,9 @@ import torch.nn as nn
 
 from graphs.layers.pool import GlobalAvgPool2d
 from utils.errors import ConfigError
-from utils.model_cfg import Published
 
-from .base import ModelBase, cifar_cfg, imagenet_cfg
+from .base import ModelBase
+from .pretrained import Published, cifar_cfg, imagenet_cfg
 from .registry import register_variant
 
 __all__ = ["ReXNetV1", "ReXNetV1Lite", "LinearBottleneck", "SEModule", "rexnet_channels", "rexnet_lite_channels"]
