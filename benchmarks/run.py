@@ -254,7 +254,7 @@ def _deploy_model(key, quick=False):
     """(the deployable model in eval mode: converted, unfused; timm's peer as it is), input side, FLOPs."""
     import torch
     from graphs.models import create_model
-    from utils.flops import profile
+    from graphs.flops import profile
     factory, res = DEPLOY_MODELS[key][1], DEPLOY_MODELS[key][2]
     res = DEPLOY_QUICK[key] if quick else res
     torch.manual_seed(0)

@@ -6,9 +6,9 @@ import statistics
 
 import torch
 
+from graphs.flops import profile
 from utils.atomic_io import temporary_folder
 from utils.benchmark import benchmark as measure, format_table, write_json
-from utils.flops import profile
 
 from .common import input_size, load_if_available, out_path
 from .deploy import (PEER, deploy_rows, deployable, format_deploy_table, model_forms, time_variant,

@@ -1,9 +1,9 @@
-"""``--mode flops``: params and FLOPs under the papers' counting rules (utils.flops)."""
+"""``--mode flops``: params and FLOPs under the papers' counting rules (graphs.flops)."""
 from typing import List, Tuple
 
 from torch import nn
 
-from utils.flops import profile
+from graphs.flops import profile
 
 from .common import input_size
 from .deploy import model_forms

@@ -1,4 +1,4 @@
-"""utils.flops: the counting rules on hand-built modules, and the published FLOPs/params of every model.
+"""graphs.flops: the counting rules on hand-built modules, and the published FLOPs/params of every model.
 
 Published figures come from the papers/READMEs as summarised in shared/docs/condensenet_reference.md
 (§1.3, §2.3) and rexnet_and_conventions_reference.md (§1.5, §1.7). Each figure is checked at its
@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils.flops import profile, register_counter
+from graphs.flops import profile, register_counter
 
 # --------------------------------------------------------------------------------------------------
 # Rules on tiny hand-built modules

@@ -118,7 +118,7 @@ def test_published_params_and_macs(name, params, macs, rule):
     assert _printed(m / 1e9, macs) == macs, m
     assert model.flops_rule == "macs"
     try:  # the project's counter must agree with this independent count
-        from utils.flops import profile
+        from graphs.flops import profile
     except ImportError:
         return
     assert profile(model, input_size=(3, 224, 224)) == (m, p)

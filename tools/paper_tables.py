@@ -5,7 +5,7 @@
     python tools/paper_tables.py --results experiments    # the reproduced table: published vs measured top-1
 
 The published figures come from each variant's ``pretrained_cfg.published`` (graphs/models); a config
-on another data set than the figures' shows "–". Counting rules (utils/flops.py) follow the official
+on another data set than the figures' shows "–". Counting rules (graphs/flops.py) follow the official
 ``measure_model`` functions: CondenseNet and DenseNet-BC the v1 rule, CondenseNetV2 the v2 rule, ReXNet
 multiply-accumulates of convs and the classifier. "training-time" counts the LGC/SFR at their final
 condensed cost (as the papers do); "converted" is the deployable model (v1: classifier pruned to half).
@@ -26,9 +26,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from graphs.flops import profile  # noqa: E402
 from graphs.models import create_model, get_pretrained_cfg  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.flops import profile  # noqa: E402
 
 CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 TABLES = [("CondenseNet", "condensenet_*"), ("CondenseNetV2", "cdnv2_[0-9abc]*"), ("ReXNet", "rexnet_*")]

@@ -37,7 +37,7 @@ class ClassifierModel(Protocol):
     feature_info: List[dict]          # dict(num_chs, reduction, module) per natural stride
     num_classes: int
     num_features: int                 # channels of forward_features' output
-    flops_rule: str                   # 'v1' | 'v2' | 'macs' (utils.flops)
+    flops_rule: str                   # 'v1' | 'v2' | 'macs' (graphs.flops)
     is_converted: bool
 
     @property
