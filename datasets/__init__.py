@@ -10,18 +10,17 @@ described in :mod:`datasets.loader`.
 """
 from types import SimpleNamespace
 
-from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
 from datasets import cifar, coco, folder, imagenet, synthetic
 from datasets.loader import FolderLoader, InMemoryLoader, loader_settings, subset
 from datasets.transforms import build_eval_transform, build_train_transform, check_interpolation, eval_transform
+from utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from utils.errors import CheckpointError, ConfigError, DataError, closest
 
 __all__ = ["build_loaders", "list_datasets", "class_names_for", "resolve_class_names", "dataset_mean_std", "calibration_loader",
            "eval_transform", "DATASETS", "InMemoryLoader", "FolderLoader"]
 
 # The eval geometry of ImageNet-style data when no model gives one: timm's defaults (224 px, crop 0.875, bicubic).
-DEFAULT_EVAL = SimpleNamespace(input_size=(3, 224, 224), crop_pct=DEFAULT_CROP_PCT, interpolation="bicubic")
+DEFAULT_EVAL = SimpleNamespace(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic")
 
 
 def _mean_std(model_cfg, channels, default_mean, default_std):

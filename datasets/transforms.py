@@ -11,8 +11,8 @@ import random
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN
 
+from utils.constants import IMAGENET_DEFAULT_MEAN
 from utils.errors import ConfigError
 
 _M64 = (1 << 64) - 1

@@ -20,12 +20,12 @@ from typing import Optional, Union
 
 import torch
 import torchvision
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from graphs.models import create_model, list_models, load_weights
 from graphs.models.features import feature_stages, probe_feature_info
+from utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from utils.errors import ConfigError, closest
 
 

@@ -32,7 +32,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
-from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 __all__ = ["Published", "WeightEntry", "PretrainedCfg", "cifar_cfg", "imagenet_cfg", "WEIGHTS"]
 
@@ -69,7 +69,7 @@ class PretrainedCfg:
 
     input_size: tuple = (3, 224, 224)
     interpolation: str = "bicubic"
-    crop_pct: float = DEFAULT_CROP_PCT
+    crop_pct: float = 0.875
     mean: Optional[tuple] = IMAGENET_DEFAULT_MEAN   # None: the data set's own constants (CIFAR)
     std: Optional[tuple] = IMAGENET_DEFAULT_STD
     num_classes: int = 1000
