@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("agents", "commands", "engine", "graphs", "datasets", "utils")
+PACKAGES = ("agents", "commands", "deploy", "engine", "graphs", "datasets", "utils")
 # package -> packages it must never import
 FORBIDDEN = {
-    "utils": {"agents", "commands", "engine", "graphs", "datasets"},
-    "datasets": {"agents", "commands", "engine", "graphs"},
-    "graphs": {"agents", "commands", "engine", "datasets"},
-    "engine": {"agents", "commands", "graphs", "datasets"},
+    "utils": {"agents", "commands", "deploy", "engine", "graphs", "datasets"},
+    "datasets": {"agents", "commands", "deploy", "engine", "graphs"},
+    "graphs": {"agents", "commands", "deploy", "engine", "datasets"},
+    "engine": {"agents", "commands", "deploy", "graphs", "datasets"},
     "commands": {"agents"},
 }
 
