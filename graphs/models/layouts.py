@@ -230,6 +230,7 @@ def _adapt_rexnet(model, state):
                 state[key] = value.t().contiguous()
     return state
 
+
 def _rexnet_signature(model, shapes_of):
     """(stem, block outs, pen, classes) read from ``shapes_of(key, own_shape)``."""
     stem = shapes_of("features.0.weight")
@@ -237,6 +238,7 @@ def _rexnet_signature(model, shapes_of):
             for j, blk in enumerate(model.blocks())]
     pen = shapes_of(f"features.{model.first_block + model.num_blocks}.weight")
     return stem, outs, pen
+
 
 def _rexnet_hint(model, missing, unexpected, shapes):
     """A short clause naming the likely cause of a key/shape mismatch (width, classes, family)."""
