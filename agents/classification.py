@@ -21,10 +21,10 @@ from graphs.losses.group_lasso import group_lasso
 from graphs.models import create_model, get_pretrained_cfg
 from graphs.models.finetune import set_backbone_frozen
 from graphs.models.hub import load_pretrained, pretrained_entry, resolve_pretrained
+from graphs.models.pretrained import PretrainedCfg
 from graphs.models.registry import check_model_args, get_builder, model_arg_names
 from utils.allocator import active_allocator
 from utils.errors import ConfigError, DataError, closest
-from utils.model_cfg import PretrainedCfg
 
 from .base import BaseAgent
 

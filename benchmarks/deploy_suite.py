@@ -42,7 +42,7 @@ def _model(key, quick=False):
     """(the deployable model in eval mode: converted, unfused; timm's peer as it is), input side, FLOPs."""
     import torch
     from graphs.models import create_model
-    from utils.flops import profile
+    from graphs.flops import profile
     factory, res = MODELS[key][1], MODELS[key][2]
     res = QUICK_SIDE[key] if quick else res
     torch.manual_seed(0)

@@ -38,7 +38,7 @@ class Context(Protocol):
     num_classes: int
     pretrained: Optional[str]       # the pretrained weight file the agent loaded, if any
     source: Optional[Tuple[str, Optional[dict]]]    # the checkpoint a mode evaluates: (path, state or None)
-    eval_cfg: object                # utils.model_cfg.PretrainedCfg with the eval transform in force
+    eval_cfg: object                # graphs.models.pretrained.PretrainedCfg with the eval transform in force
     loaded_checkpoint: Optional[dict]   # the training checkpoint a command loaded, if any
 
     @property

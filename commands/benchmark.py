@@ -9,8 +9,8 @@ import torch
 from deploy.benchmark import benchmark as measure, format_table, write_json
 from deploy.compare import PEER, deploy_rows, format_deploy_table, time_variant, write_runtime_files
 from deploy.forms import deployable, model_forms
+from graphs.flops import profile
 from utils.atomic_io import temporary_folder
-from utils.flops import profile
 
 from .common import input_size, load_if_available, out_path
 

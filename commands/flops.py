@@ -1,10 +1,10 @@
-"""``--mode flops``: params and FLOPs under the papers' counting rules (utils.flops)."""
+"""``--mode flops``: params and FLOPs under the papers' counting rules (graphs.flops)."""
 from typing import List, Tuple
 
 from torch import nn
 
 from deploy.forms import model_forms
-from utils.flops import profile
+from graphs.flops import profile
 
 from .common import input_size
 

@@ -2,19 +2,25 @@
 
     train_loader, val_loader = build_loaders(config, model.pretrained_cfg, device, rank=0, world_size=1)
 
-``config`` holds the data keys (utils/config.py); the model's ``pretrained_cfg``
-(utils.model_cfg.PretrainedCfg) gives the eval geometry (input_size, crop_pct, interpolation) and the
-normalisation (mean, std; None = the data set's constants). The loaders yield ``(images, labels)`` on
-``device`` and are described in :mod:`datasets.loader`.
+``config`` holds the data keys (utils/config.py); the model's ``pretrained_cfg`` (any record with
+``input_size``, ``crop_pct``, ``interpolation``, ``mean`` and ``std``) gives the eval geometry and the
+normalisation (mean, std; None = the data set's constants); without one, ImageNet-style data are evaluated
+with timm's defaults (:data:`DEFAULT_EVAL`). The loaders yield ``(images, labels)`` on ``device`` and are
+described in :mod:`datasets.loader`.
 """
+from types import SimpleNamespace
+
 from datasets import cifar, coco, folder, imagenet, synthetic
 from datasets.loader import FolderLoader, InMemoryLoader, loader_settings, subset
 from datasets.transforms import build_eval_transform, build_train_transform, check_interpolation, eval_transform
+from utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from utils.errors import CheckpointError, ConfigError, DataError, closest
-from utils.model_cfg import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PretrainedCfg
 
 __all__ = ["build_loaders", "list_datasets", "class_names_for", "resolve_class_names", "dataset_mean_std", "calibration_loader",
            "eval_transform", "DATASETS", "InMemoryLoader", "FolderLoader"]
+
+# The eval geometry of ImageNet-style data when no model gives one: timm's defaults (224 px, crop 0.875, bicubic).
+DEFAULT_EVAL = SimpleNamespace(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic")
 
 
 def _mean_std(model_cfg, channels, default_mean, default_std):
@@ -109,7 +115,7 @@ def _build_folder(config, model_cfg, device, rank, world_size, s):
 
 def _folder_loaders(train_samples, val_samples, classes, mean, std, model_cfg, device, rank, world_size, s):
     """Train and val FolderLoaders with the ImageNet-style transforms and class-balanced subsets."""
-    model_cfg = model_cfg if model_cfg is not None else PretrainedCfg()
+    model_cfg = model_cfg if model_cfg is not None else DEFAULT_EVAL
     size = _size(s["input_size"] if s["input_size"] is not None else model_cfg.input_size,
                  "input_size")
     crop_pct = float(s["crop_pct"] if s["crop_pct"] is not None else model_cfg.crop_pct)

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.constants import IMAGENET_DEFAULT_MEAN
 from utils.errors import ConfigError
-from utils.model_cfg import IMAGENET_DEFAULT_MEAN
 
 _M64 = (1 << 64) - 1
 # Stream tags, so that different uses of the same (seed, epoch, batch) never share random numbers.
@@ -163,8 +163,8 @@ def eval_transform(model_cfg, mean, std, input_size=None, crop_pct=None, interpo
 
     Resize(floor(size / crop_pct), interpolation) -> CenterCrop(size) (:func:`build_eval_transform`, as
     validation) -> [0, 1] float -> Normalize(mean, std) (what the loaders do on the device). Arguments
-    left None come from ``model_cfg`` (a ``PretrainedCfg``); ``mean``/``std`` are the data set's
-    constants, used where the model's cfg has none (CIFAR models).
+    left None come from ``model_cfg`` (a model's ``pretrained_cfg``, or any record with its fields);
+    ``mean``/``std`` are the data set's constants, used where the model's cfg has none (CIFAR models).
     """
     from torchvision import transforms as T
 

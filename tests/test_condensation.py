@@ -175,7 +175,7 @@ def test_condensed_forward_matches_masked_dense_model(name):
 
 
 def test_flops_counters_charge_the_final_condensed_cost():
-    from utils.flops import profile
+    from graphs.flops import profile
     m = _lgc(in_c=32, out_c=16, g=4, c=4)     # hand count: ReLU over the input + MACs / C; BN + weight / C
     assert profile(m, (32, 8, 8), "v1") == (32 * 64 + 32 * 16 * 64 / 4, 64 + 32 * 16 / 4)
     s = SFR(8, 32, groups=4, condense_factor=4)

@@ -5,6 +5,7 @@ import torch
 
 from graphs.models import create_model, list_models, load_weights
 from graphs.models.condensenet import CondenseNet, CondensingLinear
+from graphs.models.layouts import mismatch_hint
 from _condense_helpers import condensed
 
 V1 = ["condensenet_50", "condensenet_74", "condensenet_86", "condensenet_98", "condensenet_110",
@@ -109,7 +110,7 @@ def test_set_progress_and_reuse_matrices():
 
 def test_mismatch_hints():
     m = create_model("condensenet_50")
-    assert "num_classes=100" in m.mismatch_hint([], [], [("classifier.weight", (100, 464), (10, 464))])
-    hint = m.mismatch_hint(
-        [], [], [("features.denseblock_1.denselayer_1.conv_2.conv.weight", (8, 16, 3, 3), (8, 8, 3, 3))])
+    assert "num_classes=100" in mismatch_hint(m, [], [], [("classifier.weight", (100, 464), (10, 464))])
+    hint = mismatch_hint(
+        m, [], [], [("features.denseblock_1.denselayer_1.conv_2.conv.weight", (8, 16, 3, 3), (8, 8, 3, 3))])
     assert "group_3x3=2" in hint

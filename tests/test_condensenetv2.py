@@ -7,6 +7,7 @@ import torch
 
 from graphs.layers import HS, SFR, CondensedSFR, SELayer
 from graphs.models import create_model, list_models, load_weights
+from graphs.models.layouts import mismatch_hint
 from utils.errors import CheckpointError
 from _condense_helpers import condensed
 
@@ -100,6 +101,6 @@ def test_feature_info_and_forward_features():
 
 def test_mismatch_hint_group_trans():
     m = create_model("cdnv2_a", converted=True)
-    hint = m.mismatch_hint([], [], [("features.denseblock_1.denselayer_1.sfr.conv.weight", (16, 2, 1, 1),
-                                     (16, 1, 1, 1))])
+    hint = mismatch_hint(m, [], [], [("features.denseblock_1.denselayer_1.sfr.conv.weight", (16, 2, 1, 1),
+                                    (16, 1, 1, 1))])
     assert "group_trans=4" in hint

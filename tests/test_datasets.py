@@ -10,7 +10,7 @@ from datasets import DATASETS, build_loaders, list_datasets
 from datasets.loader import InMemoryLoader, shard_indices
 from datasets.transforms import random_crop_flip
 from utils.errors import ConfigError, DataError
-from utils.model_cfg import PretrainedCfg
+from graphs.models.pretrained import PretrainedCfg
 
 CPU = torch.device("cpu")
 C10_MEAN, C10_STD = (0.4914, 0.4824, 0.4467), (0.2471, 0.2435, 0.2616)

@@ -8,8 +8,8 @@ from torch import nn
 
 from deploy.export import export_onnx, export_torchscript
 from graphs.models import create_model
+from graphs.models.pretrained import PretrainedCfg
 from utils.errors import ConfigError, ExportError, UserError
-from utils.model_cfg import PretrainedCfg
 
 import onnx  # noqa: E402  (requirements.txt: a missing package must fail, not skip)
 import onnxruntime as ort  # noqa: E402

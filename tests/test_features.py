@@ -4,7 +4,7 @@ import torch
 
 from graphs.models import create_model, list_models
 from utils.errors import ConfigError
-from utils.features import FeatureExtractor, feature_shapes
+from graphs.models.features import FeatureExtractor, feature_shapes
 
 
 def _build(name, **kwargs):

@@ -1,4 +1,4 @@
-"""utils.flops: the counting rules on hand-built modules, and the published FLOPs/params of every model.
+"""graphs.flops: the counting rules on hand-built modules, and the published FLOPs/params of every model.
 
 Published figures come from the papers/READMEs as summarised in shared/docs/condensenet_reference.md
 (§1.3, §2.3) and rexnet_and_conventions_reference.md (§1.5, §1.7), as every registered variant's
@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils.flops import profile, register_counter
+from graphs.flops import profile, register_counter
 
 # --------------------------------------------------------------------------------------------------
 # Rules on tiny hand-built modules
@@ -160,7 +160,7 @@ def test_rule_from_model_state_restored_and_hooks_removed():
     # running stats untouched (eval mode)
     assert torch.equal(model[1].running_mean, torch.zeros(4))
     # input size from pretrained_cfg when not given
-    from utils.model_cfg import PretrainedCfg
+    from graphs.models.pretrained import PretrainedCfg
     model.pretrained_cfg = PretrainedCfg(input_size=(3, 2, 2))
     assert profile(model) == (3 * 4 * 4 + 4 * 4, 20)
     model.flops_rule = "bogus"

@@ -13,7 +13,7 @@ from datasets.cifar import CIFAR10_CLASSES
 from datasets.decode import decode_image
 from graphs.models import create_model
 from utils.errors import ConfigError, DataError
-from utils.model_cfg import PretrainedCfg
+from graphs.models.pretrained import PretrainedCfg
 
 
 def eval_transform(cfg, **kw):

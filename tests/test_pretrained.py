@@ -20,7 +20,7 @@ from datasets.folder import load_folder, stratified_subset
 from graphs.models import create_model
 from graphs.models.hub import cache_path_for, load_pretrained, resolve_pretrained
 from utils.errors import CheckpointError, ConfigError, DataError
-from utils.model_cfg import PretrainedCfg, WeightEntry
+from graphs.models.pretrained import PretrainedCfg, WeightEntry
 
 CPU = torch.device("cpu")
 TINY = {"condensenet_50": dict(stages=(2, 2, 2)), "cdnv2_110": dict(stages=(2, 2, 2)),
@@ -554,7 +554,7 @@ def test_official_v2_converted_layout_float_index_with_a_new_head(tmp_path):
 
 
 def test_timm_layout_rexnet_with_a_new_head(tmp_path):
-    from graphs.models.rexnet import to_timm_state_dict
+    from graphs.models.layouts import to_timm_state_dict
 
     src = _randomised(create_model("rexnet_1_0", num_classes=10))
     torch.save(to_timm_state_dict(src.state_dict()), tmp_path / "rexnetv1_100-00000000.pth")

@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 
 from graphs.models import create_model, list_models, load_weights
-from graphs.models.rexnet import (ReXNetV1, rexnet_channels, rexnet_lite_channels, to_timm_state_dict)
+from graphs.models.layouts import to_timm_state_dict
+from graphs.models.rexnet import ReXNetV1, rexnet_channels, rexnet_lite_channels
 from utils.errors import CheckpointError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +118,7 @@ def test_published_params_and_macs(name, params, macs, rule):
     assert _printed(m / 1e9, macs) == macs, m
     assert model.flops_rule == "macs"
     try:  # the project's counter must agree with this independent count
-        from utils.flops import profile
+        from graphs.flops import profile
     except ImportError:
         return
     assert profile(model, input_size=(3, 224, 224)) == (m, p)

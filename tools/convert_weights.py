@@ -21,7 +21,7 @@ if ROOT not in sys.path:
 
 from engine.checkpoint import save_checkpoint  # noqa: E402
 from graphs.models import create_model, list_models, load_weights  # noqa: E402
-from graphs.models.rexnet import guess_model_name, to_official_state_dict, to_timm_state_dict  # noqa: E402
+from graphs.models.layouts import guess_model_name, to_official_state_dict, to_timm_state_dict  # noqa: E402
 from graphs.models.weights import read_weight_file, unwrap_state_dict  # noqa: E402
 from utils.errors import CheckpointError, ConfigError, UserError  # noqa: E402
 

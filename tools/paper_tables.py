@@ -28,10 +28,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from graphs.flops import profile  # noqa: E402
 from graphs.models import create_model, get_pretrained_cfg  # noqa: E402
 from utils.atomic_io import atomic_write  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.flops import profile  # noqa: E402
 
 CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 CONFIGS = os.path.join(ROOT, "configs")

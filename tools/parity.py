@@ -34,7 +34,8 @@ import torch  # noqa: E402
 
 from agents.classification import ClassificationAgent  # noqa: E402
 from graphs.models import FAMILIES, get_pretrained_cfg, list_models, load_weights  # noqa: E402
-from graphs.models.rexnet import LITE_WIDTHS, V1_WIDTHS  # noqa: E402
+from graphs.models.layouts import adapt_state_dict  # noqa: E402
+from graphs.models.rexnet import WIDTHS  # noqa: E402
 from utils.config import validate  # noqa: E402
 from utils.errors import ConfigError, DataError, UserError  # noqa: E402
 from utils.config import LR_STEPS  # noqa: E402
@@ -51,8 +52,8 @@ CHOICES = {"schedule": ("cosine", "multistep"), "lr_step": LR_STEPS, "weight_dec
            "optimizer": ("sgd",)}
 # the official CondenseNet CIFAR multistep: x0.1 from epoch >= 0.5 E, x0.01 from epoch >= 0.75 E
 MULTISTEP = {"lr_milestones": [0.5, 0.75], "lr_gamma": 0.1}
-# ReXNet variants are their width: the arch's width picks the registered builder
-WIDTHS = {"rexnet": ("width_mult", V1_WIDTHS), "rexnet_lite": ("multiplier", LITE_WIDTHS)}
+# ReXNet variants are their width: the arch's width (this argument) picks the registered builder
+WIDTH_ARGS = {"rexnet": "width_mult", "rexnet_lite": "multiplier"}
 STRUCTURE = ("_mask", "_count", "_stage")    # condensation buffers: compared exactly
 
 
@@ -126,10 +127,10 @@ def model_config(family: str, arch: dict, input_shape: Sequence[int]) -> dict:
     if "drop_path_rate" in args:
         cfg["drop_path"] = args.pop("drop_path_rate")
     names = list_models(FAMILIES[family])
-    if family in WIDTHS:
-        key, widths = WIDTHS[family]
+    if family in WIDTH_ARGS:
+        key = WIDTH_ARGS[family]
         width = args.pop(key, 1.0)
-        names = [n for n in names if widths.get(n) == width]
+        names = [n for n in names if WIDTHS[n] == width]
         what = f"{key} {width}"
     else:   # the CIFAR or the ImageNet variants, by the fixture's input size (their stem differs)
         names = [n for n in names if tuple(get_pretrained_cfg(n).input_size) == tuple(input_shape)]
@@ -228,7 +229,7 @@ def replay(fx: dict, memory_efficient: bool, lr_step: Optional[str] = None, exp_
 # ---------------------------------------------------------------------------------------------- comparison
 def _as_project(model, state: dict) -> dict:
     """A fixture state dict in the project's names (timm's ReXNet layout is translated)."""
-    return model.adapt_state_dict(dict(state)) if hasattr(model, "adapt_state_dict") else dict(state)
+    return adapt_state_dict(model, dict(state))
 
 
 def compare_states(ours: dict, theirs: dict, skip: Sequence[str] = ()):

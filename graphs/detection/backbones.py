@@ -3,9 +3,10 @@
 A body is the network's ``features`` Sequential cut after the deepest tapped stage: torchvision's
 ``IntermediateLayerGetter`` keeps the children up to the last returned one, so the classifier head
 (pool, SE, fc, classifier) is neither run nor held (no unused parameters under DDP). Stages and
-channels come from the model's ``feature_info`` (this project's models) or, for the torchvision
-baselines (MobileNetV2/V3, ShuffleNetV2: the comparison rows of the CondenseNetV2 README's COCO
-table), from one probing pass that records each child's output stride.
+channels are the :func:`~graphs.models.features.feature_stages` of the model's ``feature_info`` (this
+project's models) or, for the torchvision baselines (MobileNetV2/V3, ShuffleNetV2: the comparison rows of
+the CondenseNetV2 README's COCO table), of one probing pass that records each child's output stride
+(:func:`~graphs.models.features.probe_feature_info`), as for the Python API's ``FeatureExtractor``.
 
 ``trainable_backbone_layers`` counts stages from the deepest, as torchvision's
 ``_resnet_fpn_extractor`` / ``_mobilenet_extractor`` do: stage i holds the children after stage
@@ -23,7 +24,8 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from graphs.models import create_model, list_models, load_weights
-from utils.model_cfg import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from graphs.models.features import feature_stages, probe_feature_info
+from utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from utils.errors import ConfigError, closest
 
 
@@ -65,38 +67,17 @@ class Backbone:
         return [s["reduction"] for s in self.stages]
 
 
-def _project_stages(name: str, model: nn.Module) -> list:
-    info = getattr(model, "feature_info", None)
-    features = getattr(model, "features", None)
-    if not isinstance(info, (list, tuple)) or not info or not isinstance(features, nn.Sequential):
-        raise ConfigError(f"{name} is a classification-only model (it has no feature_info over a "
-                          f"features Sequential) and cannot be a detection backbone; use one of "
-                          f"{', '.join(list_backbones())}")
+def _stages(name: str, features: nn.Sequential, info: list) -> list:
+    """The feature stages of ``info`` as children of ``features``: ``[dict(child, reduction, num_chs)]``."""
     children = dict(features.named_children())
     stages = []
-    for entry in sorted(info, key=lambda e: e["reduction"]):
+    for entry in feature_stages(info):
         prefix, _, child = entry["module"].partition(".")
         if prefix != "features" or child not in children:
             raise ConfigError(f"{name}.feature_info names {entry['module']!r}, which is not a child of its "
                               f"features Sequential, so it cannot be a detection backbone")
-        stages.append(dict(child=child, reduction=int(entry["reduction"]), num_chs=int(entry["num_chs"])))
+        stages.append(dict(child=child, reduction=entry["reduction"], num_chs=entry["num_chs"]))
     return stages
-
-
-@torch.no_grad()
-def _probe_stages(features: nn.Sequential, size: int = 64) -> list:
-    """The deepest child at each output stride, from one pass of a ``size`` x ``size`` zero image."""
-    was = features.training
-    features.eval()
-    x = torch.zeros(1, 3, size, size)
-    by_red = OrderedDict()
-    try:
-        for child, module in features.named_children():
-            x = module(x)
-            by_red[size // x.shape[-1]] = dict(child=child, reduction=size // x.shape[-1], num_chs=x.shape[1])
-    finally:
-        features.train(was)
-    return list(by_red.values())
 
 
 def _torchvision_features(model: nn.Module) -> nn.Sequential:
@@ -136,9 +117,15 @@ def load_backbone(backbone: Union[str, nn.Module], converted: bool = False,
         load_weights(model, weights)
     if isinstance(model, _TORCHVISION_TYPES):
         features = _torchvision_features(model)
-        return Backbone(name, features, _probe_stages(features), "macs",
+        return Backbone(name, features, _stages(name, features, probe_feature_info(features)), "macs",
                         dict(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD), False)
-    stages = _project_stages(name, model)
+    info = getattr(model, "feature_info", None)
+    if not isinstance(info, (list, tuple)) or not info or not isinstance(getattr(model, "features", None),
+                                                                         nn.Sequential):
+        raise ConfigError(f"{name} is a classification-only model (it has no feature_info over a "
+                          f"features Sequential) and cannot be a detection backbone; use one of "
+                          f"{', '.join(list_backbones())}")
+    stages = _stages(name, model.features, info)
     cfg = model.pretrained_cfg
     norm = dict(mean=cfg.mean or IMAGENET_DEFAULT_MEAN, std=cfg.std or IMAGENET_DEFAULT_STD)
     return Backbone(name, model.features, stages, model.flops_rule, norm, model.is_converted)

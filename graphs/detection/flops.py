@@ -1,4 +1,4 @@
-"""Backbone FLOPs for the detection table, counted with this project's counter (``utils.flops.profile``).
+"""Backbone FLOPs for the detection table, counted with this project's counter (``graphs.flops.profile``).
 
 Each family is counted with its own paper's rule (the model's ``flops_rule``: 'v1' CondenseNet,
 'v2' CondenseNetV2, 'macs' ReXNet and the torchvision baselines, whose papers count
@@ -14,7 +14,7 @@ from typing import Optional
 from torchvision.models._utils import IntermediateLayerGetter
 
 from graphs.models import create_model
-from utils.flops import profile
+from graphs.flops import profile
 
 from .backbones import TORCHVISION_BACKBONES, check_reductions, load_backbone
 

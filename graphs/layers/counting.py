@@ -1,4 +1,4 @@
-"""FLOPs/params of the masked layers under the papers' counting rules (registered with utils.flops).
+"""FLOPs/params of the masked layers under the papers' counting rules (registered with graphs.flops).
 
 The official ``measure_model`` functions charge a training-time learned group convolution and SFR
 their *final condensed* cost, whatever the current stage: one op per element of the activation over
@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from utils.flops import register_counter
+from graphs.flops import register_counter
 
 from .lgc import LearnedGroupConv
 from .sfr import SFR

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from utils.errors import ConfigError
-from utils.model_cfg import PretrainedCfg
+
+from .pretrained import PretrainedCfg
 
 __all__ = ["ClassifierModel", "ModelBase", "CAPABILITIES"]
 
@@ -36,7 +37,7 @@ class ClassifierModel(Protocol):
     feature_info: List[dict]          # dict(num_chs, reduction, module) per natural stride
     num_classes: int
     num_features: int                 # channels of forward_features' output
-    flops_rule: str                   # 'v1' | 'v2' | 'macs' (utils.flops)
+    flops_rule: str                   # 'v1' | 'v2' | 'macs' (graphs.flops)
     is_converted: bool
 
     @property
@@ -90,14 +91,3 @@ class ModelBase(nn.Module):
 
     def fuse(self) -> nn.Module:
         raise ConfigError(f"{type(self).__name__} has no fused inference form")
-
-
-def cifar_cfg(**changes) -> PretrainedCfg:
-    """Eval geometry of the CIFAR models: 32x32, no resize or crop, the data set's own mean/std."""
-    return PretrainedCfg(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear", mean=None, std=None,
-                         num_classes=10).replace(**changes)
-
-
-def imagenet_cfg(**changes) -> PretrainedCfg:
-    """Eval geometry of the ImageNet models: resize 256, centre-crop 224, ImageNet mean/std."""
-    return PretrainedCfg().replace(**changes)

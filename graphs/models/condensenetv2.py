@@ -14,14 +14,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from graphs.layers import HS, SELayer, _SFRDenseBlock, _Transition
-from graphs.layers.dense import features_before_pool
+from graphs.layers import HS, SELayer, _SFRDenseBlock
 from utils.errors import check
-from utils.model_cfg import Published
 
-from .base import ModelBase, cifar_cfg, imagenet_cfg
-from .condensenet import CondenseFamilyMixin, check_data, check_int_list, check_positive_int
-from .registry import register_cfgs, register_model
+from .base import ModelBase
+from .condense import CondenseFamilyMixin, check_data, check_positive_int, check_stages
+from .pretrained import Published, cifar_cfg, imagenet_cfg
+from .registry import register_variant
 
 
 class CondenseNetV2(CondenseFamilyMixin, ModelBase):
@@ -49,10 +48,7 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
                  se_start_block=3, fc_channel=1024, last_se_reduction=16, dropout_rate=0.0,
                  num_classes=1000, data="imagenet", converted=False, drop_rate=0.0, drop_path_rate=0.0):
         super().__init__()
-        stages = check_int_list("stages", stages)
-        growth = check_int_list("growth", growth)
-        check(len(stages) == len(growth), f"stages {list(stages)} and growth {list(growth)} must have the "
-                                          f"same length (one growth rate per block)")
+        stages, growth = check_stages(stages, growth)
         for name, v in (("bottleneck", bottleneck), ("group_1x1", group_1x1), ("group_3x3", group_3x3),
                         ("group_trans", group_trans), ("fc_channel", fc_channel),
                         ("last_se_reduction", last_se_reduction), ("num_classes", num_classes)):
@@ -78,35 +74,16 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
         self._group_3x3 = group_3x3
         self.is_converted = bool(converted)
         self.num_classes = num_classes
-        stride, pool = (1, 8) if kind == "cifar" else (2, 7)
         self.pretrained_cfg = cifar_cfg() if kind == "cifar" else imagenet_cfg()
-
-        self.features = nn.Sequential()
-        width = 2 * growth[0]
-        self.features.add_module("init_conv", nn.Conv2d(3, width, 3, stride=stride, padding=1, bias=False))
-        reductions, block_channels = [], []
-        red = stride
-        for i, (n, k) in enumerate(zip(stages, growth)):
-            self.features.add_module(f"denseblock_{i + 1}", _SFRDenseBlock(
-                n, width, k, bottleneck=bottleneck, group_1x1=group_1x1, group_3x3=group_3x3,
-                group_trans=group_trans, condense_factor=condense_factor, trans_factor=trans_factor,
-                activation="HS" if i >= hs_start_block else "ReLU", use_se=i >= se_start_block,
-                dropout_rate=dropout_rate, converted=converted, drop_paths=rates[sum(stages[:i]):sum(stages[:i + 1])]))
-            width += n * k
-            reductions.append(red)
-            block_channels.append(width)
-            if i != len(stages) - 1:
-                self.features.add_module(f"transition_{i + 1}", _Transition())
-                red *= 2
-        self.features.add_module("norm_last", nn.BatchNorm2d(width))
-        self.features.add_module("relu_last", nn.ReLU(inplace=True))
-        self.features.add_module("pool_last", nn.AvgPool2d(pool))
-        self.features.add_module("se_last", SELayer(width, reduction=last_se_reduction))
-        self.num_features = width
-        self.fc = nn.Linear(width, fc_channel)
+        self._build_features(kind, lambda i, n, width, k: _SFRDenseBlock(
+            n, width, k, bottleneck=bottleneck, group_1x1=group_1x1, group_3x3=group_3x3,
+            group_trans=group_trans, condense_factor=condense_factor, trans_factor=trans_factor,
+            activation="HS" if i >= hs_start_block else "ReLU", use_se=i >= se_start_block,
+            dropout_rate=dropout_rate, converted=converted, drop_paths=rates[sum(stages[:i]):sum(stages[:i + 1])]))
+        self.features.add_module("se_last", SELayer(self.num_features, reduction=last_se_reduction))
+        self.fc = nn.Linear(self.num_features, fc_channel)
         self.fc_act = HS()
         self.classifier = nn.Linear(fc_channel, num_classes)
-        self.feature_info = self._feature_info(reductions, block_channels)
         self._initialize()
 
     def _initialize(self):
@@ -130,10 +107,6 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
         self.classifier = self._new_linear(old.in_features, num_classes, old.weight, zero_bias=False)
         return self
 
-    def forward_features(self, x):
-        """The final feature map after ``norm_last``/``relu_last`` (before global pooling)."""
-        return features_before_pool(self.features, x)
-
     def forward_head(self, x):
         x = self.features.se_last(self.pool_last(x))
         x = self.fc_act(self.fc(x.flatten(1)))
@@ -141,20 +114,13 @@ class CondenseNetV2(CondenseFamilyMixin, ModelBase):
             x = F.dropout(x, self.drop_rate, self.training)
         return self.classifier(x)
 
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
-
     def convert(self, prune_classifier=False):
         """A NEW converted model (LGC -> index + grouped conv, SFR -> grouped conv + index_add).
 
         The official v2 converter leaves ``fc`` and ``classifier`` untouched; ``prune_classifier`` is
         accepted (so callers can treat both families alike) and ignored.
         """
-        self._check_convertible()
-        ref = next(self.parameters())
-        new = CondenseNetV2(**self._cfg, converted=True)
-        new.to(device=ref.device, dtype=ref.dtype)
-        return self._fill_converted(new)
+        return self._fill_converted(self._new_converted())
 
 
 PAPER = ("CondenseNet V2: Sparse Feature Reactivation for Deep Networks (Yang, Jiang, Cai, Wang, Song, Huang, "
@@ -162,72 +128,41 @@ PAPER = ("CondenseNet V2: Sparse Feature Reactivation for Deep Networks (Yang, J
 _README = "jianghaojun/CondenseNetV2 README"
 
 
-def _imagenet_cfg(interpolation, flops, params, error):
-    # eval resize: bicubic for A and B, bilinear for C, as the official test.py / convert_and_eval.py
-    return imagenet_cfg(interpolation=interpolation, paper=PAPER, published=Published(
-        flops, params, top1=round(100 - error, 2), source=f"{_README} (top-1 error {error}%)"))
-
-
-def _cifar_cfg(flops, params, error):
-    return cifar_cfg(paper=PAPER, published=Published(flops, params, top1=round(100 - error, 2), dataset="cifar10",
-                                                      source=f"{_README} (CIFAR-10 error {error}%; no config "
-                                                             f"published, see the builder)"))
-
-
-default_cfgs = register_cfgs({
-    "cdnv2_a": _imagenet_cfg("bicubic", "46M", "2.0M", 35.6),
-    "cdnv2_b": _imagenet_cfg("bicubic", "146M", "3.6M", 28.1),
-    "cdnv2_c": _imagenet_cfg("bilinear", "309M", "6.1M", 24.1),
-    "cdnv2_110": _cifar_cfg("41M", "0.48M", 4.65),
-    "cdnv2_146": _cifar_cfg("62M", "0.78M", 4.35),
-})
-
-
-def _build(defaults, num_classes, converted, kwargs):
-    return CondenseNetV2(num_classes=num_classes, converted=converted, **{**defaults, **kwargs})
-
-
 def _imagenet(g, **kw):
     return dict(bottleneck=4, group_1x1=g, group_3x3=g, group_trans=g, condense_factor=g, trans_factor=g,
                 hs_start_block=2, se_start_block=3, last_se_reduction=16, data="imagenet", **kw)
 
 
-@register_model(model_class=CondenseNetV2)
-def cdnv2_a(num_classes=1000, converted=False, **kwargs):
-    """CondenseNetV2-A (ImageNet): stages 1-1-4-6-8, growth 8-8-16-32-64, G = C = 8, fc 828."""
-    return _build(_imagenet(8, stages=(1, 1, 4, 6, 8), growth=(8, 8, 16, 32, 64), fc_channel=828),
-                  num_classes, converted, kwargs)
-
-
-@register_model(model_class=CondenseNetV2)
-def cdnv2_b(num_classes=1000, converted=False, **kwargs):
-    """CondenseNetV2-B (ImageNet): stages 2-4-6-8-6, growth 6-12-24-48-96, G = C = 6, fc 1024."""
-    return _build(_imagenet(6, stages=(2, 4, 6, 8, 6), growth=(6, 12, 24, 48, 96), fc_channel=1024),
-                  num_classes, converted, kwargs)
-
-
-@register_model(model_class=CondenseNetV2)
-def cdnv2_c(num_classes=1000, converted=False, **kwargs):
-    """CondenseNetV2-C (ImageNet): stages 4-6-8-10-8, growth 8-16-32-64-128, G = C = 8, fc 1024."""
-    return _build(_imagenet(8, stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), fc_channel=1024),
-                  num_classes, converted, kwargs)
-
-
+# The CIFAR models' config is published nowhere; these are reconstructions: 6*n+2 convs (stages n-n-n),
+# growth 8-16-32, bottleneck 4, G = C = 4 for the 1x1, 3x3 and SFR, hard swish from block 2 and SE from
+# block 3 (the ImageNet models' "last 3/5 HS, last 2/5 SE" scaled to three blocks), head SE reduction 16,
+# fc_channel 256. By the v2 counting rules cdnv2_110 is about 2.8x the paper's FLOPs (growth 4-8-16 comes
+# close instead; see docs/papers.md).
 _CIFAR = dict(growth=(8, 16, 32), bottleneck=4, group_1x1=4, group_3x3=4, group_trans=4, condense_factor=4,
-              trans_factor=4, hs_start_block=1, se_start_block=2, last_se_reduction=16, data="cifar")
+              trans_factor=4, hs_start_block=1, se_start_block=2, last_se_reduction=16, fc_channel=256, data="cifar")
+
+# name: (the arguments the builder fixes, and the README's FLOPs, params and error in %: ImageNet top-1 with
+# the eval resize of the official test.py / convert_and_eval.py, or CIFAR-10)
+VARIANTS = {
+    "cdnv2_a": (_imagenet(8, stages=(1, 1, 4, 6, 8), growth=(8, 8, 16, 32, 64), fc_channel=828), "bicubic",
+                "46M", "2.0M", 35.6),
+    "cdnv2_b": (_imagenet(6, stages=(2, 4, 6, 8, 6), growth=(6, 12, 24, 48, 96), fc_channel=1024), "bicubic",
+                "146M", "3.6M", 28.1),
+    "cdnv2_c": (_imagenet(8, stages=(4, 6, 8, 10, 8), growth=(8, 16, 32, 64, 128), fc_channel=1024), "bilinear",
+                "309M", "6.1M", 24.1),
+    "cdnv2_110": (dict(_CIFAR, stages=(18, 18, 18)), None, "41M", "0.48M", 4.65),
+    "cdnv2_146": (dict(_CIFAR, stages=(24, 24, 24)), None, "62M", "0.78M", 4.35),
+}
 
 
-@register_model(model_class=CondenseNetV2)
-def cdnv2_110(num_classes=10, converted=False, **kwargs):
-    """CondenseNetV2-110 (CIFAR). Its config is published nowhere; this is a reconstruction: stages
-    18-18-18 (6*18+2 = 110 convs), growth 8-16-32, bottleneck 4, G = C = 4 for the 1x1, 3x3 and SFR, hard
-    swish from block 2 (hs_start_block=1) and SE from block 3 (se_start_block=2) -- the ImageNet models'
-    "last 3/5 HS, last 2/5 SE" scaled to three blocks -- head SE reduction 16 and fc_channel 256. By the v2
-    counting rules it is about 2.8x the paper's FLOPs (growth 4-8-16 comes close instead; see docs/papers.md)."""
-    return _build(dict(_CIFAR, stages=(18, 18, 18), fc_channel=256), num_classes, converted, kwargs)
+def _cfg(interpolation, flops, params, error):
+    if interpolation is None:
+        return cifar_cfg(paper=PAPER, published=Published(
+            flops, params, top1=round(100 - error, 2), dataset="cifar10",
+            source=f"{_README} (CIFAR-10 error {error}%; no config published, see the builder)"))
+    return imagenet_cfg(interpolation=interpolation, paper=PAPER, published=Published(
+        flops, params, top1=round(100 - error, 2), source=f"{_README} (top-1 error {error}%)"))
 
 
-@register_model(model_class=CondenseNetV2)
-def cdnv2_146(num_classes=10, converted=False, **kwargs):
-    """CondenseNetV2-146 (CIFAR), reconstructed like ``cdnv2_110`` with stages 24-24-24 (6*24+2 = 146)."""
-    return _build(dict(_CIFAR, stages=(24, 24, 24), fc_channel=256), num_classes, converted, kwargs)
+for _name, (_args, *_published) in VARIANTS.items():
+    register_variant(_name, CondenseNetV2, _args, _cfg(*_published))

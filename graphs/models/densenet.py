@@ -15,11 +15,11 @@ from graphs.layers.dense import features_before_pool
 from graphs.layers.efficient import set_memory_efficient
 from graphs.layers.pool import GlobalAvgPool2d
 from utils.errors import check
-from utils.model_cfg import Published
 
-from .base import ModelBase, cifar_cfg, imagenet_cfg
-from .condensenet import init_weights_v1
-from .registry import register_cfgs, register_model
+from .base import ModelBase
+from .condense import dense_features, init_weights_v1
+from .pretrained import Published, cifar_cfg, imagenet_cfg
+from .registry import register_variant
 
 
 def _make_divisible(x, divisor):
@@ -84,29 +84,17 @@ class DenseNetBC(ModelBase):
         check(isinstance(drop_rate, (int, float)) and 0 <= drop_rate < 1, f"drop_rate must be in [0, 1), got {drop_rate!r}")
         self.drop_rate = float(drop_rate)
         self.pretrained_cfg = cifar_cfg() if data == "cifar" else imagenet_cfg(interpolation="bilinear")
-        stride = 1 if data == "cifar" else 2
-        width = 2 * growth[0]
-        self.features = nn.Sequential()
-        self.features.add_module("init_conv", nn.Conv2d(3, width, 3, stride=stride, padding=1, bias=False))
-        self.feature_info = []
-        reduction = stride
-        for i, (n, k) in enumerate(zip(stages, growth)):
-            self.features.add_module(f"denseblock_{i + 1}",
-                                     _DenseBlock(n, width, k, bottleneck, group_1x1, group_3x3))
-            width += n * k
-            if i + 1 < len(stages):
-                out = _make_divisible(math.ceil(compression * width), group_1x1)
-                self.features.add_module(f"transition_{i + 1}", _Transition(width, out, group_1x1))
-                self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f"features.denseblock_{i + 1}"))
-                width, reduction = out, reduction * 2
-        self.features.add_module("norm_last", nn.BatchNorm2d(width))
-        self.features.add_module("relu_last", nn.ReLU(inplace=True))
-        self.feature_info.append(dict(num_chs=width, reduction=reduction, module="features.relu_last"))
-        # the official 8x8 (CIFAR) / 7x7 (ImageNet) average pool, for any input size
-        self.features.add_module("pool_last", GlobalAvgPool2d())
-        self.num_features = width
+
+        def transition(width):
+            out = _make_divisible(math.ceil(compression * width), group_1x1)
+            return _Transition(width, out, group_1x1), out
+        # pool_last: the official 8x8 (CIFAR) / 7x7 (ImageNet) average pool, for any input size
+        self.features, self.feature_info, self.num_features = dense_features(
+            stages, growth, 1 if data == "cifar" else 2,
+            lambda i, n, width, k: _DenseBlock(n, width, k, bottleneck, group_1x1, group_3x3), transition,
+            GlobalAvgPool2d())
         self.num_classes = num_classes
-        self.classifier = nn.Linear(width, num_classes)
+        self.classifier = nn.Linear(self.num_features, num_classes)
         init_weights_v1(self)
 
     def classifier_keys(self):
@@ -143,26 +131,21 @@ class DenseNetBC(ModelBase):
 
 PAPER = ("Densely Connected Convolutional Networks (Huang, Liu, van der Maaten, Weinberger, CVPR 2017), "
          "https://arxiv.org/abs/1608.06993")
-default_cfgs = register_cfgs({
-    "densenet_bc_100": cifar_cfg(paper=PAPER, published=Published(
-        "292M", "0.8M", top1=95.49, dataset="cifar10",
-        source="DenseNet paper Table 2 (C10+ error 4.51%); FLOPs from the CondenseNet paper's CIFAR table")),
-    "densenet_bc_190": cifar_cfg(paper=PAPER, published=Published(
-        None, "25.6M", top1=96.54, dataset="cifar10", source="DenseNet paper Table 2 (C10+ error 3.46%)")),
-})
+
+# name: (the arguments the builder fixes, and the published FLOPs, params, CIFAR-10 top-1 and their source)
+VARIANTS = {
+    "densenet_bc_100": (dict(stages=(16, 16, 16), growth=(12, 12, 12)), "292M", "0.8M", 95.49,
+                        "DenseNet paper Table 2 (C10+ error 4.51%); FLOPs from the CondenseNet paper's CIFAR table"),
+    "densenet_bc_190": (dict(stages=(31, 31, 31), growth=(40, 40, 40)), None, "25.6M", 96.54,
+                        "DenseNet paper Table 2 (C10+ error 3.46%)"),
+}
 
 
-@register_model(model_class=DenseNetBC)
-def densenet_bc_100(num_classes=10, converted=False, **kwargs):
-    """DenseNet-BC-100, k=12, on CIFAR."""
+def _build(model_class, name, args, num_classes, converted, kwargs):
     check(not converted, "DenseNet-BC has no converted form; set converted to false")
-    kwargs = {"stages": (16, 16, 16), "growth": (12, 12, 12), **kwargs}
-    return DenseNetBC(num_classes=num_classes, **kwargs)
+    return model_class(num_classes=num_classes, **{**args, **kwargs})
 
 
-@register_model(model_class=DenseNetBC)
-def densenet_bc_190(num_classes=10, converted=False, **kwargs):
-    """DenseNet-BC-190, k=40, on CIFAR."""
-    check(not converted, "DenseNet-BC has no converted form; set converted to false")
-    kwargs = {"stages": (31, 31, 31), "growth": (40, 40, 40), **kwargs}
-    return DenseNetBC(num_classes=num_classes, **kwargs)
+for _name, (_args, _flops, _params, _top1, _source) in VARIANTS.items():
+    register_variant(_name, DenseNetBC, _args, cifar_cfg(paper=PAPER, published=Published(
+        _flops, _params, top1=_top1, dataset="cifar10", source=_source)), build=_build)

@@ -40,6 +40,7 @@ import torch
 from utils.atomic_io import atomic_path, remove_stale_temporaries
 from utils.errors import CheckpointError, ConfigError, closest
 
+from .layouts import adapt_state_dict
 from .weights import check_state_dict, read_weight_file, unwrap_state_dict
 
 __all__ = ["resolve_pretrained", "load_pretrained", "pretrained_entry", "cache_path_for", "hash_prefix_for",
@@ -70,7 +71,7 @@ def _entry_for(tag: str, pretrained_cfg):
 
 
 def pretrained_entry(source, pretrained_cfg=None):
-    """The registry :class:`~utils.model_cfg.WeightEntry` a ``pretrained`` value names, or None for a path
+    """The registry :class:`~graphs.models.pretrained.WeightEntry` a ``pretrained`` value names, or None for a path
     or URL; read it BEFORE building the model to take ``converted`` and ``num_classes`` from it."""
     source = os.fspath(source) if isinstance(source, (str, os.PathLike)) else source
     if not isinstance(source, str) or "://" in source or os.path.exists(source) or not _TAG.match(source):
@@ -262,8 +263,7 @@ def load_pretrained(model, source, logger=None, pretrained_cfg=None, progress: b
     cfg = pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None)
     path = resolve_pretrained(source, cfg, progress=progress)
     state = unwrap_state_dict(read_weight_file(path), prefer_ema=prefer_ema)
-    if hasattr(model, "adapt_state_dict"):
-        state = model.adapt_state_dict(state)
+    state = adapt_state_dict(model, state)
     own = model.state_dict()
     head = classifier_keys(model, cfg)
     file_classes = _class_count(state, head)

@@ -1,5 +1,6 @@
 """Model registry: every published variant is a builder function registered by name, with its
-``pretrained_cfg`` (utils.model_cfg.PretrainedCfg) registered beside it."""
+``pretrained_cfg`` (:class:`graphs.models.pretrained.PretrainedCfg`) registered beside it; each family file generates both
+from its one variant table (:func:`register_variant`)."""
 import fnmatch
 import inspect
 from typing import Callable, Dict, List, Optional
@@ -7,42 +8,44 @@ from typing import Callable, Dict, List, Optional
 from torch import nn
 
 from utils.errors import ConfigError, closest
-from utils.model_cfg import PretrainedCfg
+
+from .pretrained import WEIGHTS, PretrainedCfg
 
 _MODELS: Dict[str, Callable] = {}
 _CFGS: Dict[str, PretrainedCfg] = {}
 
 
-def register_model(fn: Optional[Callable] = None, *, model_class: Optional[type] = None):
-    """Register a builder ``fn(num_classes=..., converted=False, **kwargs)`` under its name.
+def register_variant(name: str, model_class: type, args: dict, cfg: PretrainedCfg,
+                     build: Optional[Callable] = None) -> None:
+    """Register the published variant ``name`` of its family's variant table: a builder
+    ``name(num_classes=<cfg.num_classes>, converted=False, **kwargs)`` and its ``pretrained_cfg`` (with its
+    released weights, ``graphs.models.pretrained.WEIGHTS``).
 
-    Use bare (``@register_model``) or with the class the builder forwards ``**kwargs`` to
-    (``@register_model(model_class=CondenseNet)``), so unknown arguments are caught by name.
+    The builder returns ``build(model_class, name, args, num_classes, converted, kwargs)``; by default
+    ``model_class(num_classes=..., converted=..., **{**args, **kwargs})`` (the caller's ``kwargs`` override
+    the variant's ``args``). ``model_class`` is where the builder's ``**kwargs`` go, so unknown arguments
+    are caught by name (:func:`check_model_args`).
     """
-    def wrap(fn):
-        if fn.__name__ in _MODELS:
-            raise ValueError(f"model {fn.__name__!r} is registered twice")
-        fn.model_class = model_class
-        _MODELS[fn.__name__] = fn
-        return fn
-    return wrap(fn) if fn is not None else wrap
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is registered twice")
+    build = build or _construct
+
+    def builder(num_classes=cfg.num_classes, converted=False, **kwargs):
+        return build(model_class, name, args, num_classes, converted, kwargs)
+    builder.__name__ = builder.__qualname__ = name
+    builder.__module__ = model_class.__module__
+    builder.__doc__ = f"{model_class.__name__} {name}: {', '.join(f'{k}={v!r}' for k, v in args.items())}."
+    builder.model_class = model_class
+    _MODELS[name] = builder
+    _CFGS[name] = cfg.replace(weights=dict(WEIGHTS.get(name, {})))
 
 
-def register_cfgs(cfgs: Dict[str, PretrainedCfg]) -> Dict[str, PretrainedCfg]:
-    """Register the ``pretrained_cfg`` of each variant (one table per family file), with its released
-    weights from :mod:`graphs.models.released`."""
-    from .released import WEIGHTS
-    for name, cfg in cfgs.items():
-        if name in _CFGS:
-            raise ValueError(f"pretrained_cfg of {name!r} is registered twice")
-        _CFGS[name] = cfg.replace(weights=dict(WEIGHTS.get(name, {})))
-    return {name: _CFGS[name] for name in cfgs}
+def _construct(model_class, name, args, num_classes, converted, kwargs):
+    return model_class(num_classes=num_classes, converted=converted, **{**args, **kwargs})
 
 
 def get_pretrained_cfg(name: str) -> PretrainedCfg:
     get_builder(name)
-    if name not in _CFGS:
-        raise ValueError(f"model {name!r} has no registered pretrained_cfg")
     return _CFGS[name]
 
 

@@ -27,43 +27,29 @@ projection conv, BN), ``features.19..21`` pen conv/BN/ReLU6, a separate ``avgpoo
 ``output.0`` 1x1 conv pen->1024 (bias), ``output.1`` BN, ``output.2`` ReLU6, ``output.3`` Dropout,
 ``output.4`` 1x1 conv classifier (bias).
 
-Weight layouts understood by ``adapt_state_dict`` (called by ``graphs.models.load_weights``):
-the official layout (passes through), timm's ``rexnet_XXX`` layout (``stem``/``features.0..15``/
-``features.16``/``head.fc``; translated by name, classifier reshaped [C, pen] -> [C, pen, 1, 1]) and
-PaddlePaddle (ppim) ``.pdparams`` names (``_mean``/``_variance``, no ``num_batches_tracked``).
-``to_timm_state_dict`` writes the timm layout back.
+Weight files in timm's and Paddle's layouts are translated by :mod:`graphs.models.layouts`.
 
 CIFAR option (``cifar_stem=True``): the stem conv gets stride 1 and the first stride-2 stage
 (stage 2) stride 1, so the total stride is 8 instead of 32 and a 32x32 image ends in 4x4 maps.
 The channel schedule, and therefore every parameter shape, is unchanged.
 """
 import math
-import re
 
 import torch
 import torch.nn as nn
 
 from graphs.layers.pool import GlobalAvgPool2d
-from utils.errors import CheckpointError, ConfigError
-from utils.model_cfg import Published
+from utils.errors import ConfigError
 
-from .base import ModelBase, cifar_cfg, imagenet_cfg
-from .registry import register_cfgs, register_model
+from .base import ModelBase
+from .pretrained import Published, cifar_cfg, imagenet_cfg
+from .registry import register_variant
 
-__all__ = ["ReXNetV1", "ReXNetV1Lite", "LinearBottleneck", "SEModule", "rexnet_channels",
-           "rexnet_lite_channels", "to_official_state_dict", "to_timm_state_dict", "guess_model_name"]
+__all__ = ["ReXNetV1", "ReXNetV1Lite", "LinearBottleneck", "SEModule", "rexnet_channels", "rexnet_lite_channels"]
 
 STAGE_DEPTHS = (1, 2, 2, 3, 3, 5)
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2)
 STAGE_SE = (False, False, True, True, True, True)
-
-# Published variants: registry name -> width multiplier.
-V1_WIDTHS = {"rexnet_0_9": 0.9, "rexnet_1_0": 1.0, "rexnet_1_3": 1.3, "rexnet_1_5": 1.5,
-             "rexnet_2_0": 2.0, "rexnet_3_0": 3.0}
-LITE_WIDTHS = {"rexnet_lite_1_0": 1.0, "rexnet_lite_1_3": 1.3, "rexnet_lite_1_5": 1.5,
-               "rexnet_lite_2_0": 2.0}
-
-PADDLE_BN_NAMES = {"_mean": "running_mean", "_variance": "running_var"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,12 +211,36 @@ class LinearBottleneck(nn.Module):
 class _ReXNetBase(ModelBase):
     flops_rule = "macs"
     lite = False
-    first_block = 3          # index of the first block inside ``features``
+    width_arg = "width_mult"   # the constructor argument that sets the width (the variants' table fills it)
+    first_block = 3            # index of the first block inside ``features``
 
-    def _init_common(self, num_classes, cifar_stem):
+    def _build_features(self, num_classes, cifar_stem, depths, channels, act, bn_kwargs, block_args):
+        """The stem conv/BN/act, the blocks (``block_args``: per-block LinearBottleneck keywords) and the pen
+        conv/BN/act, as a list for ``features``; sets the attributes they define (``feature_info``: the last
+        block at every reduction, 2, 4, 8, 16, 32 for ImageNet)."""
         self.num_classes = num_classes
         self.cifar_stem = cifar_stem
         self.pretrained_cfg = cifar_cfg() if cifar_stem else imagenet_cfg()
+        stage_strides = list(STAGE_STRIDES)
+        stem_stride = 2
+        if cifar_stem:
+            stem_stride, stage_strides[1] = 1, 1
+        strides = _stage_strides(depths, stage_strides)
+        ts = [1] * depths[0] + [6] * sum(depths[1:])
+        stem_ch, ins, outs, pen = channels
+        self.num_blocks = len(outs)
+        self.num_features = pen
+        features = []
+        _conv_bn(features, 3, stem_ch, kernel=3, stride=stem_stride, act=act(), bn_kwargs=bn_kwargs)
+        for c_in, c_out, t, s, kwargs in zip(ins, outs, ts, strides, block_args):
+            features.append(LinearBottleneck(c_in, c_out, t, s, bn_kwargs=bn_kwargs, **kwargs))
+        _conv_bn(features, outs[-1], pen, act=act(), bn_kwargs=bn_kwargs)
+        info, red = {}, stem_stride
+        for j, (s, c_out) in enumerate(zip(strides, outs)):
+            red *= s
+            info[red] = dict(num_chs=c_out, reduction=red, module=f"features.{self.first_block + j}")
+        self.feature_info = [info[r] for r in sorted(info)]
+        return features
 
     @staticmethod
     def _drop_args(dropout_ratio, drop_rate, drop_path_rate, num_blocks):
@@ -254,15 +264,6 @@ class _ReXNetBase(ModelBase):
             raise ConfigError(f"{width_name} must be a positive number, got {width!r}")
         if not (isinstance(dropout_ratio, (int, float)) and 0.0 <= dropout_ratio < 1.0):
             raise ConfigError(f"dropout_ratio must be in [0, 1), got {dropout_ratio!r}")
-
-    def _build_feature_info(self, stem_stride, block_strides):
-        """Last block at every reduction (2, 4, 8, 16, 32 for ImageNet)."""
-        info, red = {}, stem_stride
-        for j, (s, blk) in enumerate(zip(block_strides, self.blocks())):
-            red *= s
-            info[red] = dict(num_chs=blk.out_channels, reduction=red,
-                             module=f"features.{self.first_block + j}")
-        return [info[r] for r in sorted(info)]
 
     @property
     def capabilities(self):
@@ -316,71 +317,6 @@ class _ReXNetBase(ModelBase):
     def forward(self, x):
         return self.output(self.forward_head_input(x)).flatten(1)
 
-    # ---- weight layouts -------------------------------------------------------------------
-    def adapt_state_dict(self, state):
-        """Translate timm / Paddle layouts to the official names of this model (see module doc)."""
-        own = self.state_dict()
-        state, layout = to_official_state_dict(state, lite=self.lite)
-        # Paddle and pre-0.4.1 PyTorch files have no num_batches_tracked: add zeros.
-        for key in list(state):
-            if key.endswith(".running_mean"):
-                nbt = key[:-len("running_mean")] + "num_batches_tracked"
-                if nbt in own and nbt not in state:
-                    state[nbt] = torch.zeros((), dtype=torch.long)
-        if layout == "paddle":
-            # Paddle Linear weights are [in, out]; ReXNet has no Linear, but keep the rule general.
-            for key, value in list(state.items()):
-                if (key in own and value.dim() == 2 and own[key].dim() == 2
-                        and tuple(value.shape) != tuple(own[key].shape)
-                        and tuple(value.t().shape) == tuple(own[key].shape)):
-                    state[key] = value.t().contiguous()
-        return state
-
-    def _signature(self, shapes_of):
-        """(stem, block outs, pen, classes) read from ``shapes_of(key, own_shape)``."""
-        stem = shapes_of("features.0.weight")
-        outs = [shapes_of(f"features.{self.first_block + j}.out.{blk.pwl_index}.weight")
-                for j, blk in enumerate(self.blocks())]
-        pen = shapes_of(f"features.{self.first_block + self.num_blocks}.weight")
-        return stem, outs, pen
-
-    def mismatch_hint(self, missing, unexpected, shapes):
-        """A short clause naming the likely cause of a key/shape mismatch (width, classes, family)."""
-        family_keys = {"output.4.weight", "output.1.running_mean"}
-        if not self.lite and any(k in family_keys for k in unexpected):
-            return "the file looks like a ReXNet-lite checkpoint; build a rexnet_lite_* model"
-        if self.lite and "output.4.weight" in missing:
-            return "the file looks like a ReXNet v1 checkpoint; build a rexnet_* model"
-        block_re = re.compile(r"^features\.(\d+)\.out\.")
-        if any(block_re.match(k) for k in list(missing) + list(unexpected)):
-            return ("the file has a different number or kind of blocks (depth_mult / use_se differ "
-                    "from the model's); build the model the file was saved from")
-        got = {k: g for k, g, _ in shapes}
-        own = self.state_dict()
-
-        def out_ch(key):
-            if key in got:
-                return got[key][0]
-            return own[key].shape[0] if key in own else None
-
-        stem, outs, pen = self._signature(out_ch)
-        cls_key = "output.4.weight" if self.lite else "output.1.weight"
-        if set(got) <= {cls_key, cls_key[:-len("weight")] + "bias"} and got:
-            return (f"the file has {got[cls_key][0] if cls_key in got else '?'} classes; build the "
-                    f"model with num_classes={got[cls_key][0] if cls_key in got else '?'}")
-        table = LITE_WIDTHS if self.lite else V1_WIDTHS
-        schedule = rexnet_lite_channels if self.lite else rexnet_channels
-        for name, w in table.items():
-            s, _, o, p = schedule(w)
-            if s == stem and o == outs and p == pen:
-                return (f"the file looks like width {w} ({name}: stem {s}, last block {o[-1]}, "
-                        f"pen {p} channels); build {name} instead")
-        return (f"the file's channels (stem {stem}, last block {outs[-1] if outs else '?'}, pen {pen}) "
-                f"match no published {'ReXNet-lite' if self.lite else 'ReXNet'} width "
-                f"({', '.join(str(w) for w in table.values())}); check width_mult"
-                + ("" if self.lite else " (timm's rexnetr_* models round channels to multiples of 8 "
-                   "and are a different architecture)"))
-
 
 class ReXNetV1(_ReXNetBase):
     """ReXNet v1 (Han et al., CVPR 2021), official ``rexnetv1.py`` semantics and names.
@@ -405,30 +341,18 @@ class ReXNetV1(_ReXNetBase):
             raise ConfigError(f"se_ratio must be a positive integer, got {se_ratio!r}")
         if not (isinstance(input_ch, (int, float)) and input_ch > 0 and final_ch > 0):
             raise ConfigError(f"input_ch and final_ch must be positive, got {input_ch!r}, {final_ch!r}")
-        self._init_common(num_classes, cifar_stem)
-        self.width_mult = width_mult
-        stage_strides = list(STAGE_STRIDES)
-        stem_stride = 2
-        if cifar_stem:
-            stem_stride, stage_strides[1] = 1, 1
-        strides = _stage_strides(depths, stage_strides)
-        ses = _stage_lists(depths, STAGE_SE) if use_se else [False] * sum(depths)
-        ts = [1] * depths[0] + [6] * sum(depths[1:])
-        stem_ch, ins, outs, pen = rexnet_channels(width_mult, depth_mult, input_ch, final_ch)
+        channels = rexnet_channels(width_mult, depth_mult, input_ch, final_ch)
+        stem_ch, ins, outs, pen = channels
         if min(outs) < 1 or stem_ch < 1 or pen < 1 or any(6 * c // se_ratio < 1 for c in ins[1:] if use_se):
             raise ConfigError(f"width_mult={width_mult} gives empty layers; use a larger width_mult")
-        self.num_blocks = len(outs)
-        self.num_features = pen
-
-        features = []
-        _conv_bn(features, 3, stem_ch, kernel=3, stride=stem_stride, act=nn.SiLU())
-        for c_in, c_out, t, s, se, dp in zip(ins, outs, ts, strides, ses, dp_rates):
-            features.append(LinearBottleneck(c_in, c_out, t, s, use_se=se, se_ratio=se_ratio, drop_path_rate=dp))
-        _conv_bn(features, outs[-1], pen, act=nn.SiLU())
+        self.width_mult = width_mult
+        ses = _stage_lists(depths, STAGE_SE) if use_se else [False] * sum(depths)
+        features = self._build_features(
+            num_classes, cifar_stem, depths, channels, nn.SiLU, None,
+            [dict(use_se=se, se_ratio=se_ratio, drop_path_rate=dp) for se, dp in zip(ses, dp_rates)])
         features.append(GlobalAvgPool2d())
         self.features = nn.Sequential(*features)
         self.output = nn.Sequential(nn.Dropout(dropout_ratio), nn.Conv2d(pen, num_classes, 1, bias=True))
-        self.feature_info = self._build_feature_info(stem_stride, strides)
 
     def forward_features(self, x):
         """Feature map before the global pool (pen channels; 7x7 at 224): official extract_features."""
@@ -448,6 +372,7 @@ class ReXNetV1Lite(_ReXNetBase):
     ``drop_path_rate``: as :class:`ReXNetV1`.
     """
     lite = True
+    width_arg = "multiplier"
 
     def __init__(self, fix_head_stem=False, divisible_value=8, input_ch=16, final_ch=164, multiplier=1.0,
                  num_classes=1000, dropout_ratio=0.2, bn_momentum=0.1, bn_eps=1e-5, kernel_conf="333333",
@@ -461,39 +386,24 @@ class ReXNetV1Lite(_ReXNetBase):
                               f"stage, e.g. '333333'), got {kernel_conf!r}")
         if not (isinstance(divisible_value, int) and divisible_value >= 1):
             raise ConfigError(f"divisible_value must be a positive integer, got {divisible_value!r}")
-        self._init_common(num_classes, cifar_stem)
         self.width_mult = multiplier
         bn_kwargs = dict(momentum=bn_momentum, eps=bn_eps)
         depths = list(STAGE_DEPTHS)
-        stage_strides = list(STAGE_STRIDES)
-        stem_stride = 2
-        if cifar_stem:
-            stem_stride, stage_strides[1] = 1, 1
-        strides = _stage_strides(depths, stage_strides)
         kernels = _stage_lists(depths, [int(c) for c in kernel_conf])
-        ts = [1] * depths[0] + [6] * sum(depths[1:])
-        stem_ch, ins, outs, pen = rexnet_lite_channels(multiplier, input_ch, final_ch, fix_head_stem,
-                                                       divisible_value)
-        self.num_blocks = len(outs)
-        self.num_features = pen
-
-        features = []
-        _conv_bn(features, 3, stem_ch, kernel=3, stride=stem_stride, act=nn.ReLU6(inplace=True),
-                 bn_kwargs=bn_kwargs)
-        for c_in, c_out, t, s, k, dp in zip(ins, outs, ts, strides, kernels, dp_rates):
-            features.append(LinearBottleneck(c_in, c_out, t, s, kernel_size=k, lite=True, bn_kwargs=bn_kwargs,
-                                             drop_path_rate=dp))
-        _conv_bn(features, outs[-1], pen, act=nn.ReLU6(inplace=True), bn_kwargs=bn_kwargs)
+        channels = rexnet_lite_channels(multiplier, input_ch, final_ch, fix_head_stem, divisible_value)
+        features = self._build_features(
+            num_classes, cifar_stem, depths, channels,
+            lambda: nn.ReLU6(inplace=True), bn_kwargs,
+            [dict(kernel_size=k, lite=True, drop_path_rate=dp) for k, dp in zip(kernels, dp_rates)])
         self.features = nn.Sequential(*features)
         self.avgpool = GlobalAvgPool2d()
         self.output = nn.Sequential(
-            nn.Conv2d(pen, 1024, 1, bias=True),
+            nn.Conv2d(self.num_features, 1024, 1, bias=True),
             nn.BatchNorm2d(1024, **bn_kwargs),
             nn.ReLU6(inplace=True),
             nn.Dropout(dropout_ratio),
             nn.Conv2d(1024, num_classes, 1, bias=True),
         )
-        self.feature_info = self._build_feature_info(stem_stride, strides)
 
     def forward_features(self, x):
         """Feature map before the global pool (after the pen conv/BN/ReLU6)."""
@@ -504,272 +414,42 @@ class ReXNetV1Lite(_ReXNetBase):
 
 
 # --------------------------------------------------------------------------------------------
-# Layout translation (pure functions on state dicts)
-# --------------------------------------------------------------------------------------------
-def _official_block_parts(has_exp, has_se):
-    """timm sub-module prefix -> official ``out.`` sub-prefix for one v1 block."""
-    parts, i = {}, 0
-    if has_exp:
-        parts["conv_exp.conv"], parts["conv_exp.bn"] = "0", "1"
-        i = 3
-    parts["conv_dw.conv"], parts["conv_dw.bn"] = str(i), str(i + 1)
-    i += 2
-    if has_se:
-        parts["se.fc1"], parts["se.bn"], parts["se.fc2"] = f"{i}.fc.0", f"{i}.fc.1", f"{i}.fc.3"
-        i += 1
-    i += 1  # ReLU6
-    parts["conv_pwl.conv"], parts["conv_pwl.bn"] = str(i), str(i + 1)
-    return parts
-
-
-def _is_timm(state):
-    return "stem.conv.weight" in state or "head.fc.weight" in state
-
-
-def _is_paddle(state):
-    return any(k.endswith(("._mean", "._variance")) for k in state)
-
-
-def _split(key):
-    """'features.3.out.5.fc.1.weight' -> ('features.3.out.5.fc.1', 'weight')."""
-    prefix, _, leaf = key.rpartition(".")
-    return prefix, leaf
-
-
-def timm_to_official(state):
-    """timm ``rexnet_XXX`` state dict -> official names (classifier reshaped to a 1x1 conv)."""
-    block_re = re.compile(r"^features\.(\d+)\.(conv_exp|conv_dw|se|conv_pwl)\.")
-    blocks = {}
-    for key in state:
-        m = block_re.match(key)
-        if m:
-            blocks.setdefault(int(m.group(1)), set()).add(m.group(2))
-    n = len(blocks)
-    if sorted(blocks) != list(range(n)):
-        raise CheckpointError(f"the timm-layout file has non-consecutive blocks {sorted(blocks)}; "
-                              "it is not a timm rexnet_* state dict")
-    out = {}
-    for key, value in state.items():
-        prefix, leaf = _split(key)
-        new = None
-        if prefix in ("stem.conv", "stem.bn"):
-            new = {"stem.conv": "features.0", "stem.bn": "features.1"}[prefix]
-        elif prefix in (f"features.{n}.conv", f"features.{n}.bn"):
-            new = f"features.{n + 3 + (prefix.endswith('.bn'))}"
-        elif prefix == "head.fc":
-            new = "output.1"
-            if leaf == "weight" and value.dim() == 2:
-                value = value.reshape(value.shape[0], value.shape[1], 1, 1)
-        else:
-            m = re.match(r"^features\.(\d+)\.(.+)$", prefix)
-            if m and int(m.group(1)) in blocks:
-                j, sub = int(m.group(1)), m.group(2)
-                parts = _official_block_parts("conv_exp" in blocks[j], "se" in blocks[j])
-                if sub in parts:
-                    new = f"features.{j + 3}.out.{parts[sub]}"
-        out[f"{new}.{leaf}" if new is not None else key] = value
-    return out
-
-
-def _official_blocks(state):
-    """{block feature index: (has_exp, has_se)} read from an official-layout v1 state dict."""
-    conv_re = re.compile(r"^features\.(\d+)\.out\.(\d+)\.weight$")
-    se_re = re.compile(r"^features\.(\d+)\.out\.\d+\.fc\.")
-    convs, ses = {}, set()
-    for key, value in state.items():
-        m = conv_re.match(key)
-        if m and value.dim() == 4:
-            convs[int(m.group(1))] = convs.get(int(m.group(1)), 0) + 1
-        m = se_re.match(key)
-        if m:
-            ses.add(int(m.group(1)))
-    return {k: (c == 3, k in ses) for k, c in sorted(convs.items())}
-
-
-def to_timm_state_dict(state):
-    """Official ReXNet v1 state dict -> timm ``rexnet_XXX`` layout (head.fc becomes a Linear)."""
-    if "output.4.weight" in state:
-        raise CheckpointError("ReXNet-lite has no timm counterpart; convert it to the official layout only")
-    blocks = _official_blocks(state)
-    idx = sorted(blocks)
-    if not idx or idx != list(range(3, 3 + len(idx))) or "output.1.weight" not in state:
-        raise CheckpointError("the state dict is not in the official ReXNet v1 layout "
-                              "(features.3.. blocks and output.1 classifier expected)")
-    n = len(idx)
-    inverse = {}
-    for k, (has_exp, has_se) in blocks.items():
-        for tname, oname in _official_block_parts(has_exp, has_se).items():
-            inverse[f"features.{k}.out.{oname}"] = f"features.{k - 3}.{tname}"
-    inverse.update({"features.0": "stem.conv", "features.1": "stem.bn", f"features.{n + 3}": f"features.{n}.conv",
-                    f"features.{n + 4}": f"features.{n}.bn", "output.1": "head.fc"})
-    out = {}
-    for key, value in state.items():
-        prefix, leaf = _split(key)
-        if prefix not in inverse:
-            raise CheckpointError(f"cannot place official key {key!r} in the timm layout")
-        if prefix == "output.1" and leaf == "weight":
-            value = value.reshape(value.shape[0], value.shape[1])
-        out[f"{inverse[prefix]}.{leaf}"] = value
-    return out
-
-
-def paddle_to_torch_names(state):
-    """Rename Paddle BN buffers (``_mean``/``_variance``) to PyTorch's."""
-    out = {}
-    for key, value in state.items():
-        prefix, leaf = _split(key)
-        out[f"{prefix}.{PADDLE_BN_NAMES[leaf]}" if leaf in PADDLE_BN_NAMES else key] = value
-    return out
-
-
-def to_official_state_dict(state, lite=False):
-    """Translate any known layout to official names; returns ``(state, layout)`` with layout in
-    'official' | 'timm' | 'paddle'. (num_batches_tracked and Linear transposes are added by the
-    model's ``adapt_state_dict``, which knows its own keys.)"""
-    state = dict(state)
-    layout = "official"
-    if _is_paddle(state):
-        state, layout = paddle_to_torch_names(state), "paddle"
-    if _is_timm(state):
-        if lite:
-            raise CheckpointError("the file is in timm's rexnet layout, which exists for ReXNet v1 only; "
-                                  "build a rexnet_* (not rexnet_lite_*) model")
-        state, layout = timm_to_official(state), "timm"
-    return state, layout
-
-
-def guess_model_name(state):
-    """(registry name, num_classes) of the published variant an official/timm/Paddle state dict
-    matches, or (None, num_classes) when its channels match no published width."""
-    lite = "output.4.weight" in state
-    state, _ = to_official_state_dict(state, lite=lite)
-    cls = state.get("output.4.weight" if lite else "output.1.weight")
-    num_classes = int(cls.shape[0]) if cls is not None else None
-    if "features.0.weight" not in state:
-        return None, num_classes
-    stem = state["features.0.weight"].shape[0]
-    # block output channels: the last conv weight of each block's ``out``
-    last = {}
-    for key, value in state.items():
-        m = re.match(r"^features\.(\d+)\.out\.(\d+)\.weight$", key)
-        if m and value.dim() == 4:
-            k, i = int(m.group(1)), int(m.group(2))
-            if i >= last.get(k, (-1, 0))[0]:
-                last[k] = (i, value.shape[0])
-    outs = [last[k][1] for k in sorted(last)]
-    pen_key = f"features.{3 + len(outs)}.weight"
-    pen = state[pen_key].shape[0] if pen_key in state else None
-    table, schedule = (LITE_WIDTHS, rexnet_lite_channels) if lite else (V1_WIDTHS, rexnet_channels)
-    for name, w in table.items():
-        s, _, o, p = schedule(w)
-        if (s, o, p) == (stem, outs, pen):
-            return name, num_classes
-    return None, num_classes
-
-
-# --------------------------------------------------------------------------------------------
-# Registered builders
+# The published variants: one builder and one pretrained_cfg each
 # --------------------------------------------------------------------------------------------
 PAPER = ("Rethinking Channel Dimensions for Efficient Model Design (Han, Yun, Heo, Yoo, CVPR 2021), "
          "https://arxiv.org/abs/2007.00992")
 
+# name: (class, width, and the clovaai/rexnet README's MACs, params, top-1, top-5)
+VARIANTS = {
+    "rexnet_0_9": (ReXNetV1, 0.9, "0.35G", "4.1M", 77.2, 93.5),
+    "rexnet_1_0": (ReXNetV1, 1.0, "0.40G", "4.8M", 77.9, 93.9),
+    "rexnet_1_3": (ReXNetV1, 1.3, "0.66G", "7.6M", 79.5, 94.7),
+    "rexnet_1_5": (ReXNetV1, 1.5, "0.88G", "9.7M", 80.3, 95.2),
+    "rexnet_2_0": (ReXNetV1, 2.0, "1.5G", "16M", 81.6, 95.7),
+    "rexnet_3_0": (ReXNetV1, 3.0, "3.4G", "34M", 82.8, 96.2),
+    "rexnet_lite_1_0": (ReXNetV1Lite, 1.0, "0.41G", "4.7M", 76.2, 92.8),
+    "rexnet_lite_1_3": (ReXNetV1Lite, 1.3, "0.65G", "6.8M", 77.8, 93.8),
+    "rexnet_lite_1_5": (ReXNetV1Lite, 1.5, "0.84G", "8.3M", 78.6, 94.2),
+    "rexnet_lite_2_0": (ReXNetV1Lite, 2.0, "1.5G", "13M", 80.2, 95.0),
+}
+WIDTHS = {name: variant[1] for name, variant in VARIANTS.items()}
 
-def _cfg(macs, params, top1, top5, lite=False):
+
+def _build(model_class, name, args, num_classes, converted, kwargs):
+    if converted:
+        raise ConfigError(f"{name} has no converted (deployment) form; set converted=false")
+    (key, width), = args.items()
+    if key in kwargs:
+        raise ConfigError(f"{name} fixes {key}={width}; build {model_class.__name__} directly for another width")
+    return model_class(**args, num_classes=num_classes, **kwargs)
+
+
+def _cfg(lite, macs, params, top1, top5):
     # trained with timm; evaluated as timm does: resize 256 bicubic (crop_pct 0.875), centre-crop 224
     return imagenet_cfg(paper=PAPER, classifier="output.4" if lite else "output.1", first_conv="features.0",
                         published=Published(macs, params, top1=top1, top5=top5,
                                             source="clovaai/rexnet README (FLOPs are multiply-accumulates)"))
 
 
-default_cfgs = register_cfgs({
-    "rexnet_0_9": _cfg("0.35G", "4.1M", 77.2, 93.5),
-    "rexnet_1_0": _cfg("0.40G", "4.8M", 77.9, 93.9),
-    "rexnet_1_3": _cfg("0.66G", "7.6M", 79.5, 94.7),
-    "rexnet_1_5": _cfg("0.88G", "9.7M", 80.3, 95.2),
-    "rexnet_2_0": _cfg("1.5G", "16M", 81.6, 95.7),
-    "rexnet_3_0": _cfg("3.4G", "34M", 82.8, 96.2),
-    "rexnet_lite_1_0": _cfg("0.41G", "4.7M", 76.2, 92.8, lite=True),
-    "rexnet_lite_1_3": _cfg("0.65G", "6.8M", 77.8, 93.8, lite=True),
-    "rexnet_lite_1_5": _cfg("0.84G", "8.3M", 78.6, 94.2, lite=True),
-    "rexnet_lite_2_0": _cfg("1.5G", "13M", 80.2, 95.0, lite=True),
-})
-
-
-def _no_converted(name, converted):
-    if converted:
-        raise ConfigError(f"{name} has no converted (deployment) form; set converted=false")
-
-
-def _v1(name, num_classes, converted, kwargs):
-    _no_converted(name, converted)
-    if "width_mult" in kwargs:
-        raise ConfigError(f"{name} fixes width_mult={V1_WIDTHS[name]}; build ReXNetV1 directly for another width")
-    return ReXNetV1(width_mult=V1_WIDTHS[name], num_classes=num_classes, **kwargs)
-
-
-def _lite(name, num_classes, converted, kwargs):
-    _no_converted(name, converted)
-    if "multiplier" in kwargs:
-        raise ConfigError(f"{name} fixes multiplier={LITE_WIDTHS[name]}; build ReXNetV1Lite directly "
-                          "for another width")
-    return ReXNetV1Lite(multiplier=LITE_WIDTHS[name], num_classes=num_classes, **kwargs)
-
-
-@register_model(model_class=ReXNetV1)
-def rexnet_0_9(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1, width 0.9."""
-    return _v1("rexnet_0_9", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1)
-def rexnet_1_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1, width 1.0."""
-    return _v1("rexnet_1_0", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1)
-def rexnet_1_3(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1, width 1.3."""
-    return _v1("rexnet_1_3", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1)
-def rexnet_1_5(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1, width 1.5."""
-    return _v1("rexnet_1_5", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1)
-def rexnet_2_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1, width 2.0."""
-    return _v1("rexnet_2_0", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1)
-def rexnet_3_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet v1, width 3.0."""
-    return _v1("rexnet_3_0", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1Lite)
-def rexnet_lite_1_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet-lite, multiplier 1.0."""
-    return _lite("rexnet_lite_1_0", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1Lite)
-def rexnet_lite_1_3(num_classes=1000, converted=False, **kwargs):
-    """ReXNet-lite, multiplier 1.3."""
-    return _lite("rexnet_lite_1_3", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1Lite)
-def rexnet_lite_1_5(num_classes=1000, converted=False, **kwargs):
-    """ReXNet-lite, multiplier 1.5."""
-    return _lite("rexnet_lite_1_5", num_classes, converted, kwargs)
-
-
-@register_model(model_class=ReXNetV1Lite)
-def rexnet_lite_2_0(num_classes=1000, converted=False, **kwargs):
-    """ReXNet-lite, multiplier 2.0."""
-    return _lite("rexnet_lite_2_0", num_classes, converted, kwargs)
+for _name, (_cls, _width, *_published) in VARIANTS.items():
+    register_variant(_name, _cls, {_cls.width_arg: _width}, _cfg(_cls.lite, *_published), build=_build)

@@ -2,9 +2,9 @@
 
 ``load_weights(model, source)`` accepts a path or a state dict. It unwraps training checkpoints
 (this project's, the official CondenseNet/CondenseNetV2 ones, timm's), strips DataParallel/DDP
-``module.`` prefixes, reads PaddlePaddle ``.pdparams`` without Paddle, lets the model translate
-foreign layouts (``model.adapt_state_dict``), and loads strictly. Any mismatch is reported in one
-sentence, with the model's hint about the likely wrong setting (``model.mismatch_hint``).
+``module.`` prefixes, reads PaddlePaddle ``.pdparams`` without Paddle, translates foreign layouts
+(:func:`graphs.models.layouts.adapt_state_dict`), and loads strictly. Any mismatch is reported in one
+sentence, with a hint about the likely wrong setting (:func:`graphs.models.layouts.mismatch_hint`).
 """
 import os
 import pickle
@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from utils.errors import CheckpointError
+
+from .layouts import adapt_state_dict, mismatch_hint
 
 # Containers that hold a state dict, in order of preference.
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model", "net", "params")
@@ -86,8 +88,7 @@ def load_weights(model, source, strict=True, prefer_ema=True):
     """
     obj = read_weight_file(source) if isinstance(source, (str, os.PathLike)) else source
     state = unwrap_state_dict(obj, prefer_ema=prefer_ema)
-    if hasattr(model, "adapt_state_dict"):
-        state = model.adapt_state_dict(state)
+    state = adapt_state_dict(model, state)
     check_state_dict(model, state, strict=strict)
     model.load_state_dict(state, strict=strict)
     return model
@@ -103,7 +104,7 @@ def check_state_dict(model, state, strict=True):
               and not _accepts_shape(model, k, state[k])]
     if not (shapes or (strict and (missing or unexpected))):
         return
-    hint = model.mismatch_hint(missing, unexpected, shapes) if hasattr(model, "mismatch_hint") else ""
+    hint = mismatch_hint(model, missing, unexpected, shapes)
     parts = []
     if shapes:
         k, got, want = shapes[0]

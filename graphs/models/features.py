@@ -1,4 +1,5 @@
-"""Multi-scale feature maps of a classification model, for use as a detection/segmentation backbone.
+"""Multi-scale feature maps of a classification model: the one mechanism behind :class:`FeatureExtractor`
+(the Python API) and the detection backbones (:mod:`graphs.detection.backbones`).
 
 Every model in this project exposes:
 
@@ -9,8 +10,11 @@ Every model in this project exposes:
   one per natural output stride, ordered by reduction: the output of ``module`` is a map with
   ``num_chs`` channels at 1/``reduction`` of the input's height and width.
 
-:class:`FeatureExtractor` taps the ``feature_info`` modules with forward hooks, so it works on any
-model that publishes ``feature_info`` (no forward re-implementation)::
+A network's stages are :func:`feature_stages` of its ``feature_info`` (one per output stride, the
+deepest module at that stride); a network that publishes none (the torchvision baselines under
+detection) gets one from :func:`probe_feature_info`. The detection body keeps the ``features`` children
+up to the deepest tapped stage; :class:`FeatureExtractor` taps the stages' modules with forward hooks, so
+it works on any model that publishes ``feature_info`` (no forward re-implementation)::
 
     fx = FeatureExtractor(model, reductions=(8, 16, 32))
     c3, c4, c5 = fx(images)            # fx.channels == [num_chs, ...], fx.reductions == [8, 16, 32]
@@ -19,12 +23,41 @@ The whole model runs (including the classifier, whose output is discarded); the 
 outputs as they are (with autograd, so the extractor can be fine-tuned). Hooks are removed with
 :meth:`FeatureExtractor.remove` or on ``with FeatureExtractor(...) as fx:`` exit.
 """
+from typing import List
+
 import torch
 from torch import nn
 
 from utils.errors import ConfigError
 
-__all__ = ["FeatureExtractor", "feature_shapes"]
+__all__ = ["FeatureExtractor", "feature_shapes", "feature_stages", "probe_feature_info"]
+
+
+def feature_stages(feature_info: list) -> List[dict]:
+    """One ``dict(num_chs, reduction, module)`` per output stride of ``feature_info``, by increasing
+    reduction; where several entries share a reduction, the last one (the deepest module) is kept."""
+    by_reduction = {}
+    for entry in feature_info:
+        by_reduction[int(entry["reduction"])] = dict(entry, reduction=int(entry["reduction"]),
+                                                     num_chs=int(entry["num_chs"]))
+    return [by_reduction[r] for r in sorted(by_reduction)]
+
+
+@torch.no_grad()
+def probe_feature_info(features: nn.Sequential, size: int = 64) -> List[dict]:
+    """``feature_info`` of a network that publishes none: each child of ``features`` (named
+    ``features.<child>``) with the channels and output stride of one pass of a ``size`` x ``size`` zero image."""
+    was = features.training
+    features.eval()
+    x = torch.zeros(1, 3, size, size)
+    info = []
+    try:
+        for child, module in features.named_children():
+            x = module(x)
+            info.append(dict(num_chs=x.shape[1], reduction=size // x.shape[-1], module=f"features.{child}"))
+    finally:
+        features.train(was)
+    return info
 
 
 class FeatureExtractor(nn.Module):
@@ -42,9 +75,7 @@ class FeatureExtractor(nn.Module):
         if not isinstance(info, (list, tuple)) or not info:
             raise ConfigError(f"{type(model).__name__} has no feature_info; it cannot be used as a "
                               f"multi-scale feature extractor")
-        by_reduction = {}
-        for entry in info:
-            by_reduction[int(entry["reduction"])] = entry
+        by_reduction = {e["reduction"]: e for e in feature_stages(info)}
         if reductions is None:
             reductions = sorted(by_reduction)
         try:
@@ -59,7 +90,7 @@ class FeatureExtractor(nn.Module):
                               f"available reductions are {sorted(by_reduction)}")
         self.model = model
         self.reductions = reductions
-        self.feature_info = [dict(by_reduction[r]) for r in reductions]
+        self.feature_info = [by_reduction[r] for r in reductions]
         self.channels = [int(e["num_chs"]) for e in self.feature_info]
         self.module_names = [e["module"] for e in self.feature_info]
         modules = dict(model.named_modules())

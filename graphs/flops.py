@@ -126,7 +126,7 @@ def _leaf_ops(module, inp, out, rule):
         return 0
     if _own_params(module):
         raise TypeError(f"the {rule!r} FLOPs rule does not know how to count {type(module).__name__} "
-                        f"(it has parameters); register a counter for it (utils.flops.register_counter)")
+                        f"(it has parameters); register a counter for it (graphs.flops.register_counter)")
     return 0  # parameter-free and unknown (Flatten, MaxPool, SiLU, ...): not counted
 
 
@@ -154,7 +154,7 @@ def _plan(model, rule):
         if rule != "macs" and _own_params(module):
             raise TypeError(f"module {name or type(model).__name__!r} ({type(module).__name__}) holds "
                             f"parameters of its own besides children; the {rule!r} FLOPs rule cannot "
-                            f"count it without a registered counter (utils.flops.register_counter)")
+                            f"count it without a registered counter (graphs.flops.register_counter)")
         for child_name, child in children:
             visit(child, f"{name}.{child_name}" if name else child_name)
 

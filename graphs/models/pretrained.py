@@ -1,10 +1,17 @@
-"""Every officially released ImageNet-1k weight file: ``WEIGHTS[variant][tag] = WeightEntry(...)``.
+"""What a model variant is, in one record (timm's ``pretrained_cfg``), and every released weight file.
 
-The registry puts each variant's entries into its ``pretrained_cfg.weights`` (``register_cfgs``), where
-``pretrained: <tag>`` finds them. Every URL comes from the line cited above it (the
-repositories as fetched: ShichenLiu/CondenseNet README @833a91d, jianghaojun/CondenseNetV2 README
-@4431162, clovaai/rexnet README @61debcc, timm rexnet.py @8db20dc (last version with GitHub release
-URLs) and @aa4b585 (HF hub ids)). Hashes: only the sha256 prefixes that timm's file names publish;
+Every registered variant carries one :class:`PretrainedCfg` (``model.pretrained_cfg``): its eval
+transform (input size, mean/std, crop_pct, interpolation), class count, classifier and first-conv
+module names, the published FLOPs/params/top-1 with their source, and the released weights
+(:class:`WeightEntry`, by tag). Transforms, the FLOPs table, the paper-tables tool, the tests and the
+README read these facts from here, so each is written once. The family files build their variants'
+records with :func:`cifar_cfg` / :func:`imagenet_cfg`; the registry adds each variant's
+``WEIGHTS[variant]`` (``register_variant``), where ``pretrained: <tag>`` finds them.
+
+Every officially released ImageNet-1k weight file: ``WEIGHTS[variant][tag] = WeightEntry(...)``. Every URL
+comes from the line cited above it (the repositories as fetched: ShichenLiu/CondenseNet README @833a91d,
+jianghaojun/CondenseNetV2 README @4431162, clovaai/rexnet README @61debcc, timm rexnet.py @8db20dc (last
+version with GitHub release URLs) and @aa4b585 (HF hub ids)). Hashes: only the sha256 prefixes that timm's file names publish;
 the official files publish none, so ``hash`` stays None and the strict load is the check.
 
 Hosts:
@@ -19,8 +26,81 @@ Hosts:
 * ReXNet v1 0.9: no weights were ever released (the README lists 0.9 only as a COCO backbone).
 * timm ``rexnet_300``: only on the HF hub (``pytorch_model.bin``, 139 MB, no hash in its name).
 """
-from utils.model_cfg import WeightEntry
+from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+from utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+__all__ = ["Published", "WeightEntry", "PretrainedCfg", "cifar_cfg", "imagenet_cfg", "WEIGHTS"]
+
+
+@dataclass(frozen=True)
+class Published:
+    """Figures printed by the paper or the official README, as printed (strings keep their rounding)."""
+
+    flops: Optional[str] = None        # e.g. "46M" (FLOPs as the family counts them; ReXNet: MACs)
+    params: Optional[str] = None       # e.g. "2.0M"
+    top1: Optional[float] = None       # top-1 accuracy in % on ``dataset``
+    top5: Optional[float] = None
+    dataset: str = "imagenet"          # the data set the figures are for
+    source: str = ""                   # where they are printed
+
+
+@dataclass(frozen=True)
+class WeightEntry:
+    """One released weight file."""
+
+    url: str
+    file_name: str
+    layout: str = "official"           # 'official' | 'timm' | 'paddle'
+    converted: bool = False            # CondenseNets: converted (deployable) or training-time weights
+    num_classes: int = 1000
+    hash: Optional[str] = None         # sha256 prefix, only where one is published (torch.hub checks it)
+    license: str = ""
+    note: str = ""                     # e.g. how to fetch the file by hand when the host needs a browser
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """The facts of one model variant (see the module docstring)."""
+
+    input_size: tuple = (3, 224, 224)
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    mean: Optional[tuple] = IMAGENET_DEFAULT_MEAN   # None: the data set's own constants (CIFAR)
+    std: Optional[tuple] = IMAGENET_DEFAULT_STD
+    num_classes: int = 1000
+    classifier: str = "classifier"     # module name of the final classifier
+    first_conv: str = "features.init_conv"
+    paper: str = ""                    # "Title (Authors, venue)", arXiv link
+    published: Optional[Published] = None
+    weights: dict = field(default_factory=dict)      # tag -> WeightEntry
+
+    def replace(self, **changes) -> "PretrainedCfg":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain types (for checkpoints, JSON and logs)."""
+        return dataclasses.asdict(self)
+
+
+def cifar_cfg(**changes) -> PretrainedCfg:
+    """Eval geometry of the CIFAR models: 32x32, no resize or crop, the data set's own mean/std."""
+    return PretrainedCfg(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear", mean=None, std=None,
+                         num_classes=10).replace(**changes)
+
+
+def imagenet_cfg(**changes) -> PretrainedCfg:
+    """Eval geometry of the ImageNet models: resize 256, centre-crop 224, ImageNet mean/std."""
+    return PretrainedCfg().replace(**changes)
+
+
+# ------------------------------------------------------------------------------------------------
+# Released weights
+# ------------------------------------------------------------------------------------------------
 _GD = "https://drive.usercontent.google.com/download?id={}&export=download&confirm=t"
 
 
