@@ -3,7 +3,6 @@ import logging
 
 import pytest
 import torch
-from easydict import EasyDict
 from torch import nn
 
 from datasets.loader import InMemoryLoader
@@ -11,7 +10,7 @@ from engine.checkpoint import CheckpointManager
 from engine.loggers import RunLogger
 from engine.optim import build_optimizer, param_groups
 from engine.schedules import LRSchedule
-from engine.trainer import Trainer
+from engine.trainer import ClassificationTask, Trainer, TrainerContext, TrainerSettings
 from graphs.models.base import ModelBase
 from utils.distributed import DistContext
 
@@ -36,9 +35,9 @@ def _run(tmp_path, name, batch, accum, epochs=2):
     common = dict(device="cpu", mean=(0.5,) * 3, std=(0.25,) * 3, seed=0)
     train = InMemoryLoader(images, labels, list("abcd"), batch_size=batch, train=True, **common)
     val = InMemoryLoader(images[:8], labels[:8], list("abcd"), batch_size=8, train=False, **common)
-    cfg = EasyDict(max_epoch=epochs, validate_every=epochs, log_interval=1, clip_grad_norm=None, amp="none",
-                   recovery_every=0, resume=None, auto_resume=False, grad_accum_steps=accum,
-                   freeze_backbone_epochs=0, seed=0)
+    settings = TrainerSettings(max_epoch=epochs, batch_size=batch, grad_accum_steps=accum, clip_grad_norm=None,
+                               amp="none", validate_every=epochs, log_interval=1, recovery_every=0, seed=0,
+                               compile=False, resume=None, auto_resume=False)
     opt = build_optimizer(param_groups(model, 1e-3, "all"), "sgd", 0.1, momentum=0.9, nesterov=True)
     steps = len(train) // accum
     schedule = LRSchedule("cosine", 0.1, steps, epochs)
@@ -46,11 +45,11 @@ def _run(tmp_path, name, batch, accum, epochs=2):
     (folder / "ck").mkdir(parents=True)
     log = logging.getLogger("test-trainer")
     ce = nn.CrossEntropyLoss()
-    trainer = Trainer(model, train, val, lambda out, t, x: ce(out, t), opt, schedule, config=cfg, dist=DistContext(),
-                      device=torch.device("cpu"), checkpoints=CheckpointManager(str(folder / "ck")),
-                      run_logger=RunLogger(str(folder / "tb"), str(folder / "m.csv"), log, epochs),
-                      logger=log, meta=lambda: {"arch": "tiny", "model_args": {}, "converted": False, "config": {}},
-                      num_classes=4)
+    meta = {"arch": "tiny", "model_args": {}, "num_classes": 4, "converted": False, "config": {}}
+    task = ClassificationTask(lambda: meta, 4, lambda out, t, x: ce(out, t))
+    context = TrainerContext(DistContext(), torch.device("cpu"), CheckpointManager(str(folder / "ck")),
+                             RunLogger(str(folder / "tb"), str(folder / "m.csv"), log, epochs), log)
+    trainer = Trainer(model, (train, val), opt, schedule, task, settings, context)
     trainer.fit()
     trainer.run_logger.close()
     return model, trainer
@@ -71,7 +70,7 @@ def test_fp16_resume_from_a_checkpoint_without_a_loss_scale_starts_a_fresh_one(t
     """A checkpoint written without amp fp16 holds an empty GradScaler state; resuming it under fp16 used to
     raise GradScaler's own "the source state dict is empty" error. It now starts a fresh scale, and says so."""
     _, trainer = _run(tmp_path, "fp32", batch=8, accum=1, epochs=1)
-    state = {**trainer.payload(), "num_classes": 4}
+    state = trainer.payload()
     assert state["scaler"] == {}                    # fp32: the scaler was disabled
     trainer.scaler = torch.amp.GradScaler("cpu", enabled=True, init_scale=1024.0)   # the fp16 run's scaler
     with caplog.at_level(logging.INFO, logger="test-trainer"):
