@@ -12,6 +12,7 @@ from engine.optim import build_optimizer, param_groups
 from engine.schedules import LRSchedule
 from engine.trainer import ClassificationTask, Trainer, TrainerContext, TrainerSettings
 from graphs.models.base import ModelBase
+from graphs.models.finetune import set_backbone_frozen
 from utils.distributed import DistContext
 
 
@@ -27,7 +28,8 @@ class Tiny(ModelBase):
         return self.classifier(torch.relu(self.conv(x)).mean((2, 3)))
 
 
-def _run(tmp_path, name, batch, accum, epochs=2):
+def _trainer(tmp_path, name, batch, accum, epochs=2, **task_args):
+    """A Trainer of ``Tiny`` on 32 images; ``task_args``: the ClassificationTask's optional parts."""
     torch.manual_seed(0)
     model = Tiny()
     g = torch.Generator().manual_seed(1)
@@ -46,10 +48,14 @@ def _run(tmp_path, name, batch, accum, epochs=2):
     log = logging.getLogger("test-trainer")
     ce = nn.CrossEntropyLoss()
     meta = {"arch": "tiny", "model_args": {}, "num_classes": 4, "converted": False, "config": {}}
-    task = ClassificationTask(lambda: meta, 4, lambda out, t, x: ce(out, t))
+    task = ClassificationTask(lambda: meta, 4, lambda out, t, x: ce(out, t), **task_args)
     context = TrainerContext(DistContext(), torch.device("cpu"), CheckpointManager(str(folder / "ck")),
                              RunLogger(str(folder / "tb"), str(folder / "m.csv"), log, epochs), log)
-    trainer = Trainer(model, (train, val), opt, schedule, task, settings, context)
+    return model, Trainer(model, (train, val), opt, schedule, task, settings, context)
+
+
+def _run(tmp_path, name, batch, accum, epochs=2):
+    model, trainer = _trainer(tmp_path, name, batch, accum, epochs)
     trainer.fit()
     trainer.run_logger.close()
     return model, trainer
@@ -77,3 +83,24 @@ def test_fp16_resume_from_a_checkpoint_without_a_loss_scale_starts_a_fresh_one(t
         trainer.load(state, "last.pth")
     assert trainer.scaler.get_scale() == 1024.0 and trainer.state.epoch == 1
     assert "holds no fp16 loss scale" in caplog.text
+
+
+def test_a_frozen_backbone_trains_only_the_head_then_everything_through_a_new_step_module(tmp_path):
+    """freeze_backbone_epochs 1 of 2: the first epoch moves the classifier alone, the second the backbone too,
+    through a step module wrapped anew (DDP reduces only the parameters that required grad when it wrapped)."""
+    model, trainer = _trainer(tmp_path, "freeze", batch=8, accum=1, freeze=set_backbone_frozen, freeze_epochs=1)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    wrapped, wrap = [], trainer.wrap
+
+    def spy(m):
+        wrapped.append({k: v.clone() for k, v in m.state_dict().items()})
+        return wrap(m)
+    trainer.wrap = spy
+    trainer.fit()
+    trainer.run_logger.close()
+    assert len(wrapped) == 2                    # before epoch 1 (frozen) and before epoch 2 (unfrozen)
+    after_1, after_2 = wrapped[1], model.state_dict()
+    for k in ("conv.weight", "conv.bias"):
+        assert torch.equal(after_1[k], start[k]) and not torch.equal(after_2[k], after_1[k]), k
+    for k in ("classifier.weight", "classifier.bias"):
+        assert not torch.equal(after_1[k], start[k]), k
