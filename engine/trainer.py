@@ -16,6 +16,7 @@ Everything a resumed run needs is in the checkpoint payload: the model, optimize
 states and the TrainState; data order, augmentation and the dropout draws are functions of (seed,
 epoch, batch, rank), so an interrupted run continues bit for bit.
 """
+import logging
 import os
 import signal
 import time
@@ -27,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from utils import shutdown
+from utils.distributed import DistContext
 from utils.errors import CheckpointError, Interrupted, TrainingError
 
 from .accumulate import group_size, is_step_end, optimizer_steps, sync_context
@@ -65,11 +67,11 @@ class TrainerSettings:
 @dataclass(frozen=True)
 class TrainerContext:
     """Where the run happens and what it writes: the processes, the device, checkpoints and logs."""
-    dist: object                    # utils.distributed.DistContext
+    dist: DistContext
     device: torch.device
     checkpoints: CheckpointManager
     run_logger: RunLogger
-    logger: object                  # logging.Logger
+    logger: logging.Logger
 
 
 class Task:
