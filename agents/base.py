@@ -6,10 +6,16 @@ dist, dirs, logger, model, loaders, ...); an agent for another task (detection) 
 """
 import os
 from abc import ABC, abstractmethod
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
+from engine.accumulate import optimizer_steps
 from engine.checkpoint import CheckpointManager
-from engine.loggers import setup_logging
+from engine.ema import ModelEma
+from engine.loggers import RunLogger, setup_logging
+from engine.optim import build_optimizer, param_groups, scaled_lr
+from engine.schedules import LRSchedule
+from engine.trainer import Task, Trainer, TrainerContext, TrainerSettings
+from graphs.layers.sync_bn import convert_sync_batchnorm
 from utils.distributed import init_distributed
 from utils.errors import CheckpointError, ConfigError, UserError
 from utils.experiment import ExperimentFolder, resolve_device, seed_everything
@@ -23,6 +29,7 @@ class BaseAgent(ABC):
         """``experiment``: the run's experiment folder (main.py's, which removes it again if the run fails
         before training has written a checkpoint)."""
         self.config = config
+        self.run_logger: Optional[RunLogger] = None     # metrics.csv and TensorBoard, from build_trainer on
         self.dist = init_distributed(config.device, config.dist_timeout)
         self.device = resolve_device(config.device, self.dist.local_rank, self.dist.enabled)
         if config.amp == "fp16" and self.device.type != "cuda":
@@ -106,10 +113,53 @@ class BaseAgent(ABC):
             self.experiment.save_config()
         return True
 
+    # ------------------------------------------------------------------ training
+    def param_groups(self) -> List[dict]:
+        """The optimizer's parameter groups (engine.optim.param_groups: the weight-decay rules)."""
+        return param_groups(self.model, self.config.weight_decay, self.config.weight_decay_mode)
+
+    @abstractmethod
+    def build_task(self) -> Task:
+        """The task the Trainer trains (engine.trainer.Task): loss, metrics, validation, checkpoint identity."""
+
+    def build_trainer(self) -> Trainer:
+        """The Trainer of this run, resumed where the configuration says: the model (SyncBatchNorm under DDP
+        with ``sync_bn``), optimizer, LR schedule, EMA, checkpoints and logs, and the agent's task."""
+        cfg = self.config
+        loaders = self.loaders
+        if self.dist.enabled and cfg.sync_bn:
+            self.model = convert_sync_batchnorm(self.model, self.device)
+            if cfg.memory_efficient and self.model.supports("memory_efficient") and self.dist.is_main:
+                self.logger.warning("sync_bn: the memory-efficient layers run their plain form with SyncBatchNorm "
+                                    "and store their BN outputs, as with memory_efficient false; lower batch_size "
+                                    "if memory runs out")
+        lr = scaled_lr(cfg.lr, cfg.batch_size * cfg.grad_accum_steps, cfg.lr_scale_batch)
+        optimizer = build_optimizer(self.param_groups(), cfg.optimizer, lr, cfg.momentum, cfg.nesterov, cfg.opt_eps,
+                                    cfg.opt_betas, fused=self.device.type == "cuda")
+        # the schedule, condensation, EMA and recovery files count optimizer steps
+        steps = optimizer_steps(len(loaders[0]), cfg.grad_accum_steps)
+        schedule = LRSchedule(cfg.lr_schedule, lr, steps, cfg.max_epoch, cfg.warmup_epochs, cfg.warmup_lr,
+                              cfg.lr_milestones, cfg.lr_gamma, min_lr=cfg.min_lr, warmup_iters=cfg.warmup_iters,
+                              lr_step=cfg.lr_step)
+        ema = ModelEma(self.model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema else None
+        self.model.set_memory_efficient(cfg.memory_efficient)
+        task = self.build_task()
+        self.run_logger = RunLogger(self.dirs.summaries, self.dirs.metrics, self.logger, cfg.max_epoch,
+                                    self.dist.is_main, fields=task.fields)
+        checkpoints = CheckpointManager(self.dirs.checkpoints, self.dist.is_main, cfg.recovery_keep,
+                                        self.dist.barrier, self.logger)
+        context = TrainerContext(self.dist, self.device, checkpoints, self.run_logger, self.logger)
+        trainer = Trainer(self.model, loaders, optimizer, schedule, task, TrainerSettings.from_config(cfg), context,
+                          ema)
+        trainer.resume()
+        return trainer
+
     @abstractmethod
     def train(self):
         """The whole training run, from the current (possibly resumed) position to the last epoch."""
 
     def finalize(self) -> None:
         """Release resources (writers, process groups)."""
+        if self.run_logger is not None:
+            self.run_logger.close()
         self.dist.destroy()

@@ -8,14 +8,9 @@ from torch import nn
 
 from commands import COMMANDS
 from datasets import build_loaders, folder, list_datasets
-from engine.accumulate import optimizer_steps
-from engine.checkpoint import FORMAT, CheckpointManager, plain
-from engine.ema import ModelEma
-from engine.loggers import RunLogger
-from engine.optim import build_optimizer, param_groups, scaled_lr
-from engine.schedules import LRSchedule
-from engine.trainer import Trainer
-from graphs.layers.sync_bn import convert_sync_batchnorm
+from engine.checkpoint import FORMAT, plain
+from engine.optim import param_groups
+from engine.trainer import ClassificationTask
 from graphs.losses import LOSSES, build_loss, mixing_active
 from graphs.losses.group_lasso import group_lasso
 from graphs.models import create_model, get_pretrained_cfg
@@ -57,7 +52,6 @@ class ClassificationAgent(BaseAgent):
         if config.channels_last is None:    # faster on the CPU in fp32 for every family (benchmarks/README.md)
             config.channels_last = self.device.type == "cpu" and config.mode == "train" and config.amp == "none"
         self._loaders = None
-        self.run_logger = None
         self.pretrained = None          # the weight file loaded into the model, if any
         self.loaded_checkpoint = None   # the checkpoint a command evaluates (commands.common)
         state = self.source_state
@@ -169,40 +163,19 @@ class ClassificationAgent(BaseAgent):
             meta.update({k: self.source_state[k] for k in ("class_names", "eval") if k in self.source_state})
         return meta
 
-    def build_trainer(self) -> Trainer:
+    def param_groups(self) -> list:
+        """The weight-decay groups, the classifier's with ``head_lr_scale``."""
         cfg = self.config
-        train_loader, val_loader = self.loaders
-        if self.dist.enabled and cfg.sync_bn:
-            self.model = convert_sync_batchnorm(self.model, self.device)
-            if cfg.memory_efficient and self.model.supports("memory_efficient") and self.dist.is_main:
-                self.logger.warning("sync_bn: the memory-efficient layers run their plain form with SyncBatchNorm "
-                                    "and store their BN outputs, as with memory_efficient false; lower batch_size "
-                                    "if memory runs out")
-        lr = scaled_lr(cfg.lr, cfg.batch_size * cfg.grad_accum_steps, cfg.lr_scale_batch)
-        groups = param_groups(self.model, cfg.weight_decay, cfg.weight_decay_mode,
-                              self.model.pretrained_cfg.classifier, cfg.head_lr_scale)
-        optimizer = build_optimizer(groups, cfg.optimizer, lr, cfg.momentum, cfg.nesterov, cfg.opt_eps, cfg.opt_betas,
-                                    fused=self.device.type == "cuda")
-        # the schedule, condensation, EMA and recovery files count optimizer steps
-        steps = optimizer_steps(len(train_loader), cfg.grad_accum_steps)
-        schedule = LRSchedule(cfg.lr_schedule, lr, steps, cfg.max_epoch, cfg.warmup_epochs, cfg.warmup_lr,
-                              cfg.lr_milestones, cfg.lr_gamma, min_lr=cfg.min_lr, warmup_iters=cfg.warmup_iters,
-                              lr_step=cfg.lr_step)
-        ema = ModelEma(self.model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema else None
-        self.model.set_memory_efficient(cfg.memory_efficient)
-        checkpoints = CheckpointManager(self.dirs.checkpoints, self.dist.is_main, cfg.recovery_keep,
-                                        self.dist.barrier, self.logger)
-        self.run_logger = RunLogger(self.dirs.summaries, self.dirs.metrics, self.logger, cfg.max_epoch,
-                                    self.dist.is_main)
+        return param_groups(self.model, cfg.weight_decay, cfg.weight_decay_mode, self.model.pretrained_cfg.classifier,
+                            cfg.head_lr_scale)
+
+    def build_task(self) -> ClassificationTask:
+        cfg = self.config
         lasso = cfg.group_lasso_lambda
-        trainer = Trainer(self.model, train_loader, val_loader, self._criterion(), optimizer, schedule, config=cfg,
-                          dist=self.dist, device=self.device, checkpoints=checkpoints, run_logger=self.run_logger,
-                          logger=self.logger, meta=self.checkpoint_meta, num_classes=self.num_classes, ema=ema,
-                          wrap=self._wrap, regulariser=(lambda m: lasso * group_lasso(m)) if lasso > 0 else None,
-                          set_frozen=(lambda frozen: set_backbone_frozen(self.model, frozen))
-                          if cfg.freeze_backbone_epochs else None, mix=self._mixup())
-        trainer.resume()
-        return trainer
+        return ClassificationTask(self.checkpoint_meta, self.num_classes, self._criterion(),
+                                  regulariser=(lambda m: lasso * group_lasso(m)) if lasso > 0 else None,
+                                  mix=self._mixup(), freeze=set_backbone_frozen if cfg.freeze_backbone_epochs else None,
+                                  freeze_epochs=cfg.freeze_backbone_epochs)
 
     def _criterion(self):
         """``criterion(output, target, inputs)``: the configured loss (distillation also sees the inputs)."""
@@ -227,13 +200,6 @@ class ClassificationAgent(BaseAgent):
                           cfg.label_smoothing, self.num_classes, cfg.mixup_off_epoch, cfg.seed)
         return lambda x, y, epoch, batch: mix(x, y, epoch, batch, self.dist.rank)
 
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        """The module the training step calls: DDP over the processes, then torch.compile."""
-        if self.dist.enabled:
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        return torch.compile(model) if self.config.compile else model
-
     # ------------------------------------------------------------------ training
     def train(self):
         cfg = self.config
@@ -248,11 +214,6 @@ class ClassificationAgent(BaseAgent):
             from commands.plots import plot_training_curves
             png = plot_training_curves(self.dirs.metrics, os.path.join(self.dirs.out, "training_curves.png"))
             self.logger.info(f"wrote {png}")
-
-    def finalize(self):
-        if self.run_logger is not None:
-            self.run_logger.close()
-        super().finalize()
 
 
 def _tuple(values) -> Optional[tuple]:

@@ -1,5 +1,6 @@
 """DetectionAgent: a torchvision detector (graphs.detection) on COCO data (datasets.coco), trained by the
-engine's Trainer through four task hooks (``DetectionTrainer``); the other modes are commands/detection.py."""
+engine's Trainer with detection's task (``engine.detection.DetectionTask``); the other modes are
+commands/detection.py."""
 from typing import Optional
 
 import torch
@@ -7,12 +8,8 @@ from torch import nn
 
 from commands.detection import DETECTION_COMMANDS
 from datasets import build_loaders
-from engine.checkpoint import FORMAT, CheckpointManager, plain
-from engine.detection import DetectionTrainer, detection_fields
-from engine.ema import ModelEma
-from engine.loggers import RunLogger
-from engine.optim import build_optimizer, param_groups, scaled_lr
-from engine.schedules import LRSchedule
+from engine.checkpoint import FORMAT, plain
+from engine.detection import DetectionTask
 from graphs.detection import ARCHS, detector_from_config, list_backbones
 from graphs.models import get_pretrained_cfg
 from graphs.models.hub import resolve_pretrained
@@ -70,7 +67,6 @@ class DetectionAgent(BaseAgent):
         # image sizes change every step: cuDNN's autotuner would benchmark anew for each (torchvision's references)
         torch.backends.cudnn.benchmark = False
         self.loaded_checkpoint = None
-        self.run_logger = None
         self._loaders = None
         state = self.source_state
         if state is not None:       # a checkpoint is all a non-training mode needs: no data, no download
@@ -131,36 +127,8 @@ class DetectionAgent(BaseAgent):
                 "converted": self.model.is_converted if converted is None else converted, "config": plain(cfg),
                 "class_names": self.class_names_}
 
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        if self.dist.enabled:
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        return model
-
-    def build_trainer(self) -> DetectionTrainer:
-        cfg = self.config
-        train_loader, val_loader = self.loaders
-        lr = scaled_lr(cfg.lr, cfg.batch_size * cfg.grad_accum_steps, cfg.lr_scale_batch)
-        groups = param_groups(self.model, cfg.weight_decay, cfg.weight_decay_mode)
-        optimizer = build_optimizer(groups, cfg.optimizer, lr, cfg.momentum, cfg.nesterov, cfg.opt_eps, cfg.opt_betas,
-                                    fused=self.device.type == "cuda")
-        steps = -(-len(train_loader) // cfg.grad_accum_steps)
-        schedule = LRSchedule(cfg.lr_schedule, lr, steps, cfg.max_epoch, cfg.warmup_epochs, cfg.warmup_lr,
-                              cfg.lr_milestones, cfg.lr_gamma, min_lr=cfg.min_lr, warmup_iters=cfg.warmup_iters,
-                              lr_step=cfg.lr_step)
-        ema = ModelEma(self.model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema else None
-        if cfg.memory_efficient:
-            self.model.set_memory_efficient(True)
-        checkpoints = CheckpointManager(self.dirs.checkpoints, self.dist.is_main, cfg.recovery_keep,
-                                        self.dist.barrier, self.logger)
-        self.run_logger = RunLogger(self.dirs.summaries, self.dirs.metrics, self.logger, cfg.max_epoch,
-                                    self.dist.is_main, fields=detection_fields(cfg.detector))
-        trainer = DetectionTrainer(self.model, train_loader, val_loader, None, optimizer, schedule, config=cfg,
-                                   dist=self.dist, device=self.device, checkpoints=checkpoints,
-                                   run_logger=self.run_logger, logger=self.logger, meta=self.checkpoint_meta,
-                                   num_classes=self.num_classes, ema=ema, wrap=self._wrap, out_dir=self.dirs.out)
-        trainer.resume()
-        return trainer
+    def build_task(self) -> DetectionTask:
+        return DetectionTask(self.checkpoint_meta, self.config.detector, self.dirs.out)
 
     def train(self):
         cfg = self.config
@@ -172,8 +140,3 @@ class DetectionAgent(BaseAgent):
                          f"folder {self.dirs.root}")
         best = trainer.fit()
         self.logger.info(f"done: best val AP {best:.2f}; checkpoints in {self.dirs.checkpoints}")
-
-    def finalize(self):
-        if self.run_logger is not None:
-            self.run_logger.close()
-        super().finalize()

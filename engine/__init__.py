@@ -5,8 +5,9 @@
     checkpoint.py   CheckpointManager: save, rotate recovery files, resume, compatibility checks
     evaluator.py    evaluate(): loss, top-1/top-5 (and a confusion matrix) over a sharded split
     loggers.py      TensorBoard, metrics.csv and the console line of every epoch
-    trainer.py      Trainer.fit() / train_one_epoch()
+    trainer.py      Trainer.fit() / train_one_epoch(), its TrainerSettings, and the Task (ClassificationTask)
+    detection.py    DetectionTask: the detector's loss terms, COCO box AP (coco_eval.py)
 
 The engine imports utils/ and nothing from agents/, commands/, datasets/ or graphs/: the agent hands it
-a model, loaders, a loss and a config.
+a model, loaders, the settings and a task (the loss, the mixup and the regulariser as callables).
 """

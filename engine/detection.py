@@ -1,8 +1,8 @@
-"""Detection's Trainer hooks: the detector's summed loss dict, device-side loss-term sums, COCO box AP
+"""Detection's task for the Trainer: the detector's summed loss dict, device-side loss-term sums, COCO box AP
 (engine.coco_eval over the gathered per-image outputs), written to out/coco_eval.json."""
 import json
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -12,9 +12,9 @@ from utils.atomic_io import atomic_write
 
 from .coco_eval import evaluate_coco, to_coco_results
 from .evaluator import autocast
-from .trainer import Trainer
+from .trainer import Task, TrainerContext
 
-__all__ = ["DetectionTrainer", "DetectionSums", "evaluate_detector", "write_coco_eval", "detection_fields",
+__all__ = ["DetectionTask", "DetectionSums", "evaluate_detector", "write_coco_eval", "detection_fields",
            "METRICS", "LOSS_TERMS"]
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -87,29 +87,27 @@ def write_coco_eval(path: str, metrics: dict, results: list, **info) -> None:
     atomic_write(path, text)
 
 
-class DetectionTrainer(Trainer):
-    """The Trainer with detection's hooks: the detector's summed loss dict, loss-term sums, COCO AP."""
+class DetectionTask(Task):
+    """A torchvision detector of ``arch``: its summed loss dict, loss-term sums, COCO AP; the main model's
+    detections go to ``out_dir``/coco_eval.json."""
     metric_key = "AP"
 
-    def __init__(self, *args, out_dir: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.out_dir = out_dir
+    def __init__(self, meta: Callable[[], dict], arch: str, out_dir: str):
+        super().__init__(meta)
+        self.terms, self.fields, self.out_dir = LOSS_TERMS[arch], detection_fields(arch), out_dir
 
-    def forward_loss(self, x, target):
-        losses = self.train_model(x, target)
+    def forward_loss(self, model: nn.Module, x, target):
+        losses = model(x, target)
         return sum(losses.values()), losses
 
-    def new_sums(self) -> DetectionSums:
-        return DetectionSums(self.device, LOSS_TERMS[self.model.arch])
+    def new_sums(self, device: torch.device) -> DetectionSums:
+        return DetectionSums(device, self.terms)
 
-    def validate(self, model: Optional[nn.Module] = None) -> dict:
-        main = model is None
+    def validate(self, model: nn.Module, loader, ctx: TrainerContext, amp: str, *, epoch: int, ema: bool) -> dict:
         lines = []
-        metrics, results = evaluate_detector(self.model if main else model, self.val_loader, self.device,
-                                             self.dist, self.cfg.amp, summary=lines)
-        if self.dist.is_main:
-            self.logger.info(("COCO box AP" if main else "COCO box AP (EMA)") + "\n" + "\n".join(lines))
-            if main:
-                write_coco_eval(os.path.join(self.out_dir, "coco_eval.json"), metrics, results,
-                                epoch=self.state.epoch)
+        metrics, results = evaluate_detector(model, loader, ctx.device, ctx.dist, amp, summary=lines)
+        if ctx.dist.is_main:
+            ctx.logger.info(("COCO box AP (EMA)" if ema else "COCO box AP") + "\n" + "\n".join(lines))
+            if not ema:
+                write_coco_eval(os.path.join(self.out_dir, "coco_eval.json"), metrics, results, epoch=epoch)
         return metrics

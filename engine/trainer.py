@@ -16,93 +16,198 @@ Everything a resumed run needs is in the checkpoint payload: the model, optimize
 states and the TrainState; data order, augmentation and the dropout draws are functions of (seed,
 epoch, batch, rank), so an interrupted run continues bit for bit.
 """
+import logging
 import os
 import signal
 import time
-from typing import Callable, Optional
+from dataclasses import dataclass, fields
+from typing import Callable, Hashable, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from utils import shutdown
+from utils.distributed import DistContext
 from utils.errors import CheckpointError, Interrupted, TrainingError
 
 from .accumulate import group_size, is_step_end, optimizer_steps, sync_context
 from .checkpoint import CheckpointManager, load_checkpoint
 from .evaluator import autocast, evaluate
-from .loggers import RunLogger, format_rate
+from .loggers import METRIC_FIELDS, RunLogger, format_rate
 from .metrics import RunningSums
 from .state import TrainState
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "TrainerSettings", "TrainerContext", "Task", "ClassificationTask"]
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The config values the loop reads. ``batch_size`` x ``grad_accum_steps`` images make one optimizer
+    step; ``seed`` seeds the per-batch dropout draws; ``compile`` runs the step's module through
+    ``torch.compile``; ``resume`` / ``auto_resume`` pick the checkpoint ``Trainer.resume`` continues from."""
+    max_epoch: int
+    batch_size: int
+    grad_accum_steps: int
+    clip_grad_norm: Optional[float]
+    amp: str
+    validate_every: int
+    log_interval: int
+    recovery_every: int
+    seed: int
+    compile: bool
+    resume: Optional[str]
+    auto_resume: bool
+
+    @classmethod
+    def from_config(cls, config) -> "TrainerSettings":
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class TrainerContext:
+    """Where the run happens and what it writes: the processes, the device, checkpoints and logs."""
+    dist: DistContext
+    device: torch.device
+    checkpoints: CheckpointManager
+    run_logger: RunLogger
+    logger: logging.Logger
+
+
+class Task:
+    """What a task adds to the loop: the loss of a batch, the metrics it reports, its validation and the
+    identity of its checkpoints. The agent builds one (graph and data code reach it as callables)."""
+    #: the validation metric that ranks ``best.pth``
+    metric_key: str
+    #: the columns of metrics.csv
+    fields: Sequence[str]
+
+    def __init__(self, meta: Callable[[], dict]):
+        self._meta = meta
+
+    def meta(self) -> dict:
+        """The checkpoint's identity fields: arch, model_args, num_classes, converted, config, class names, ..."""
+        return self._meta()
+
+    def start_epoch(self, model: nn.Module, epoch: int) -> Hashable:
+        """Set ``model`` up for training epoch ``epoch`` (after ``model.train()``); returns a key of the
+        parameters that train: the step's wrapper is rebuilt when it changes (DDP only reduces the
+        parameters that required grad when it was built)."""
+        return None
+
+    def prepare(self, x: torch.Tensor, y, epoch: int, batch: int):
+        """The step's inputs and targets of batch ``batch`` (e.g. mixed); default: unchanged."""
+        return x, y
+
+    def forward_loss(self, model: nn.Module, x: torch.Tensor, target):
+        """(loss, output) of one batch through ``model`` (the step's module), under autocast."""
+        raise NotImplementedError
+
+    def penalty(self, model: nn.Module) -> Optional[torch.Tensor]:
+        """A term added to every batch's loss, of the trained ``model`` (not its wrapper); default none."""
+        return None
+
+    def new_sums(self, device: torch.device):
+        """Device-side running sums of the training metrics: ``update(loss, output, target)``, ``compute()``."""
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module, loader, ctx: TrainerContext, amp: str, *, epoch: int, ema: bool) -> dict:
+        """The validation metrics of ``model`` (the EMA's when ``ema``) after ``epoch`` epochs."""
+        raise NotImplementedError
+
+
+class ClassificationTask(Task):
+    """``criterion(output, target, inputs)`` is the loss; ``regulariser(model)`` (e.g. the group lasso), if
+    given, is added to it; ``mix(x, y, epoch, batch)`` (mixup/cutmix) gives the inputs and soft targets of a
+    batch; ``freeze(model, frozen)`` freezes the backbone for the first ``freeze_epochs`` epochs."""
+    metric_key = "top1"
+    fields = METRIC_FIELDS
+
+    def __init__(self, meta: Callable[[], dict], num_classes: int, criterion: Callable, *,
+                 regulariser: Optional[Callable[[nn.Module], torch.Tensor]] = None, mix: Optional[Callable] = None,
+                 freeze: Optional[Callable[[nn.Module, bool], object]] = None, freeze_epochs: int = 0):
+        super().__init__(meta)
+        self.num_classes, self.criterion, self.regulariser, self.mix = num_classes, criterion, regulariser, mix
+        self.freeze, self.freeze_epochs = freeze, freeze_epochs
+
+    def start_epoch(self, model: nn.Module, epoch: int) -> bool:
+        frozen = epoch < self.freeze_epochs
+        if self.freeze is not None:
+            self.freeze(model, frozen)      # after train(): it also holds the backbone's BN in eval mode
+        return frozen
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, epoch: int, batch: int):
+        return (x, y) if self.mix is None else self.mix(x, y, epoch, batch)
+
+    def forward_loss(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor):
+        output = model(x)
+        return self.criterion(output, target, x), output
+
+    def penalty(self, model: nn.Module) -> Optional[torch.Tensor]:
+        return None if self.regulariser is None else self.regulariser(model)
+
+    def new_sums(self, device: torch.device) -> RunningSums:
+        return RunningSums(device)
+
+    def validate(self, model: nn.Module, loader, ctx: TrainerContext, amp: str, *, epoch: int, ema: bool) -> dict:
+        return evaluate(model, loader, ctx.device, ctx.dist, self.num_classes, amp=amp)
 
 
 class Trainer:
-    """Trains ``model`` on ``train_loader`` and validates on ``val_loader``.
+    """Trains ``model`` on the first of ``loaders`` and validates on the second.
 
-    The task-specific parts are four small methods a task's Trainer overrides (detection does):
-    ``forward_loss(batch)`` (loss and output of one batch), ``new_sums()`` (device-side running sums
-    of the training metrics, with ``update(loss, output, target)`` / ``compute()``), ``validate(model)``
-    (a dict of metrics) and ``metric_key`` (the validation metric that ranks ``best.pth``).
-
-    ``model`` is the module whose weights are saved; ``wrap(model)`` gives the one called in the step
-    (its DDP / compiled wrapper; default ``model`` itself). ``meta()`` returns the checkpoint's identity
-    fields (arch, model_args, num_classes, converted, class names, config). ``regulariser(model)``, if
-    given, is added to the loss; ``criterion(output, target, inputs)`` is the loss. ``mix(x, y, epoch,
-    batch)`` (mixup/cutmix) gives the inputs and soft targets of a batch. ``config.grad_accum_steps``
+    ``model`` is the module whose weights are saved; the step calls its DDP / compiled wrapper (``wrap``).
+    ``task`` supplies what differs between tasks: the loss of a batch, the training metrics, the validation
+    (and the metric ranking ``best.pth``) and the checkpoint's identity fields. ``settings.grad_accum_steps``
     batches make one optimizer step (``engine.accumulate``: the schedule, the condensation progress, the
-    EMA, recovery files and ``state.step`` count optimizer steps; checkpoints are taken only between
-    steps, so a resume never holds half-accumulated gradients). ``set_frozen(frozen)`` freezes the backbone for the first
-    ``config.freeze_backbone_epochs`` epochs (the step's wrapper is rebuilt when that flips: DDP only
-    reduces the parameters that required grad when it was built). ``config`` also supplies seed (of the
-    per-batch dropout draws), max_epoch, validate_every, log_interval, clip_grad_norm, amp, recovery_every,
-    resume and auto_resume.
+    EMA, recovery files and ``state.step`` count optimizer steps; checkpoints are taken only between steps,
+    so a resume never holds half-accumulated gradients).
     """
 
-    def __init__(self, model: nn.Module, train_loader, val_loader, criterion: Callable, optimizer, schedule, *,
-                 config, dist, device: torch.device, checkpoints: CheckpointManager, run_logger: RunLogger,
-                 logger, meta: Callable[[], dict], num_classes: int, ema=None,
-                 wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
-                 regulariser: Optional[Callable[[nn.Module], torch.Tensor]] = None,
-                 set_frozen: Optional[Callable[[bool], None]] = None, mix: Optional[Callable] = None):
-        self.model, self.wrap, self.train_model = model, wrap, None
-        self.set_frozen, self._frozen = set_frozen, None
-        self.train_loader, self.val_loader = train_loader, val_loader
-        self.criterion, self.optimizer, self.schedule = criterion, optimizer, schedule
-        self.cfg, self.dist, self.device = config, dist, device
-        self.checkpoints, self.run_logger, self.logger, self.meta = checkpoints, run_logger, logger, meta
-        self.num_classes, self.ema, self.regulariser = num_classes, ema, regulariser
-        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    def __init__(self, model: nn.Module, loaders: Tuple, optimizer: torch.optim.Optimizer, schedule, task: Task,
+                 settings: TrainerSettings, context: TrainerContext, ema=None):
+        self.model, self.train_model, self._trains = model, None, None
+        self.train_loader, self.val_loader = loaders
+        self.optimizer, self.schedule, self.task, self.ema = optimizer, schedule, task, ema
+        self.settings, self.ctx = settings, context
+        self.dist, self.device, self.logger = context.dist, context.device, context.logger
+        self.checkpoints, self.run_logger = context.checkpoints, context.run_logger
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.amp == "fp16")
         self.state = TrainState()
-        self.mix = mix
-        self.iters_per_epoch = len(train_loader)
-        self.accum = config.grad_accum_steps
+        self.iters_per_epoch = len(self.train_loader)
+        self.accum = settings.grad_accum_steps
         self.steps_per_epoch = optimizer_steps(self.iters_per_epoch, self.accum)
         self._condenses = model.supports("condense")
         self.epoch_train = None     # the training stats of an epoch whose validation a resume still owes
 
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module the training step calls: DDP over the processes, then torch.compile."""
+        if self.dist.enabled:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return torch.compile(model) if self.settings.compile else model
+
     # ------------------------------------------------------------------ checkpoints
     def payload(self) -> dict:
         """The checkpoint of the current position (main process)."""
-        return {**self.meta(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {**self.task.meta(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
                 **self.state.state_dict()}
 
     def resume(self) -> None:
         """Continue from ``resume``, or from the experiment's newest readable checkpoint."""
-        if self.cfg.resume is not None:
-            self.load(load_checkpoint(self.cfg.resume), self.cfg.resume)
-        elif self.cfg.auto_resume:
+        if self.settings.resume is not None:
+            self.load(load_checkpoint(self.settings.resume), self.settings.resume)
+        elif self.settings.auto_resume:
             found = self.checkpoints.find_resume()
             if found is not None:
                 self.load(*found)
 
     def load(self, state: dict, path: str) -> None:
         """Restore model, optimizer, scaler, EMA, TrainState and RNG states from a checkpoint dict."""
-        meta = self.meta()
+        meta = self.task.meta()
         self.checkpoints.check_compatible(state, path, meta["arch"], meta["model_args"], meta["converted"],
-                                          self.num_classes)
+                                          meta["num_classes"])
         try:
             self.model.load_state_dict(state["model"])
             fused = [g.get("fused") for g in self.optimizer.param_groups]
@@ -124,7 +229,7 @@ class Trainer:
         self._check_same_batch(state.get("config") or {}, path)
         self.epoch_train = state.get("epoch_train")
         self.logger.info(f"resumed from {path} at epoch {self.state.epoch + 1}, batch {self.state.batch} "
-                         f"(best {self.metric_key} so far {self.state.best_metric:.2f})")
+                         f"(best {self.task.metric_key} so far {self.state.best_metric:.2f})")
 
     def _check_same_batch(self, trained: dict, path: str) -> None:
         """Refuse to resume with another batch per optimizer step: the schedule, the condensation progress and
@@ -133,7 +238,7 @@ class Trainer:
         size, accum = trained.get("batch_size"), trained.get("grad_accum_steps", 1)
         if size is None:
             return
-        now = self.cfg.batch_size * self.cfg.grad_accum_steps
+        now = self.settings.batch_size * self.settings.grad_accum_steps
         if size * accum != now:
             raise CheckpointError(f"{path} was trained with {size * accum} images per optimizer step (batch_size "
                                   f"{size} x grad_accum_steps {accum}) but this run uses {now}; the schedule and data "
@@ -144,8 +249,9 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def fit(self) -> float:
         """Train from the current (possibly resumed) position to ``max_epoch``; returns the best metric."""
-        cfg, st, n = self.cfg, self.state, self.iters_per_epoch
-        self.run_logger.text("config", "\n".join(f"    {k}: {v}" for k, v in sorted(self.meta()["config"].items())))
+        cfg, st, n = self.settings, self.state, self.iters_per_epoch
+        config = self.task.meta()["config"]
+        self.run_logger.text("config", "\n".join(f"    {k}: {v}" for k, v in sorted(config.items())))
         try:
             while st.epoch < cfg.max_epoch:
                 epoch, start = st.epoch, time.perf_counter()
@@ -167,7 +273,7 @@ class Trainer:
                     except shutdown.StopRequested:
                         st.epoch, st.batch = epoch, n       # trained, not validated
                         self._stop(lambda: {**self.payload(), "epoch_train": train})
-                    metric = row[f"{'ema_' if self.ema is not None else ''}val_{self.metric_key}"]
+                    metric = row[f"{'ema_' if self.ema is not None else ''}val_{self.task.metric_key}"]
                     is_best = metric > st.best_metric
                     st.best_metric = max(metric, st.best_metric)
                 row["epoch_time_s"] = time.perf_counter() - start
@@ -189,20 +295,12 @@ class Trainer:
             self.checkpoints.save(payload)
         raise Interrupted(shutdown.requested() or signal.SIGTERM, saved=True)
 
-    # ------------------------------------------------------------------ the task (classification)
-    metric_key = "top1"
-
+    # ------------------------------------------------------------------ the epoch
     def validate(self, model: Optional[nn.Module] = None) -> dict:
-        return evaluate(model if model is not None else self.model, self.val_loader, self.device, self.dist,
-                        self.num_classes, amp=self.cfg.amp)
-
-    def new_sums(self) -> RunningSums:
-        return RunningSums(self.device)
-
-    def forward_loss(self, x: torch.Tensor, target: torch.Tensor):
-        """(loss, output) of one batch, under autocast."""
-        output = self.train_model(x)
-        return self.criterion(output, target, x), output
+        """The task's validation of the model (``model``: the EMA's)."""
+        ema = model is not None
+        return self.task.validate(model if ema else self.model, self.val_loader, self.ctx, self.settings.amp,
+                                  epoch=self.state.epoch, ema=ema)
 
     def _set_progress(self, progress: float) -> None:
         events = self.model.set_progress(progress)
@@ -217,15 +315,13 @@ class Trainer:
 
     def train_one_epoch(self, epoch: int) -> dict:
         """One pass over the training data from ``state.batch``; returns loss, top-1, top-5, images/s."""
-        cfg, st, n, k = self.cfg, self.state, self.iters_per_epoch, self.accum
+        cfg, st, n, k = self.settings, self.state, self.iters_per_epoch, self.accum
         self.train_loader.set_epoch(epoch, start_batch=st.batch)
         self.model.train()
-        frozen = epoch < self.cfg.freeze_backbone_epochs
-        if self.set_frozen is not None:
-            self.set_frozen(frozen)         # after train(): it also holds the backbone's BN in eval mode
-        if self.train_model is None or frozen != self._frozen:
-            self.train_model, self._frozen = self.wrap(self.model), frozen
-        sums = self.new_sums()
+        trains = self.task.start_epoch(self.model, epoch)
+        if self.train_model is None or trains != self._trains:
+            self.train_model, self._trains = self.wrap(self.model), trains
+        sums = self.task.new_sums(self.device)
         total_steps = cfg.max_epoch * self.steps_per_epoch
         bar = tqdm(total=n, initial=st.batch, desc=f"epoch {epoch + 1}/{cfg.max_epoch}",
                    disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
@@ -244,9 +340,7 @@ class Trainer:
             # dropout and drop-path draw from the global RNG: seeded per batch and rank, so the ranks draw
             # different masks and a resumed run draws the same ones (no RNG state to save)
             torch.manual_seed(hash((cfg.seed, self.dist.rank, epoch, i)) & 0x7FFF_FFFF_FFFF_FFFF)
-            target = y
-            if self.mix is not None:
-                x, target = self.mix(x, y, epoch, i)
+            x, target = self.task.prepare(x, y, epoch, i)
             loss, output = self._step(x, target, i)
             finite &= torch.isfinite(loss.detach())
             sums.update(loss, output, y)
@@ -279,15 +373,16 @@ class Trainer:
         """Forward and backward of batch ``i``; the optimizer steps after the last batch of its group."""
         n, k = self.iters_per_epoch, self.accum
         with sync_context(self.train_model, i, n, k):     # DDP reduces once per optimizer step
-            with autocast(self.device, self.cfg.amp):
-                loss, output = self.forward_loss(x, target)
-                if self.regulariser is not None:
-                    loss = loss + self.regulariser(self.model)
+            with autocast(self.device, self.settings.amp):
+                loss, output = self.task.forward_loss(self.train_model, x, target)
+                penalty = self.task.penalty(self.model)
+                if penalty is not None:
+                    loss = loss + penalty
             self.scaler.scale(loss / group_size(i, n, k) if k > 1 else loss).backward()
         if is_step_end(i, n, k):
-            if self.cfg.clip_grad_norm:
+            if self.settings.clip_grad_norm:
                 self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)

@@ -17,14 +17,14 @@ from utils.errors import TrainingError  # noqa: E402
 def nan_on_rank1(agent, out_dir):
     """Rank 1 alone sees a NaN loss at its third batch: every rank must stop there with the same sentence."""
     trainer = agent.build_trainer()
-    criterion, calls = trainer.criterion, []
+    criterion, calls = trainer.task.criterion, []
 
     def poisoned(output, target, inputs):
         calls.append(1)
         loss = criterion(output, target, inputs)
         # a NaN loss value with finite gradients, so that rank 0's weights stay finite
         return loss + loss.detach() * float("nan") if agent.dist.rank == 1 and len(calls) == 3 else loss
-    trainer.criterion = poisoned
+    trainer.task.criterion = poisoned
     try:
         trainer.fit()
         result = {"error": None}

@@ -12,7 +12,7 @@ import torch
 
 from agents import build_agent
 from benchmarks import gpu_check
-from engine.trainer import Trainer
+from engine.trainer import ClassificationTask, Trainer
 from tests.conftest import ROOT
 from engine.checkpoint import load_checkpoint
 from utils.config import load_config
@@ -34,13 +34,13 @@ def _trainer(tmp_path):
 
 def _read_the_loss(monkeypatch):
     """A host read in every step, as a ``loss.item()`` for a progress bar would be."""
-    original = Trainer.forward_loss
+    original = ClassificationTask.forward_loss
 
-    def forward_loss(self, x, target):
-        loss, output = original(self, x, target)
+    def forward_loss(self, model, x, target):
+        loss, output = original(self, model, x, target)
         float(loss.detach())
         return loss, output
-    monkeypatch.setattr(Trainer, "forward_loss", forward_loss)
+    monkeypatch.setattr(ClassificationTask, "forward_loss", forward_loss)
 
 
 def test_host_sync_check_allows_the_log_interval_and_catches_a_read_in_the_step(tmp_path, monkeypatch):

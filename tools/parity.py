@@ -9,7 +9,7 @@ weights and eval logits. This tool builds the registered model of that architect
 weights (official or timm layout) and trains it in float64 through the user's own path —
 ``ClassificationAgent.build_trainer`` (parameter groups, optimizer, LR schedule, loss with label
 smoothing, group lasso, EMA) and ``Trainer.fit`` — with the recipe mapped onto config keys and only the
-data replaced by the fixture's batches. The criterion and the regulariser are wrapped to record each
+data replaced by the fixture's batches. The task's criterion and regulariser are wrapped to record each
 step's lr, criterion and regulariser; nothing in the Trainer changes.
 
 It prints the per-step lr / loss / criterion differences and the final weight, mask, logit and EMA
@@ -186,7 +186,8 @@ def mask_density(model: torch.nn.Module) -> float:
 
 
 def replay(fx: dict, memory_efficient: bool, lr_step: Optional[str] = None, exp_root: Optional[str] = None):
-    """Train the fixture's run through ClassificationAgent + Trainer; returns (trainer, per-step records)."""
+    """Train the fixture's run through ClassificationAgent + Trainer; returns (config, trainer, per-step
+    records)."""
     meta, recipe = fx["meta"], fx["meta"]["recipe"]
     training = recipe_config(recipe, lr_step)
     inputs = fx["batches"]["inputs"]
@@ -204,7 +205,8 @@ def replay(fx: dict, memory_efficient: bool, lr_step: Optional[str] = None, exp_
         load_weights(agent.model, fx["init_state_dict"])
         trainer = agent.build_trainer()
         records = []
-        criterion, regulariser = trainer.criterion, trainer.regulariser
+        task = trainer.task
+        criterion, regulariser = task.criterion, task.regulariser
 
         def recorded_criterion(output, target, x):
             ce = criterion(output, target, x)
@@ -217,13 +219,13 @@ def replay(fx: dict, memory_efficient: bool, lr_step: Optional[str] = None, exp_
             records[-1]["reg"] = float(term.detach())
             return term
 
-        trainer.criterion = recorded_criterion
+        task.criterion = recorded_criterion
         if regulariser is not None:
-            trainer.regulariser = recorded_regulariser
+            task.regulariser = recorded_regulariser
         trainer.fit()
     finally:
         agent.finalize()
-    return trainer, records
+    return config, trainer, records
 
 
 # ---------------------------------------------------------------------------------------------- comparison
@@ -259,8 +261,9 @@ def logits(model: torch.nn.Module, x: torch.Tensor, channels_last: bool) -> torc
     return model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
 
 
-def report(fx: dict, trainer, records: list, out=print) -> bool:
-    """Print every difference; True when all are within TOL and the masks are identical."""
+def report(fx: dict, trainer, records: list, channels_last: bool, out=print) -> bool:
+    """Print every difference (``channels_last``: the eval images' memory format); True when all are within
+    TOL and the masks are identical."""
     traj = fx["meta"]["trajectory"]
     ok = len(records) == len(traj)
     if not ok:
@@ -287,7 +290,7 @@ def report(fx: dict, trainer, records: list, out=print) -> bool:
     for k in ("lr", "loss", "ce"):
         ok &= line(f"max |{k} - official| per step", f"{worst[k]:.2e}", worst[k] <= TOL)
     ok &= line("mask density after every step", "identical" if density_ok else "differs", density_ok)
-    model, cl = trainer.model, trainer.cfg.channels_last
+    model, cl = trainer.model, channels_last
     checks = [("final", model, fx["final_state_dict"], fx["eval"]["logits"], ())]
     if trainer.ema is not None or "final_ema_state_dict" in fx:
         if trainer.ema is None or "final_ema_state_dict" not in fx:
@@ -326,13 +329,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fx = read_fixture(args.fixture)
         meta = fx["meta"]
         with tempfile.TemporaryDirectory(prefix="parity-") as exp_root:
-            trainer, records = replay(fx, args.memory_efficient, args.lr_step, exp_root)
-            cfg = trainer.cfg
+            cfg, trainer, records = replay(fx, args.memory_efficient, args.lr_step, exp_root)
             print(f"{os.path.basename(os.path.normpath(args.fixture))}: {meta['family']} (builder {cfg.model}, "
                   f"model_args {dict(cfg.model_args)}), {cfg.max_epoch} epochs x {len(trainer.train_loader)} "
                   f"iterations of {cfg.batch_size}, lr_step {cfg.lr_step}, memory_efficient "
                   f"{'on' if cfg.memory_efficient else 'off'}, channels_last {'on' if cfg.channels_last else 'off'}")
-            ok = report(fx, trainer, records)
+            ok = report(fx, trainer, records, cfg.channels_last)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
