@@ -48,6 +48,11 @@ def write_config(folder, name: str = "tiny", base: dict = TINY, **changes) -> st
     return str(path)
 
 
+def checkpoint_dir(folder, name: str) -> Path:
+    """The checkpoint folder of experiment ``name`` of a config written by ``write_config(folder, ...)``."""
+    return Path(folder) / "exp" / name / "checkpoints"
+
+
 @pytest.fixture
 def tiny_config(tmp_path):
     """``tiny_config(name="tiny", **changes) -> path``: ``TINY`` with ``changes`` written to

@@ -12,13 +12,13 @@ import pytest
 from PIL import Image, features
 from torchvision.transforms.functional import pil_to_tensor
 
+from conftest import ROOT
 from datasets import build_loaders, calibration_loader
 from datasets.folder import load_folder
 from datasets.loader import FolderDataset
 from datasets.decode import DEFAULT_MAX_PIXELS, decode_image
 from utils.errors import DataError
 
-ROOT = Path(__file__).resolve().parents[1]
 RED, GREEN, BLUE, YELLOW, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 255, 255)
 # 16-bit samples and their 8-bit values by hand: the high byte (v >> 8), where convert("RGB") gives 255
 WORDS = [0, 255, 256, 1000, 30000, 65535]
