@@ -60,7 +60,8 @@ def test_train_loss_falls_then_validate_writes_coco_eval(tmp_path, coco_root, ca
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all" in out and "AP50" in out
     report = json.loads((tmp_path / "exp" / "det" / "out" / "coco_eval.json").read_text())
     assert set(report["metrics"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
-    val_ids = {im["id"] for im in json.loads((coco_root / "annotations" / "instances_val2017.json").read_text())["images"]}
+    val = json.loads((coco_root / "annotations" / "instances_val2017.json").read_text())
+    val_ids = {im["id"] for im in val["images"]}
     cats = {3, 7, 11}
     assert all(r["image_id"] in val_ids and r["category_id"] in cats for r in report["results"])
 
