@@ -1,4 +1,6 @@
-"""Shared fixtures: the repository root on sys.path, the offline data in ../shared (skipped if absent)."""
+"""Shared fixtures: the repository root on sys.path, the offline data in ../shared (skipped if absent), and
+the one tiny config every whole-program test starts from (``tiny_config``, ``tiny_detection_config``)."""
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +25,47 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
+
+
+# A classification run of a few seconds on the CPU: a 2-stage DenseNet-BC on 16x16 synthetic images.
+TINY = {"agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic", "num_classes": 4,
+        "synthetic_train_size": 64, "synthetic_val_size": 16, "synthetic_shape": [3, 16, 16],
+        "model_args": {"stages": [2, 2], "growth": [4, 4]}, "batch_size": 16, "max_epoch": 1, "lr": 0.05,
+        "device": "cpu", "seed": 5}
+# A Faster R-CNN on a CondenseNetV2 at 128 pixels, for the small COCO sets of datasets.synthetic.make_coco_set.
+TINY_DETECTION = {"agent": "DetectionAgent", "model": "cdnv2_a", "dataset": "coco", "detector": "fasterrcnn",
+                  "min_size": [128], "max_size": 160, "fpn_channels": 64, "batch_size": 2, "num_workers": 0,
+                  "max_epoch": 1, "device": "cpu"}
+DROP = object()     # a change that removes the key
+
+
+def write_config(folder, name: str = "tiny", base: dict = TINY, **changes) -> str:
+    """Write ``base`` with ``changes`` (``DROP`` removes a key) to ``folder/<name>.json``, experiment ``name``
+    under ``folder/exp`` unless the changes say otherwise; return the path as main.py's argument."""
+    data = {**base, "exp_name": name, "exp_root": str(Path(folder) / "exp"), **changes}
+    path = Path(folder) / f"{name}.json"
+    path.write_text(json.dumps({k: v for k, v in data.items() if v is not DROP}))
+    return str(path)
+
+
+def checkpoint_dir(folder, name: str) -> Path:
+    """The checkpoint folder of experiment ``name`` of a config written by ``write_config(folder, ...)``."""
+    return Path(folder) / "exp" / name / "checkpoints"
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """``tiny_config(name="tiny", **changes) -> path``: ``TINY`` with ``changes`` written to
+    ``tmp_path/<name>.json``, its experiment folder ``tmp_path/exp/<name>``."""
+    return lambda name="tiny", **changes: write_config(tmp_path, name, TINY, **changes)
+
+
+@pytest.fixture
+def tiny_detection_config(tmp_path):
+    """``tiny_detection_config(data_root, name="det", **changes) -> path``: ``TINY_DETECTION`` on the COCO set
+    at ``data_root``, written as ``tiny_config`` writes."""
+    return lambda data_root, name="det", **changes: write_config(tmp_path, name, TINY_DETECTION,
+                                                                 data_root=str(data_root), **changes)
 
 
 def shared_path(*parts):

@@ -1,12 +1,11 @@
 """The malloc of a fresh install: `pip install -r requirements.txt` brings mimalloc, and training through
 `run.sh` or `python main.py` runs on it (tcmalloc where the system has it); ALLOCATOR=glibc opts out. The
 other commands stay on glibc: OpenVINO's converter aborts under a preloaded malloc."""
-import json
 import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from conftest import ROOT
 from utils.allocator import find_allocator, find_mimalloc
 
 PROBE = ("import sys; sys.path.insert(0, {root!r}); from utils.allocator import reexec_with_allocator, "
@@ -39,21 +38,17 @@ def test_reexec_runs_python_on_the_allocator_and_keeps_the_arguments():
     assert _probe(ALLOCATOR="glibc") == "glibc ['a', '--b']"
 
 
-def test_main_py_and_run_sh_train_on_the_allocator(tmp_path):
-    cfg = {"agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic", "num_classes": 4,
-           "synthetic_train_size": 32, "synthetic_val_size": 16, "synthetic_shape": [3, 16, 16],
-           "model_args": {"stages": [1, 1], "growth": [4, 4]}, "batch_size": 16, "max_epoch": 1,
-           "device": "cpu", "exp_root": str(tmp_path / "exp")}
+def test_main_py_and_run_sh_train_on_the_allocator(tmp_path, tiny_config):
     expected = _name(find_allocator())
     for launcher in ([sys.executable, "main.py"], ["sh", "run.sh"]):
-        path = tmp_path / f"{launcher[0].split('/')[-1]}.json"
-        path.write_text(json.dumps({**cfg, "exp_name": path.stem}))
-        out = subprocess.run([*launcher, str(path)], cwd=ROOT, env=_env(PYTHON=sys.executable),
+        name = launcher[0].split("/")[-1]
+        path = tiny_config(name, synthetic_train_size=32, model_args={"stages": [1, 1], "growth": [4, 4]})
+        out = subprocess.run([*launcher, path], cwd=ROOT, env=_env(PYTHON=sys.executable),
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr[-2000:]
         assert f"malloc: {expected})" in out.stdout + out.stderr, (launcher, out.stdout[-2000:])
         # the same launcher exports to OpenVINO (on glibc: under the training malloc it aborts)
-        out = subprocess.run([*launcher, str(path), "--mode", "export", "--set", 'export_formats=["openvino"]'],
+        out = subprocess.run([*launcher, path, "--mode", "export", "--set", 'export_formats=["openvino"]'],
                              cwd=ROOT, env=_env(PYTHON=sys.executable), capture_output=True, text=True)
         assert out.returncode == 0, out.stderr[-2000:]
-        assert (tmp_path / "exp" / path.stem / "out" / f"{path.stem}.xml").is_file()
+        assert (tmp_path / "exp" / name / "out" / f"{name}.xml").is_file()

@@ -1,6 +1,5 @@
 """The catalogue of bad inputs: each one exits with code 2 and one sentence naming the problem and the fix,
 shows no traceback (``--debug`` does), and leaves no half-written file behind."""
-import json
 import os
 import pickle
 
@@ -10,23 +9,15 @@ import torch
 from PIL import Image
 
 import main
+from conftest import DROP, write_config
 from engine.checkpoint import load_checkpoint
 from graphs.models import create_model
 
-BASE = {"exp_name": "bad", "agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic",
-        "num_classes": 4, "synthetic_train_size": 32, "synthetic_val_size": 16, "synthetic_shape": [3, 16, 16],
-        "model_args": {"stages": [1, 1], "growth": [4, 4]}, "batch_size": 16, "max_epoch": 1, "device": "cpu"}
-
 
 def cfg(tmp, **changes):
-    data = {**BASE, "exp_root": str(tmp / "exp"), **changes}
-    data = {k: v for k, v in data.items() if v is not DROP}
-    path = tmp / f"config{len(list(tmp.glob('config*.json')))}.json"
-    path.write_text(json.dumps(data))
-    return str(path)
-
-
-DROP = object()
+    """A fresh config file in ``tmp``: the tiny one (one dense layer a stage, 2 steps) with ``changes``."""
+    return write_config(tmp, f"config{len(list(tmp.glob('config*.json')))}", **{
+        "exp_name": "bad", "synthetic_train_size": 32, "model_args": {"stages": [1, 1], "growth": [4, 4]}, **changes})
 
 
 def cifar_batches(tmp, mutate=None):

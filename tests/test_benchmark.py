@@ -117,21 +117,18 @@ def test_cuda_memory_method():
     assert res["train_peak_mem_mb"] > 0
 
 
-def test_benchmark_params_of_each_form_are_what_flops_prints(tmp_path, capsys):
+def test_benchmark_params_of_each_form_are_what_flops_prints(tmp_path, capsys, tiny_config):
     """--mode benchmark and --mode flops through main.py on a tiny CondenseNet give every form the same
     params: the training-time model is charged its condensed weights (= the unpruned converted model's
     parameters), the converted model its parameters (classifier pruned), the fused one its parameters."""
     import re
     import main
     args = {"stages": (1, 1, 1), "growth": (4, 4, 4)}
-    cfg = {"exp_name": "b", "exp_root": str(tmp_path / "exp"), "agent": "ClassificationAgent",
-           "model": "condensenet_50", "model_args": args, "dataset": "synthetic", "num_classes": 4,
-           "synthetic_shape": [3, 32, 32], "device": "cpu", "benchmark_batch_size": 2, "benchmark_runtimes": []}
-    path = tmp_path / "b.json"
-    path.write_text(json.dumps(cfg))
+    path = tiny_config("b", model="condensenet_50", model_args=args, synthetic_shape=[3, 32, 32],
+                       benchmark_batch_size=2, benchmark_runtimes=[])
 
     def run(mode):
-        code = main.main([str(path), "--mode", mode])
+        code = main.main([path, "--mode", mode])
         captured = capsys.readouterr()
         assert code == 0, captured.err[-2000:]
         return captured
@@ -151,7 +148,7 @@ def test_benchmark_params_of_each_form_are_what_flops_prints(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_benchmark_training_step_follows_memory_efficient(tmp_path, monkeypatch, enabled):
+def test_benchmark_training_step_follows_memory_efficient(tiny_config, monkeypatch, enabled):
     """The training row runs the dense layers as training would: through the recomputing BNActConv when
     memory_efficient is on (the default), the plain layers when it is off."""
     import main
@@ -163,11 +160,8 @@ def test_benchmark_training_step_follows_memory_efficient(tmp_path, monkeypatch,
         calls.append(1)
         return original(ctx, *args)
     monkeypatch.setattr(efficient.BNActConv, "forward", staticmethod(counted))
-    cfg = {"exp_name": "m", "exp_root": str(tmp_path / "exp"), "agent": "ClassificationAgent",
-           "model": "condensenet_50", "model_args": {"stages": [1, 1, 1], "growth": [4, 4, 4]}, "dataset": "synthetic",
-           "num_classes": 4, "synthetic_shape": [3, 32, 32], "device": "cpu", "benchmark_batch_size": 2,
-           "benchmark_runtimes": [], "memory_efficient": enabled}
-    path = tmp_path / "m.json"
-    path.write_text(json.dumps(cfg))
-    assert main.main([str(path), "--mode", "benchmark"]) == 0
+    path = tiny_config("m", model="condensenet_50", model_args={"stages": [1, 1, 1], "growth": [4, 4, 4]},
+                       synthetic_shape=[3, 32, 32], benchmark_batch_size=2, benchmark_runtimes=[],
+                       memory_efficient=enabled)
+    assert main.main([path, "--mode", "benchmark"]) == 0
     assert bool(calls) == enabled

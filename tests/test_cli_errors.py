@@ -2,22 +2,11 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-
-TINY = {"agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic", "num_classes": 4,
-        "synthetic_train_size": 64, "synthetic_val_size": 16, "synthetic_shape": [3, 16, 16],
-        "model_args": {"stages": [2, 2], "growth": [4, 4]}, "batch_size": 16, "max_epoch": 1, "lr": 0.05,
-        "device": "cpu", "seed": 5}
-
-
-def write(tmp_path, name="run", text=None, **changes):
-    path = tmp_path / f"{name}.json"
-    path.write_text(text if text is not None else
-                    json.dumps({**TINY, "exp_name": name, "exp_root": str(tmp_path / "exp"), **changes}))
-    return path
+from conftest import ROOT
 
 
 def run(*args, timeout=300):
@@ -39,46 +28,47 @@ def one_sentence(r, *words):
                                              (["--set", "weight_decay=-Infinity"], ("weight_decay is -Infinity",)),
                                              (["--set", "model_args.growth=[4,Infinity]"],
                                               ("model_args.growth[1] is Infinity",))])
-def test_non_finite_numbers_are_refused(tmp_path, override, words):
-    one_sentence(run(write(tmp_path), *override), *words, "finite")
+def test_non_finite_numbers_are_refused(tiny_config, override, words):
+    one_sentence(run(tiny_config(), *override), *words, "finite")
 
 
-def test_non_finite_number_in_the_file_is_refused(tmp_path):
-    text = json.dumps({**TINY, "exp_name": "f", "exp_root": str(tmp_path / "exp")}).replace('"lr": 0.05', '"lr": Infinity')
-    one_sentence(run(write(tmp_path, text=text)), "lr is Infinity")
+def test_non_finite_number_in_the_file_is_refused(tiny_config):
+    path = Path(tiny_config("f"))
+    path.write_text(path.read_text().replace('"lr": 0.05', '"lr": Infinity'))
+    one_sentence(run(path), "lr is Infinity")
 
 
 @pytest.mark.parametrize("name", ["../elsewhere", "a/b", "..", ""])
-def test_exp_name_is_a_plain_folder_name(tmp_path, name):
-    one_sentence(run(write(tmp_path), "--set", f"exp_name={json.dumps(name)}"), "exp_name", "plain folder name")
+def test_exp_name_is_a_plain_folder_name(tmp_path, tiny_config, name):
+    one_sentence(run(tiny_config(), "--set", f"exp_name={json.dumps(name)}"), "exp_name", "plain folder name")
     assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "exp").exists()
 
 
-def test_a_set_key_given_twice_is_refused(tmp_path):
-    one_sentence(run(write(tmp_path), "--set", "lr=0.1", "max_epoch=2", "lr=0.2"), "lr twice", "lr=0.1", "lr=0.2")
+def test_a_set_key_given_twice_is_refused(tiny_config):
+    one_sentence(run(tiny_config(), "--set", "lr=0.1", "max_epoch=2", "lr=0.2"), "lr twice", "lr=0.1", "lr=0.2")
 
 
 @pytest.mark.parametrize("nproc, words", [("0", ("--nproc must be at least 1",)),
                                           ("3", ("batch_size 16", "multiple of --nproc 3"))])
-def test_nproc_is_checked_before_launching(tmp_path, nproc, words):
-    err = one_sentence(run(write(tmp_path), "--nproc", nproc), *words)
+def test_nproc_is_checked_before_launching(tmp_path, tiny_config, nproc, words):
+    err = one_sentence(run(tiny_config(), "--nproc", nproc), *words)
     assert "torch.distributed" not in err
     assert not (tmp_path / "exp").exists()
 
 
-def test_nproc_on_a_cuda_device_without_cuda(tmp_path):
+def test_nproc_on_a_cuda_device_without_cuda(tiny_config):
     import torch
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the refusal needs a machine without it")
-    one_sentence(run(write(tmp_path, device="cuda"), "--nproc", "2"), "CUDA is not available")
+    one_sentence(run(tiny_config(device="cuda"), "--nproc", "2"), "CUDA is not available")
 
 
 @pytest.mark.slow
-def test_resume_with_another_batch_and_nan_loss_messages(tmp_path):
-    path = write(tmp_path, "nan", lr=1e9, max_epoch=2)
+def test_resume_with_another_batch_and_nan_loss_messages(tmp_path, tiny_config):
+    path = tiny_config("nan", lr=1e9, max_epoch=2)
     err = one_sentence(run(path), "NaN or infinite", "no checkpoint has been written yet")
     assert "intact" not in err
-    path = write(tmp_path, "ok")
+    path = tiny_config("ok")
     assert run(path).returncode == 0
     last = tmp_path / "exp" / "ok" / "checkpoints" / "last.pth"
     one_sentence(run(path, "--set", "max_epoch=2", "batch_size=32"), "batch_size 16", "32", "exp_name")
@@ -86,14 +76,14 @@ def test_resume_with_another_batch_and_nan_loss_messages(tmp_path):
     one_sentence(run(path, "--set", "max_epoch=3", "warmup_iters=12"), "warmup_iters (12)", "12 optimizer steps")
 
 
-def test_int8_export_at_another_size_than_its_calibration_images_writes_nothing(tmp_path):
-    path = write(tmp_path, "x", model="rexnet_1_0", model_args={}, synthetic_shape=[3, 32, 32],
+def test_int8_export_at_another_size_than_its_calibration_images_writes_nothing(tmp_path, tiny_config):
+    path = tiny_config("x", model="rexnet_1_0", model_args={}, synthetic_shape=[3, 32, 32],
                  export_formats=["onnx_int8"], calibration_size=4)
     one_sentence(run(path, "--mode", "export"), "training images, which are 32x32", "224x224", "input_size")
     out = tmp_path / "exp" / "x" / "out"
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_an_input_too_small_for_the_official_final_pool_is_one_sentence(tmp_path):
-    path = write(tmp_path, "p", model="cdnv2_110", model_args={"stages": [1, 1, 1], "growth": [4, 4, 4]})
+def test_an_input_too_small_for_the_official_final_pool_is_one_sentence(tiny_config):
+    path = tiny_config("p", model="cdnv2_110", model_args={"stages": [1, 1, 1], "growth": [4, 4, 4]})
     one_sentence(run(path), "8x8 average pool", "32x32 inputs", "input_size")

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import ROOT
 from datasets.coco import CocoIndex, CocoLoader, GroupedBatchPlan, aspect_ratio_groups, build_coco
 from datasets.loader import loader_settings
 from datasets.synthetic import COCO_CATEGORIES, make_coco_set
 from engine.coco_eval import evaluate_coco, to_coco_results
 from utils.errors import DataError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def coco_root(tmp_path_factory):
@@ -323,15 +323,6 @@ def test_pixel_limit_reaches_the_coco_loader(coco_root):
 
 
 # ------------------------------------------------------------------ sets that cannot be trained or scored
-def _detection_config(tmp_path, root):
-    path = tmp_path / "det.json"
-    path.write_text(json.dumps({
-        "exp_name": "det", "agent": "DetectionAgent", "model": "cdnv2_a", "dataset": "coco", "data_root": str(root),
-        "exp_root": str(tmp_path / "exp"), "detector": "fasterrcnn", "min_size": [128], "max_size": 160,
-        "fpn_channels": 64, "batch_size": 2, "num_workers": 0, "max_epoch": 1, "device": "cpu"}))
-    return str(path)
-
-
 def _without_boxes_in(data, image_ids, crowd_only=()):
     """Annotations of ``image_ids`` removed; those of ``crowd_only`` turned into crowd boxes."""
     data["annotations"] = [dict(a, iscrowd=1) if a["image_id"] in crowd_only else a
@@ -340,7 +331,7 @@ def _without_boxes_in(data, image_ids, crowd_only=()):
 
 
 def test_unusable_training_images_are_counted_and_a_val_set_without_boxes_stops_before_training(
-        coco_root, tmp_path, capsys):
+        coco_root, tmp_path, capsys, tiny_detection_config):
     """Through main.py: the training images left out (3 without annotations, 1 with crowd boxes only, 1
     whose only box lies outside it) are one warning line; a validation set whose images have no box (or
     only crowd boxes, which COCO AP ignores) is one sentence, exit 2, before any training (it used to end
@@ -358,7 +349,7 @@ def test_unusable_training_images_are_counted_and_a_val_set_without_boxes_stops_
     _edit(root, "train", unusable)
     val_ids = [im["id"] for im in _raw(root, "val")["images"]]
     _edit(root, "val", lambda d: _without_boxes_in(d, val_ids[:3], crowd_only=val_ids[3:]))
-    path = _detection_config(tmp_path, root)
+    path = tiny_detection_config(root)
     assert main.main([path]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].endswith("instances_train2017.json: 5 of 12 training images have no usable box and are left out "

@@ -111,18 +111,22 @@ def test_sfr_events_and_density(c):
     assert float(m._mask.mean()) == pytest.approx(1 / c)
 
 
-def test_lasso_terms():
+def test_lasso_terms_by_hand():
+    """One group holds a 3-4-5 triangle (norm 5), the other 63 are zero (each clamped to sqrt(1e-6))."""
     m = _lgc(in_c=16, out_c=8, g=4, c=4)
-    w = m.conv.weight.detach()[:, :, 0, 0]
-    expected = sum(torch.sqrt(torch.clamp((w[g::4, j] ** 2).sum(), min=1e-6))
-                   for g in range(4) for j in range(16))
-    assert torch.allclose(m.lasso_term(), expected)
+    with torch.no_grad():
+        m.conv.weight.zero_()
+        m.conv.weight[1, 3] = 3.0       # output rows 1 and 5 are one group (rows g, g + G, ... as officially)
+        m.conv.weight[5, 3] = 4.0
+    assert float(m.lasso_term()) == pytest.approx(5 + 63e-3)
     m.advance(3)
     assert float(m.lasso_term()) == 0.0
     s = SFR(8, 16, groups=4, condense_factor=4)
-    ws = s.conv.weight.detach()[:, :, 0, 0]
-    exp_s = sum(torch.sqrt(torch.clamp((ws[o, g::4] ** 2).sum(), min=1e-6)) for o in range(16) for g in range(4))
-    assert torch.allclose(s.lasso_term(), exp_s)
+    with torch.no_grad():
+        s.conv.weight.zero_()
+        s.conv.weight[2, 1] = 3.0       # input columns 1 and 5 are one group
+        s.conv.weight[2, 5] = 4.0
+    assert float(s.lasso_term()) == pytest.approx(5 + 63e-3)
     model = create_model("condensenet_50")
     total = group_lasso(model)
     assert total.dim() == 0 and float(total.detach()) > 0

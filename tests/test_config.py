@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import main
-from tests.conftest import ROOT
+from conftest import ROOT
 from utils.config import SCHEMA, SECTIONS, apply_overrides, load_config, markdown_table, parse_overrides
 from utils.errors import ConfigError
 
@@ -128,9 +128,3 @@ def test_shipped_configs_validate_and_name_their_model(path):
     assert cfg.exp_name == path.stem, "a config's exp_name must equal its file name"
     from agents import get_agent_class
     get_agent_class(cfg.agent).check_config(cfg)
-
-
-def test_benchmark_runtimes_choices_are_the_commands_variants():
-    from deploy.compare import RUNTIME_VARIANTS
-    from utils.config import BENCHMARK_RUNTIMES
-    assert BENCHMARK_RUNTIMES == RUNTIME_VARIANTS

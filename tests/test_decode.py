@@ -1,6 +1,5 @@
 """datasets.decode: real odd image files (written here with Pillow, numpy, or byte by byte where Pillow
 cannot write the type) read the way they look, and every path that reads images uses it."""
-import json
 import struct
 import subprocess
 import sys
@@ -10,17 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, features
 from torchvision.transforms.functional import pil_to_tensor
 
+from conftest import ROOT
 from datasets import build_loaders, calibration_loader
 from datasets.folder import load_folder
 from datasets.loader import FolderDataset
 from datasets.decode import DEFAULT_MAX_PIXELS, decode_image
 from utils.errors import DataError
 
-ROOT = Path(__file__).resolve().parents[1]
 RED, GREEN, BLUE, YELLOW, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 255, 255)
 # 16-bit samples and their 8-bit values by hand: the high byte (v >> 8), where convert("RGB") gives 255
 WORDS = [0, 255, 256, 1000, 30000, 65535]
@@ -295,22 +293,17 @@ def test_folder_scan_judges_files_with_the_decoder(tmp_path):
 
 
 # ------------------------------------------------------------------ predict through main.py
-TINY = {"agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic", "num_classes": 4,
-        "synthetic_shape": [3, 32, 32], "model_args": {"stages": [1, 1], "growth": [4, 4]}, "device": "cpu"}
-
-
-def test_predict_skips_or_stops_at_a_bad_file(tmp_path):
+def test_predict_skips_or_stops_at_a_bad_file(tmp_path, tiny_config):
     folder = tmp_path / "photos"
     folder.mkdir()
     for name, colour in (("a.png", RED), ("c.png", BLUE)):
         Image.new("RGB", (40, 30), colour).save(folder / name)
     exif_jpeg(folder / "d.jpg", 6)
     (folder / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 half a jpeg")
-    config = tmp_path / "p.json"
-    config.write_text(json.dumps({**TINY, "exp_name": "p", "exp_root": str(tmp_path / "exp")}))
+    config = tiny_config("p", synthetic_shape=[3, 32, 32], model_args={"stages": [1, 1], "growth": [4, 4]})
 
     def predict(policy):
-        return subprocess.run([sys.executable, str(ROOT / "main.py"), str(config), "--mode", "predict",
+        return subprocess.run([sys.executable, str(ROOT / "main.py"), config, "--mode", "predict",
                                "--images", str(folder), "--set", f"bad_images={policy}"],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
 

@@ -3,11 +3,12 @@ validate and predict on the runtimes; a deployed file that does not fit the conf
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-MAIN = str(Path(__file__).resolve().parents[1] / "main.py")
+from conftest import ROOT
+
+MAIN = str(ROOT / "main.py")
 
 
 class _Run:
@@ -25,19 +26,17 @@ class _Run:
 
 main = _Run()
 
-CFG = {"exp_name": "dep", "agent": "ClassificationAgent", "model": "condensenet_50", "model_args": {"stages": [1, 1, 1]},
-       "dataset": "synthetic", "num_classes": 4, "synthetic_train_size": 32, "synthetic_val_size": 16,
-       "synthetic_shape": [3, 32, 32], "batch_size": 16, "max_epoch": 2, "lr": 0.05, "device": "cpu", "seed": 2}
+
+@pytest.fixture
+def config(tiny_config):
+    """A CondenseNet-50 of one layer a stage on 32x32 images, trained for 2 epochs, as experiment "dep"."""
+    return lambda **changes: tiny_config("dep", **{
+        "model": "condensenet_50", "model_args": {"stages": [1, 1, 1]}, "synthetic_train_size": 32,
+        "synthetic_shape": [3, 32, 32], "max_epoch": 2, "seed": 2, **changes})
 
 
-def _write(tmp_path, **changes):
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps({**CFG, "exp_root": str(tmp_path / "exp"), **changes}))
-    return str(path)
-
-
-def test_export_runtimes_validate_and_predict(tmp_path):
-    path = _write(tmp_path)
+def test_export_runtimes_validate_and_predict(tmp_path, config):
+    path = config()
     assert main.main([path]) == 0
     formats = '["onnx", "openvino", "openvino_int8", "onnx_int8"]'
     assert main.main([path, "--mode", "export", "--set", f"export_formats={formats}", "calibration_size=16"]) == 0
@@ -74,9 +73,9 @@ def test_export_runtimes_validate_and_predict(tmp_path):
     assert code == 2 and "missing.xml" in err and "\n" not in err, err
 
 
-def test_benchmark_times_the_runtimes_beside_rexnet_100(tmp_path):
+def test_benchmark_times_the_runtimes_beside_rexnet_100(tmp_path, config):
     """--mode benchmark: the config's deployable model and timm's rexnet_100 on each runtime, same run."""
-    path = _write(tmp_path, benchmark_batch_size=4)
+    path = config(benchmark_batch_size=4)
     runtimes = ["eager", "onnxruntime", "openvino", "openvino_int8"]
     assert main.main([path, "--mode", "benchmark", "--set", f"benchmark_runtimes={json.dumps(runtimes)}",
                       "runtime_threads=1"]) == 0, main.err[-2000:]
@@ -92,6 +91,6 @@ def test_benchmark_times_the_runtimes_beside_rexnet_100(tmp_path):
     assert not [p for p in (tmp_path / "exp" / "dep" / "out").iterdir() if p.is_dir()]   # temporary files gone
 
 
-def test_benchmark_refuses_an_unknown_runtime(tmp_path):
-    assert main.main([_write(tmp_path), "--mode", "benchmark", "--set", 'benchmark_runtimes=["tensorrt"]']) == 2
+def test_benchmark_refuses_an_unknown_runtime(config):
+    assert main.main([config(), "--mode", "benchmark", "--set", 'benchmark_runtimes=["tensorrt"]']) == 2
     assert main.err.strip().count("\n") == 0 and "benchmark_runtimes may hold" in main.err

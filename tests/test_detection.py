@@ -12,7 +12,7 @@ from graphs.detection import create_detector, list_backbones
 from graphs.detection.backbones import PROJECT_BACKBONES, TORCHVISION_BACKBONES
 from graphs.detection.flops import backbone_flops
 from graphs.models import create_model
-from tests.conftest import shared_path
+from conftest import ROOT, shared_path
 from utils.errors import ConfigError
 
 # Small heads so a CPU step takes about a second: 64 FPN channels, 64 RoIs / anchors sampled per image.
@@ -232,8 +232,7 @@ def test_coco_configs_use_known_keys_and_build():
     from graphs.detection import detector_from_config
     from utils.config import SCHEMA_BY_NAME
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    paths = sorted(glob.glob(os.path.join(root, "configs", "detection", "*_coco.json")))
+    paths = sorted(glob.glob(os.path.join(ROOT, "configs", "detection", "*_coco.json")))
     assert len(paths) == 12
     for path in paths:
         cfg = json.load(open(path))
@@ -273,7 +272,6 @@ def test_detection_table_tool_prints_the_papers_backbone_flops():
     the paper's 46M / 146M / 309M (v2 counting rule, 224x224)."""
     import subprocess
     import sys
-    from tests.conftest import ROOT
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "detection_table.py")], capture_output=True, text=True,
                        timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]

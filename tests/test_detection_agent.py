@@ -12,7 +12,7 @@ import torch
 import main
 from conftest import run_interrupted_after_epoch_1
 from datasets.synthetic import make_coco_set
-from engine.checkpoint import CheckpointManager, load_checkpoint
+from engine.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +20,12 @@ def coco_root(tmp_path_factory):
     return make_coco_set(tmp_path_factory.mktemp("coco"), n_train=8, n_val=4, seed=2, archive=None)
 
 
-def make_config(tmp_path, root, name="det.json", **changes):
-    cfg = {"exp_name": "det", "agent": "DetectionAgent", "model": "cdnv2_a", "dataset": "coco",
-           "data_root": str(root), "exp_root": str(tmp_path / "exp"), "detector": "fasterrcnn",
-           "min_size": [128], "max_size": 160, "fpn_channels": 64, "batch_size": 2, "val_batch_size": 2,
-           "num_workers": 0, "max_epoch": 2, "lr": 0.01, "nesterov": False, "lr_schedule": "multistep",
-           "lr_milestones": [8, 11], "warmup_iters": 2, "warmup_lr": 0.001, "device": "cpu", "seed": 0}
-    cfg.update(changes)
-    path = tmp_path / name
-    path.write_text(json.dumps(cfg))
-    return str(path)
+@pytest.fixture
+def make_config(tiny_detection_config):
+    """The tiny detection config, 2 epochs of 4 steps under mmdetection's schedule (linear warm-up, steps)."""
+    return lambda root, name="det", **changes: tiny_detection_config(root, name, **{
+        "val_batch_size": 2, "max_epoch": 2, "lr": 0.01, "nesterov": False, "lr_schedule": "multistep",
+        "lr_milestones": [8, 11], "warmup_iters": 2, "warmup_lr": 0.001, "seed": 0, **changes})
 
 
 def _metrics(tmp_path, exp="det"):
@@ -37,9 +33,9 @@ def _metrics(tmp_path, exp="det"):
         return list(csv.DictReader(f))
 
 
-def test_train_loss_falls_then_validate_writes_coco_eval(tmp_path, coco_root, capsys):
+def test_train_loss_falls_then_validate_writes_coco_eval(tmp_path, coco_root, capsys, make_config):
     # lr 0.01 over 8 steps: the random-init RPN/heads' loss drops well below its start (measured 1.86 -> 1.20)
-    path = make_config(tmp_path, coco_root)
+    path = make_config(coco_root)
     assert main.main([path]) == 0
     rows = _metrics(tmp_path)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -64,7 +60,8 @@ def test_train_loss_falls_then_validate_writes_coco_eval(tmp_path, coco_root, ca
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all" in out and "AP50" in out
     report = json.loads((tmp_path / "exp" / "det" / "out" / "coco_eval.json").read_text())
     assert set(report["metrics"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
-    val_ids = {im["id"] for im in json.loads((coco_root / "annotations" / "instances_val2017.json").read_text())["images"]}
+    val = json.loads((coco_root / "annotations" / "instances_val2017.json").read_text())
+    val_ids = {im["id"] for im in val["images"]}
     cats = {3, 7, 11}
     assert all(r["image_id"] in val_ids and r["category_id"] in cats for r in report["results"])
 
@@ -80,12 +77,12 @@ def test_train_loss_falls_then_validate_writes_coco_eval(tmp_path, coco_root, ca
 
 
 @pytest.mark.slow      # three short trainings
-def test_resume_after_epoch_gives_identical_weights(tmp_path, coco_root, monkeypatch):
-    ref = make_config(tmp_path, coco_root, "ref.json", exp_name="ref")
+def test_resume_after_epoch_gives_identical_weights(tmp_path, coco_root, monkeypatch, make_config):
+    ref = make_config(coco_root, "ref")
     assert main.main([ref]) == 0
     expected = load_checkpoint(tmp_path / "exp" / "ref" / "checkpoints" / "last.pth")["model"]
 
-    path = make_config(tmp_path, coco_root, "int.json", exp_name="int")
+    path = make_config(coco_root, "int")
     run_interrupted_after_epoch_1(tmp_path, path, tmp_path / "exp" / "int" / "checkpoints", monkeypatch)
     resumed = load_checkpoint(tmp_path / "exp" / "int" / "checkpoints" / "last.pth")["model"]
     assert resumed.keys() == expected.keys()
@@ -120,7 +117,7 @@ def _unknown_category(data):
     (None, {"freeze_backbone_epochs": 1}, "trainable_backbone_layers freezes backbone stages"),
     (None, {"mixup": 0.2}, "mixup applies to classification"),
 ])
-def test_bad_inputs_exit_2_with_one_sentence(tmp_path, coco_root, capsys, damage, changes, match):
+def test_bad_inputs_exit_2_with_one_sentence(tmp_path, coco_root, capsys, damage, changes, match, make_config):
     root = tmp_path / "coco"
     shutil.copytree(coco_root, root)
     if damage == "no_annotations":
@@ -133,7 +130,7 @@ def test_bad_inputs_exit_2_with_one_sentence(tmp_path, coco_root, capsys, damage
         _edit(root, "train", _zero_width)
     elif damage == "unknown_category":
         _edit(root, "val", _unknown_category)
-    path = make_config(tmp_path, root, **changes)
+    path = make_config(root, **changes)
     capsys.readouterr()
     assert main.main([path]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -149,8 +146,8 @@ def test_warmup_iters_is_mmdet_linear_warmup_then_steps():
         [0.006667, 0.013333, 0.019973, 0.02, 0.02, 0.002, 0.0002]
 
 
-def test_flops_and_benchmark_modes(tmp_path, coco_root, capsys):
-    path = make_config(tmp_path, coco_root)
+def test_flops_and_benchmark_modes(coco_root, capsys, make_config):
+    path = make_config(coco_root)
     assert main.main([path, "--mode", "flops"]) == 0
     # CondenseNetV2-A: 46M FLOPs in the paper (v2 counting rule, 224x224)
     assert "network 45.9M FLOPs" in capsys.readouterr().out

@@ -2,7 +2,6 @@
 ignores SIGXFSZ, so writes fail with EFBIG), temporaries left by killed processes, and the umask. Each
 failure runs main.py in a subprocess: exit 2, one ``error:`` sentence naming the file and the OS's
 reason, no traceback, no temporary left, the previous file intact; the same command then resumes."""
-import json
 import os
 import resource
 import stat
@@ -15,19 +14,15 @@ import torch
 
 import main
 from graphs.models import create_model
-from tests.conftest import ROOT
-from tests.test_reliability import TINY
+from conftest import ROOT, TINY, write_config
 from engine.checkpoint import load_checkpoint
 from utils.atomic_io import temporary_path
 
-SMALL = {**TINY, "synthetic_train_size": 32, "max_epoch": 1}
-
 
 def config(root, name, **changes):
-    path = os.path.join(root, f"{name}.json")
-    with open(path, "w") as f:
-        json.dump({**SMALL, "exp_name": name, "exp_root": str(root), **changes}, f)
-    return path
+    """The tiny config, 2 steps for 1 epoch, its experiment folder right under ``root``."""
+    return write_config(root, name, exp_root=str(root), **{"synthetic_train_size": 32, "synthetic_val_size": 32,
+                                                           "deterministic": True, **changes})
 
 
 def run(cfg, *args, fsize=None, umask=None):
@@ -125,7 +120,7 @@ def test_file_size_limit_on_checkpoint_export_and_plot(tmp_path):
 
 def test_stale_temporaries_are_removed_at_the_start_of_validate(tmp_path):
     weights = tmp_path / "weights.pth"
-    torch.save(create_model(SMALL["model"], num_classes=SMALL["num_classes"], **SMALL["model_args"]).state_dict(),
+    torch.save(create_model(TINY["model"], num_classes=TINY["num_classes"], **TINY["model_args"]).state_dict(),
                weights)
     cfg = config(tmp_path, "stale", checkpoint=str(weights))
     root = tmp_path / "stale"

@@ -1,16 +1,10 @@
 """global_batch_size: one config reproduces the recipe's batch per optimizer step on any process count."""
-import json
-
 import pytest
 
 import main
+from conftest import DROP
 from engine.checkpoint import CheckpointManager, load_checkpoint
 from utils.config import split_global_batch
-
-TINY = {"agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic", "num_classes": 4,
-        "synthetic_train_size": 64, "synthetic_val_size": 8, "synthetic_shape": [3, 16, 16],
-        "model_args": {"stages": [2, 2], "growth": [4, 4]}, "max_epoch": 1, "lr": 0.05, "device": "cpu",
-        "seed": 5, "global_batch_size": 32}
 
 
 @pytest.mark.parametrize("total, processes, limit, expected", [
@@ -25,14 +19,15 @@ def test_split_global_batch(total, processes, limit, expected):
     assert split_global_batch(total, processes, limit) == expected
 
 
-def write(tmp_path, name, **changes):
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps({**TINY, "exp_name": name, "exp_root": str(tmp_path / "exp"), **changes}))
-    return str(path)
+@pytest.fixture
+def write(tiny_config):
+    """The tiny config with a global batch of 32 (and no batch_size, which it replaces)."""
+    return lambda name, **changes: tiny_config(name, **{"synthetic_val_size": 8, "batch_size": DROP,
+                                                        "global_batch_size": 32, **changes})
 
 
-def test_the_run_says_how_it_makes_the_global_batch(tmp_path, capsys):
-    assert main.main([write(tmp_path, "g", max_batch_per_process=8)]) == 0
+def test_the_run_says_how_it_makes_the_global_batch(tmp_path, capsys, write):
+    assert main.main([write("g", max_batch_per_process=8)]) == 0
     assert "32 images per optimizer step = 1 process(es) x 8 x 4 accumulation step(s)" in capsys.readouterr().err
     state = load_checkpoint(tmp_path / "exp" / "g" / "checkpoints" / "last.pth")
     assert state["global_step"] == 2 and state["config"]["grad_accum_steps"] == 4
@@ -42,16 +37,16 @@ def test_the_run_says_how_it_makes_the_global_batch(tmp_path, capsys):
                                             ({"grad_accum_steps": 2}, "derives grad_accum_steps"),
                                             ({"global_batch_size": None, "max_batch_per_process": 8},
                                              "max_batch_per_process applies with global_batch_size")])
-def test_contradicting_batch_keys_are_one_sentence(tmp_path, capsys, changes, words):
-    assert main.main([write(tmp_path, "bad", **changes)]) == 2
+def test_contradicting_batch_keys_are_one_sentence(capsys, changes, words, write):
+    assert main.main([write("bad", **changes)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and words in err, err
 
 
-def test_resume_on_another_split_continues_at_the_same_sample(tmp_path, monkeypatch, capsys):
+def test_resume_on_another_split_continues_at_the_same_sample(tmp_path, monkeypatch, capsys, write):
     """Stopped after 2 of the epoch's 4 optimizer steps, made of 4 micro-batches each, resumed with 2 larger
     ones: the run continues after the same 64 samples and takes the same number of steps."""
-    path = write(tmp_path, "split", max_batch_per_process=8, recovery_every=1, synthetic_train_size=128)
+    path = write("split", max_batch_per_process=8, recovery_every=1, synthetic_train_size=128)
     original = CheckpointManager.save_recovery
 
     def stop_after_step_2(self, payload, step):

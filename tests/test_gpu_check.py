@@ -13,7 +13,7 @@ import torch
 from agents import build_agent
 from benchmarks import gpu_check
 from engine.trainer import ClassificationTask, Trainer
-from tests.conftest import ROOT
+from conftest import ROOT
 from engine.checkpoint import load_checkpoint
 from utils.config import load_config
 
@@ -21,14 +21,10 @@ SMOKE = ["--device", "cpu", "--amp", "bf16", "--smoke", "--train-subset", "48", 
          "--steps", "2", "--warmup", "1"]
 
 
-def _trainer(tmp_path):
-    cfg = {"exp_name": "sync", "exp_root": str(tmp_path), "agent": "ClassificationAgent", "model": "cdnv2_110",
-           "model_args": {"stages": [1, 1, 1]}, "dataset": "synthetic", "num_classes": 4,
-           "synthetic_train_size": 48, "synthetic_val_size": 8, "batch_size": 8, "max_epoch": 1, "device": "cpu",
-           "log_interval": 2, "amp": "bf16"}
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(cfg))
-    agent = build_agent(load_config(str(path)))
+def _trainer(tiny_config):
+    path = tiny_config("sync", model="cdnv2_110", model_args={"stages": [1, 1, 1]}, synthetic_train_size=48,
+                       synthetic_val_size=8, synthetic_shape=[3, 32, 32], batch_size=8, log_interval=2, amp="bf16")
+    agent = build_agent(load_config(path))
     return agent, agent.build_trainer()
 
 
@@ -43,8 +39,8 @@ def _read_the_loss(monkeypatch):
     monkeypatch.setattr(ClassificationTask, "forward_loss", forward_loss)
 
 
-def test_host_sync_check_allows_the_log_interval_and_catches_a_read_in_the_step(tmp_path, monkeypatch):
-    agent, trainer = _trainer(tmp_path)
+def test_host_sync_check_allows_the_log_interval_and_catches_a_read_in_the_step(tiny_config, monkeypatch):
+    agent, trainer = _trainer(tiny_config)
     with gpu_check.HostSyncCheck(torch.device("cpu")) as check:
         trainer.train_one_epoch(0)                  # the CPU checks the loss every step: an allowed read
     assert (check.steps, check.checked_steps) == (6, 5)

@@ -1,7 +1,6 @@
 """The training step never waits for the device: no .item()/float()/bool() of a tensor and no host value
 made into a device tensor inside a step; only the log-interval checks read the device (on CUDA the GPU
 check, benchmarks/gpu_check.sh, proves the same with torch.cuda.set_sync_debug_mode("error"))."""
-import json
 import traceback
 
 import torch
@@ -53,15 +52,11 @@ class _FreshCopies(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def test_a_training_epoch_reads_nothing_back_between_log_intervals(tmp_path):
-    cfg = {"exp_name": "sync", "exp_root": str(tmp_path), "agent": "ClassificationAgent", "model": "cdnv2_110",
-           "model_args": {"stages": [2, 2, 2], "growth": [4, 8, 16]}, "dataset": "synthetic", "num_classes": 4,
-           "synthetic_train_size": 48, "synthetic_val_size": 8, "synthetic_shape": [3, 32, 32], "batch_size": 8,
-           "max_epoch": 1, "device": "cpu", "log_interval": 1000, "ema": True, "mixup": 0.2, "cutmix": 1.0,
-           "label_smoothing": 0.1, "drop_path": 0.1}
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(cfg))
-    agent = build_agent(load_config(str(path)))
+def test_a_training_epoch_reads_nothing_back_between_log_intervals(tiny_config):
+    path = tiny_config("sync", model="cdnv2_110", model_args={"stages": [2, 2, 2], "growth": [4, 8, 16]},
+                       synthetic_train_size=48, synthetic_val_size=8, synthetic_shape=[3, 32, 32], batch_size=8,
+                       log_interval=1000, ema=True, mixup=0.2, cutmix=1.0, label_smoothing=0.1, drop_path=0.1)
+    agent = build_agent(load_config(path))
     trainer = agent.build_trainer()
     reads, copies = _Reads(), _FreshCopies()
     with reads, copies:

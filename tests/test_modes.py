@@ -9,15 +9,13 @@ from PIL import Image
 
 import main
 
-TINY = {"agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic", "num_classes": 4,
+
+@pytest.fixture
+def config(tiny_config):
+    """The tiny config on 32x32 images, one dense layer a stage, trained for 2 epochs."""
+    return lambda name="m", **changes: tiny_config(name, **{
         "synthetic_train_size": 48, "synthetic_val_size": 24, "synthetic_shape": [3, 32, 32],
-        "model_args": {"stages": [1, 1], "growth": [4, 4]}, "batch_size": 16, "max_epoch": 2, "device": "cpu"}
-
-
-def config(tmp_path, name="m", **changes):
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps({**TINY, "exp_name": name, "exp_root": str(tmp_path / "exp"), **changes}))
-    return str(path)
+        "model_args": {"stages": [1, 1], "growth": [4, 4]}, "max_epoch": 2, **changes})
 
 
 def run(capsys, argv):
@@ -57,8 +55,8 @@ def write_images(folder, n=3, size=48):
     return paths
 
 
-def test_train_writes_curves_then_validate_writes_per_class_and_confusion(tmp_path, capsys):
-    path = config(tmp_path)
+def test_train_writes_curves_then_validate_writes_per_class_and_confusion(tmp_path, capsys, config):
+    path = config()
     run(capsys, [path])
     out = tmp_path / "exp" / "m" / "out"
     assert is_png(out / "training_curves.png")
@@ -72,9 +70,9 @@ def test_train_writes_curves_then_validate_writes_per_class_and_confusion(tmp_pa
     assert is_png(out / "training_curves.png")
 
 
-def test_validate_on_cifar_batches_written_here(tmp_path, capsys):
+def test_validate_on_cifar_batches_written_here(tmp_path, capsys, config):
     root = write_cifar(tmp_path / "cifar")
-    path = config(tmp_path, dataset="cifar10", num_classes=None, data_root=str(root), max_epoch=1)
+    path = config(dataset="cifar10", num_classes=None, data_root=str(root), max_epoch=1)
     run(capsys, [path])
     _, err = run(capsys, [path, "--mode", "validate"])
     assert "(40 images)" in err
@@ -82,11 +80,11 @@ def test_validate_on_cifar_batches_written_here(tmp_path, capsys):
     assert names[:2] == ["airplane", "automobile"]
 
 
-def test_validate_on_an_imagefolder_tree(tmp_path, capsys):
+def test_validate_on_an_imagefolder_tree(tmp_path, capsys, config):
     for split in ("train", "val"):
         for cls in ("cat", "dog", "fox"):
             write_images(tmp_path / "tree" / split / cls, n=2)
-    path = config(tmp_path, dataset="imagenet", num_classes=3, data_root=str(tmp_path / "tree"), num_workers=0,
+    path = config(dataset="imagenet", num_classes=3, data_root=str(tmp_path / "tree"), num_workers=0,
                   model_args={"stages": [1, 1], "growth": [4, 4], "data": "imagenet"}, input_size=64, max_epoch=1)
     run(capsys, [path])
     _, err = run(capsys, [path, "--mode", "validate"])
@@ -95,9 +93,9 @@ def test_validate_on_an_imagefolder_tree(tmp_path, capsys):
     assert names == ["cat", "dog", "fox"]
 
 
-def test_predict_prints_five_names_per_image_even_without_checkpoint(tmp_path, capsys):
+def test_predict_prints_five_names_per_image_even_without_checkpoint(tmp_path, capsys, config):
     images = write_images(tmp_path / "imgs")
-    path = config(tmp_path, dataset="cifar10", num_classes=None, data_root=str(tmp_path / "none"))
+    path = config(dataset="cifar10", num_classes=None, data_root=str(tmp_path / "none"))
     out, err = run(capsys, [path, "--mode", "predict", "--images", *images])
     assert "RANDOM" in err
     lines = out.strip().splitlines()
@@ -109,16 +107,16 @@ def test_predict_prints_five_names_per_image_even_without_checkpoint(tmp_path, c
         assert len(names) == 5 and set(names) <= cifar_names
 
 
-def test_export_writes_onnx_and_torchscript_for_a_converted_condensenet(tmp_path, capsys):
-    path = config(tmp_path, model="condensenet_50", model_args={"stages": [1, 1, 1], "growth": [4, 4, 4]})
+def test_export_writes_onnx_and_torchscript_for_a_converted_condensenet(tmp_path, capsys, config):
+    path = config(model="condensenet_50", model_args={"stages": [1, 1, 1], "growth": [4, 4, 4]})
     _, err = run(capsys, [path, "--mode", "export"])
     out = tmp_path / "exp" / "m" / "out"
     assert (out / "m.onnx").stat().st_size > 1000 and (out / "m.torchscript.pt").stat().st_size > 1000
     assert err.count("max |difference| to PyTorch") == 2
 
 
-def test_benchmark_emits_json_for_training_time_converted_and_fused_models(tmp_path, capsys):
-    path = config(tmp_path, model="condensenet_50", model_args={"stages": [1, 1, 1], "growth": [4, 4, 4]},
+def test_benchmark_emits_json_for_training_time_converted_and_fused_models(tmp_path, capsys, config):
+    path = config(model="condensenet_50", model_args={"stages": [1, 1, 1], "growth": [4, 4, 4]},
                   benchmark_batch_size=4, benchmark_runtimes=[])     # runtimes: tests/test_deploy.py
     out, _ = run(capsys, [path, "--mode", "benchmark"])
     data = json.loads((tmp_path / "exp" / "m" / "out" / "benchmark.json").read_text())
@@ -131,8 +129,9 @@ def test_benchmark_emits_json_for_training_time_converted_and_fused_models(tmp_p
     assert "|" in out and "converted" in out and "fused" in out
 
 
-def test_convert_flops_and_visualize_for_a_condensenetv2(tmp_path, capsys):
-    path = config(tmp_path, model="cdnv2_110", model_args={"stages": [2, 2, 2], "growth": [4, 4, 4]}, max_epoch=2)
+def test_convert_flops_and_visualize_for_a_condensenetv2(tmp_path, capsys, config):
+    # seed 0: the best epoch (which convert and validate load) is the last, fully condensed one
+    path = config(model="cdnv2_110", model_args={"stages": [2, 2, 2], "growth": [4, 4, 4]}, max_epoch=2, seed=0)
     _, err = run(capsys, [path])
     assert "pruning event" in err
     _, err = run(capsys, [path, "--mode", "convert"])
@@ -153,12 +152,13 @@ def test_convert_flops_and_visualize_for_a_condensenetv2(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model, converted", [("cdnv2_a", True), ("rexnet_1_0", False), ("condensenet_74_g8", True)])
-def test_real_imagenet_sample_validate_and_predict(imagenet_sample_root, tmp_path, capsys, model, converted):
+def test_real_imagenet_sample_validate_and_predict(imagenet_sample_root, tmp_path, capsys, config, model,
+                                                 converted):
     import torch
     from graphs.models import create_model
     weights = tmp_path / "weights.pth"   # plain (random) weights, as the official releases are
     torch.save(create_model(model, converted=converted).state_dict(), weights)
-    path = config(tmp_path, model=model, model_args={}, dataset="imagenet", num_classes=None, converted=converted,
+    path = config(model=model, model_args={}, dataset="imagenet", num_classes=None, converted=converted,
                   data_root=str(imagenet_sample_root), batch_size=50, num_workers=2, checkpoint=str(weights))
     _, err = run(capsys, [path, "--mode", "validate"])
     assert "(1000 images)" in err

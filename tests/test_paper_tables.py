@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT
+from conftest import ROOT
 from tools import paper_tables
 
 

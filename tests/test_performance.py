@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from graphs.models import create_model
 from _condense_helpers import condensed, randomize_bn
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMALL = {
     "condensenet_50": dict(stages=(2, 2, 2)),

@@ -1,7 +1,6 @@
 """Faults: SIGTERM mid-epoch resumes exactly, SIGKILL never leaves an unreadable checkpoint, a failed
 write keeps the previous checkpoint, and fuzzed configs/checkpoints only ever fail cleanly."""
 import errno
-import json
 import os
 import random
 import signal
@@ -15,26 +14,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import main
+from _process_helpers import wait_for
+from conftest import ROOT, TINY, checkpoint_dir
 from graphs.models import create_model, load_weights
-from tests.conftest import ROOT
 from engine.checkpoint import load_checkpoint, recovery_checkpoints
 from utils.config import SCHEMA_BY_NAME, validate
 from utils.errors import CheckpointError, ConfigError, UserError
 
-TINY = {"agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic", "num_classes": 4,
-        "synthetic_train_size": 320, "synthetic_val_size": 32, "synthetic_shape": [3, 16, 16],
-        "model_args": {"stages": [2, 2], "growth": [4, 4]}, "batch_size": 16, "max_epoch": 2, "lr": 0.05,
-        "device": "cpu", "seed": 5, "deterministic": True}
 
-
-def config(tmp_path, name, **changes):
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps({**TINY, "exp_name": name, "exp_root": str(tmp_path / "exp"), **changes}))
-    return str(path)
-
-
-def ckpt_dir(tmp_path, name):
-    return tmp_path / "exp" / name / "checkpoints"
+@pytest.fixture
+def config(tiny_config):
+    """The tiny config, deterministic, 20 steps an epoch for 2 epochs: long enough to stop it mid-epoch."""
+    return lambda name, **changes: tiny_config(name, **{"synthetic_train_size": 320, "synthetic_val_size": 32,
+                                                        "max_epoch": 2, "deterministic": True, **changes})
 
 
 def start(path):
@@ -42,42 +34,33 @@ def start(path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(predicate, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.slow
-def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
-    assert main.main([config(tmp_path, "ref", recovery_every=1, recovery_keep=1)]) == 0
-    expected = load_checkpoint(ckpt_dir(tmp_path, "ref") / "last.pth")["model"]
+def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path, config):
+    assert main.main([config("ref", recovery_every=1, recovery_keep=1)]) == 0
+    expected = load_checkpoint(checkpoint_dir(tmp_path, "ref") / "last.pth")["model"]
 
-    path = config(tmp_path, "int", recovery_every=1, recovery_keep=1)
+    path = config("int", recovery_every=1, recovery_keep=1)
     proc = start(path)
     # recovery_keep=1 replaces the file every step, so look for any recovery checkpoint, not one name
-    assert wait_for(lambda: recovery_checkpoints(ckpt_dir(tmp_path, "int")) or proc.poll() is not None)
+    assert wait_for(lambda: recovery_checkpoints(checkpoint_dir(tmp_path, "int")) or proc.poll() is not None)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "checkpoint is saved" in err
-    state = load_checkpoint(ckpt_dir(tmp_path, "int") / "last.pth")
+    state = load_checkpoint(checkpoint_dir(tmp_path, "int") / "last.pth")
     assert 0 < state["batch"] < 20, "stopped mid-epoch"
     assert main.main([path]) == 0
-    resumed = load_checkpoint(ckpt_dir(tmp_path, "int") / "last.pth")["model"]
+    resumed = load_checkpoint(checkpoint_dir(tmp_path, "int") / "last.pth")["model"]
     for k in expected:
         assert torch.equal(resumed[k], expected[k]), k
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_never_loses_a_readable_checkpoint(tmp_path):
+def test_sigkill_at_random_moments_never_loses_a_readable_checkpoint(tmp_path, config):
     rng = random.Random(0)
     # far more epochs than 16 short runs can train, so every run is killed, however fast the machine
-    path = config(tmp_path, "kill", max_epoch=500, recovery_every=2, recovery_keep=2)
-    folder = ckpt_dir(tmp_path, "kill")
+    path = config("kill", max_epoch=500, recovery_every=2, recovery_keep=2)
+    folder = checkpoint_dir(tmp_path, "kill")
     for _ in range(16):
         proc = start(path)
         # kill at a random moment: during start-up, training, or a checkpoint write
@@ -95,10 +78,10 @@ def test_sigkill_at_random_moments_never_loses_a_readable_checkpoint(tmp_path):
     assert not [f for f in os.listdir(folder) if ".tmp-" in f], "stale temporary files are cleaned up"
 
 
-def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch, capsys):
-    path = config(tmp_path, "disk", max_epoch=1, synthetic_train_size=32)
+def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch, capsys, config):
+    path = config("disk", max_epoch=1, synthetic_train_size=32)
     assert main.main([path]) == 0
-    last = ckpt_dir(tmp_path, "disk") / "last.pth"
+    last = checkpoint_dir(tmp_path, "disk") / "last.pth"
     before = last.read_bytes()
 
     def full_disk(obj, f, *a, **k):
@@ -107,7 +90,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(torch, "save", full_disk)
     capsys.readouterr()
-    assert main.main([config(tmp_path, "disk", max_epoch=2, synthetic_train_size=32)]) == 2
+    assert main.main([config("disk", max_epoch=2, synthetic_train_size=32)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: could not write") and "No space left on device" in err
     assert "previous file is intact" in err
@@ -116,17 +99,17 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch, capsys):
     assert not [f for f in os.listdir(last.parent) if ".tmp-" in f]
 
 
-def test_corrupt_newest_checkpoint_falls_back_to_recovery(tmp_path, capsys):
-    path = config(tmp_path, "fall", max_epoch=1, recovery_every=4, recovery_keep=3)
+def test_corrupt_newest_checkpoint_falls_back_to_recovery(tmp_path, capsys, config):
+    path = config("fall", max_epoch=1, recovery_every=4, recovery_keep=3)
     assert main.main([path]) == 0
-    folder = ckpt_dir(tmp_path, "fall")
+    folder = checkpoint_dir(tmp_path, "fall")
     (folder / "last.pth").write_bytes((folder / "last.pth").read_bytes()[:1000])
     capsys.readouterr()     # best.pth (the same epoch-1 position) is the newest readable one
     assert main.main([path]) == 0
     assert f"{folder / 'last.pth'} could not be read; resuming from {folder / 'best.pth'}" in capsys.readouterr().err
     (folder / "best.pth").write_bytes((folder / "best.pth").read_bytes()[:1000])
     newest = recovery_checkpoints(folder)[0]
-    assert main.main([config(tmp_path, "fall", max_epoch=2, recovery_every=4, recovery_keep=3)]) == 0
+    assert main.main([config("fall", max_epoch=2, recovery_every=4, recovery_keep=3)]) == 0
     err = capsys.readouterr().err
     assert f"{folder / 'last.pth'}, {folder / 'best.pth'} could not be read; resuming from {newest}" in err, err
 
@@ -141,7 +124,7 @@ keys = st.sampled_from(sorted(SCHEMA_BY_NAME)) | st.text(max_size=12)
 @given(st.dictionaries(keys, json_values, max_size=8), st.booleans())
 def test_fuzz_config_validation_only_succeeds_or_fails_cleanly(data, with_base):
     if with_base:
-        data = {**{k: v for k, v in TINY.items()}, "exp_name": "f", **data}
+        data = {**TINY, "exp_name": "f", **data}
     try:
         validate(data)
     except ConfigError as e:

@@ -3,21 +3,19 @@ import math
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import timm  # requirements.txt: a missing package must fail, not skip
 
+from _condense_helpers import randomize_bn
+from conftest import ROOT
 from graphs.models import create_model, list_models, load_weights
 from graphs.models.layouts import to_timm_state_dict
 from graphs.models.rexnet import ReXNetV1, rexnet_channels, rexnet_lite_channels
 from utils.errors import CheckpointError, ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
-import timm  # noqa: E402  (requirements.txt: a missing package must fail, not skip)
-from _condense_helpers import randomize_bn  # noqa: E402
 
 
 def randomise_bn(model, seed=0):

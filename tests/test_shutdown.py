@@ -14,9 +14,8 @@ import torch
 from PIL import Image
 
 import main
-from tests.conftest import ROOT
-from tests.test_distributed import _children
-from tests.test_reliability import ckpt_dir, config, wait_for
+from _process_helpers import children, wait_for
+from conftest import ROOT, checkpoint_dir
 from engine.checkpoint import load_checkpoint, recovery_checkpoints
 
 
@@ -48,6 +47,20 @@ class Run:
         self._reader.join(timeout=10)
         return code, time.time() - start
 
+    def sigterm_when(self, ready, group=False):
+        """Once ``ready`` (a text in stderr, or a predicate), send SIGTERM; check the exit code is
+        128 + SIGTERM and return the seconds it took to stop."""
+        try:
+            if callable(ready):
+                assert wait_for(lambda: ready() or self.proc.poll() is not None)
+            else:
+                self.wait_for(ready)
+            code, seconds = self.stop(signal.SIGTERM, group)
+        finally:
+            self.kill()
+        assert code == 128 + signal.SIGTERM, self.err[-3000:]
+        return seconds
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
@@ -67,8 +80,8 @@ def metric_rows(path):
 
 
 # ---------------------------------------------------------------- one training run per experiment
-def test_second_training_run_is_refused_while_the_first_lives(tmp_path):
-    path = config(tmp_path, "lock", max_epoch=100000, synthetic_train_size=32)
+def test_second_training_run_is_refused_while_the_first_lives(tmp_path, tiny_config):
+    path = tiny_config("lock", max_epoch=100000, synthetic_train_size=32)
     lock = tmp_path / "exp" / "lock" / "train.lock"
     first = Run(path)
     try:
@@ -85,16 +98,16 @@ def test_second_training_run_is_refused_while_the_first_lives(tmp_path):
         first.proc.wait()
     finally:
         first.kill()
-    folder = ckpt_dir(tmp_path, "lock")
+    folder = checkpoint_dir(tmp_path, "lock")
     reached = load_checkpoint(folder / "last.pth")["epoch"] if (folder / "last.pth").exists() else 0
     assert main.main([path, "--set", f"max_epoch={reached + 1}"]) == 0
     assert load_checkpoint(folder / "last.pth")["epoch"] == reached + 1
 
 
 # ---------------------------------------------------------------- a failed start leaves nothing behind
-def test_failed_start_leaves_no_experiment_folder(tmp_path):
+def test_failed_start_leaves_no_experiment_folder(tmp_path, tiny_config):
     exp_root = tmp_path / "runs" / "cifar"      # neither folder exists yet
-    path = config(tmp_path, "fresh", dataset="folder", data_root=str(tmp_path / "missing"), num_classes=None,
+    path = tiny_config("fresh", dataset="folder", data_root=str(tmp_path / "missing"), num_classes=None,
                   exp_root=str(exp_root))
     r = subprocess.run([sys.executable, str(ROOT / "main.py"), path], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
@@ -103,20 +116,20 @@ def test_failed_start_leaves_no_experiment_folder(tmp_path):
 
     other = tmp_path / "exp" / "someone_else"           # an existing exp_root keeps what was in it
     other.mkdir(parents=True)
-    path = config(tmp_path, "fresh2", dataset="folder", data_root=str(tmp_path / "missing"), num_classes=None)
+    path = tiny_config("fresh2", dataset="folder", data_root=str(tmp_path / "missing"), num_classes=None)
     r = subprocess.run([sys.executable, str(ROOT / "main.py"), path], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]
     assert sorted(os.listdir(tmp_path / "exp")) == ["someone_else"]
 
 
-def test_failing_run_leaves_an_existing_experiment_untouched(tmp_path):
-    path = config(tmp_path, "kept", max_epoch=1, synthetic_train_size=32)
+def test_failing_run_leaves_an_existing_experiment_untouched(tmp_path, tiny_config):
+    path = tiny_config("kept", max_epoch=1, synthetic_train_size=32)
     assert main.main([path]) == 0
     folder = tmp_path / "exp" / "kept"
     before = tree(folder)
     # fails as late as a start can: data loaded, the trainer built, then its checkpoint does not fit
-    bad = config(tmp_path, "kept", max_epoch=2, model_args={"stages": [2, 2], "growth": [4, 8]})
+    bad = tiny_config("kept", max_epoch=2, model_args={"stages": [2, 2], "growth": [4, 8]})
     r = subprocess.run([sys.executable, str(ROOT / "main.py"), bad], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "set model and model_args to match" in r.stderr, r.stderr[-2000:]
@@ -125,28 +138,24 @@ def test_failing_run_leaves_an_existing_experiment_untouched(tmp_path):
 
 # ---------------------------------------------------------------- a prompt, safe stop
 @pytest.mark.slow
-def test_sigterm_during_validation_stops_within_a_batch_and_resumes_exactly(tmp_path):
+def test_sigterm_during_validation_stops_within_a_batch_and_resumes_exactly(tmp_path, tiny_config):
     # 2 training steps per epoch, then a validation of 100 batches: the signal comes in its first ones
-    long_val = dict(synthetic_train_size=32, synthetic_val_size=1600, val_batch_size=16, max_epoch=2)
-    assert main.main([config(tmp_path, "ref", **long_val)]) == 0
+    long_val = dict(synthetic_train_size=32, synthetic_val_size=1600, val_batch_size=16, max_epoch=2,
+                    deterministic=True)
+    assert main.main([tiny_config("ref", **long_val)]) == 0
 
-    path = config(tmp_path, "int", **long_val)
+    path = tiny_config("int", **long_val)
     run = Run(path)
-    try:
-        run.wait_for("validate")
-        code, seconds = run.stop(signal.SIGTERM)
-    finally:
-        run.kill()
-    assert code == 128 + signal.SIGTERM, run.err[-3000:]
+    seconds = run.sigterm_when("validate")
     assert "stopped by SIGTERM; the checkpoint is saved" in run.err
     assert seconds < 20, f"{seconds:.1f}s to stop"
-    state = load_checkpoint(ckpt_dir(tmp_path, "int") / "last.pth")
+    state = load_checkpoint(checkpoint_dir(tmp_path, "int") / "last.pth")
     assert (state["epoch"], state["batch"]) == (0, 2), "epoch 1 trained, its validation still owed"
-    assert not (ckpt_dir(tmp_path, "int") / "best.pth").exists()
+    assert not (checkpoint_dir(tmp_path, "int") / "best.pth").exists()
 
     assert main.main([path]) == 0       # validates epoch 1 (its metrics row, best.pth), then trains epoch 2
     for name in ("last.pth", "best.pth"):
-        ref, got = (load_checkpoint(ckpt_dir(tmp_path, n) / name) for n in ("ref", "int"))
+        ref, got = (load_checkpoint(checkpoint_dir(tmp_path, n) / name) for n in ("ref", "int"))
         assert (got["epoch"], got["best_acc1"]) == (ref["epoch"], ref["best_acc1"]), name
         for k in ref["model"]:
             assert torch.equal(got["model"][k], ref["model"][k]), (name, k)
@@ -168,16 +177,11 @@ def slow_images(tmp_path_factory):
     return root
 
 
-def test_sigterm_while_workers_load_the_first_batch_stops_at_once(tmp_path, slow_images):
-    path = config(tmp_path, "first", dataset="folder", data_root=str(slow_images), num_classes=None,
+def test_sigterm_while_workers_load_the_first_batch_stops_at_once(tmp_path, slow_images, tiny_config):
+    path = tiny_config("first", dataset="folder", data_root=str(slow_images), num_classes=None,
                   num_workers=2, batch_size=16, max_epoch=1)
     run = Run(path)
-    try:
-        run.wait_for("epoch 1/1")       # the progress bar: the loader is starting its workers
-        code, seconds = run.stop(signal.SIGTERM)
-    finally:
-        run.kill()
-    assert code == 128 + signal.SIGTERM, run.err[-3000:]
+    seconds = run.sigterm_when("epoch 1/1")     # the progress bar: the loader is starting its workers
     assert "stopped by SIGTERM; nothing was saved" in run.err
     assert "Traceback" not in run.err
     assert seconds < 20, f"{seconds:.1f}s to stop"
@@ -197,33 +201,23 @@ def small_images(tmp_path_factory):
     return root
 
 
-def test_sigterm_to_the_process_group_with_workers_saves_and_stops(tmp_path, small_images):
+def test_sigterm_to_the_process_group_with_workers_saves_and_stops(tmp_path, small_images, tiny_config):
     # like Ctrl-C in a terminal or a Slurm job step: the data-loader workers get the signal too
-    path = config(tmp_path, "group", dataset="folder", data_root=str(small_images), num_classes=None,
+    path = tiny_config("group", dataset="folder", data_root=str(small_images), num_classes=None,
                   num_workers=2, batch_size=4, max_epoch=1000, recovery_every=1, recovery_keep=1)
     run = Run(path, new_group=True)
-    try:
-        assert wait_for(lambda: recovery_checkpoints(ckpt_dir(tmp_path, "group")) or run.proc.poll() is not None)
-        code, seconds = run.stop(signal.SIGTERM, group=True)
-    finally:
-        run.kill()
-    assert code == 128 + signal.SIGTERM, run.err[-3000:]
+    run.sigterm_when(lambda: recovery_checkpoints(checkpoint_dir(tmp_path, "group")), group=True)
     assert "stopped by SIGTERM; the checkpoint is saved" in run.err and "Traceback" not in run.err
-    assert load_checkpoint(ckpt_dir(tmp_path, "group") / "last.pth")["global_step"] > 0
+    assert load_checkpoint(checkpoint_dir(tmp_path, "group") / "last.pth")["global_step"] > 0
 
 
-def test_sigterm_during_export_leaves_no_partial_file(tmp_path):
+def test_sigterm_during_export_leaves_no_partial_file(tmp_path, tiny_config):
     out = tmp_path / "exp" / "export" / "out"
     out.mkdir(parents=True)         # an existing experiment: its folder stays, so out/ can be inspected
-    path = config(tmp_path, "export", export_formats=["onnx", "openvino"])
+    path = tiny_config("export", export_formats=["onnx", "openvino"])
     run = Run(path, "--mode", "export")
-    try:
-        # the ONNX file is being written and checked (atomic_path's temporary file exists)
-        assert wait_for(lambda: any(".tmp-" in n for n in os.listdir(out)) or run.proc.poll() is not None)
-        code, seconds = run.stop(signal.SIGTERM)
-    finally:
-        run.kill()
-    assert code == 128 + signal.SIGTERM, run.err[-3000:]
+    # the ONNX file is being written and checked (atomic_path's temporary file exists)
+    seconds = run.sigterm_when(lambda: any(".tmp-" in n for n in os.listdir(out)))
     assert "stopped by SIGTERM; nothing was saved" in run.err
     assert seconds < 20, f"{seconds:.1f}s to stop"
     left = os.listdir(out)
@@ -236,15 +230,15 @@ def test_sigterm_during_export_leaves_no_partial_file(tmp_path):
 
 # ---------------------------------------------------------------- under DDP
 @pytest.mark.slow
-def test_ddp_second_run_refused_and_sigterm_saves_on_every_rank(tmp_path):
-    path = config(tmp_path, "ddp", max_epoch=100000, synthetic_train_size=64, recovery_every=1, recovery_keep=1,
+def test_ddp_second_run_refused_and_sigterm_saves_on_every_rank(tmp_path, tiny_config):
+    path = tiny_config("ddp", max_epoch=100000, synthetic_train_size=64, recovery_every=1, recovery_keep=1,
                   log_interval=1)
     lock = tmp_path / "exp" / "ddp" / "train.lock"
     first = Run(path, "--nproc", "2")
     try:
-        assert wait_for(lambda: recovery_checkpoints(ckpt_dir(tmp_path, "ddp")) or first.proc.poll() is not None)
+        assert wait_for(lambda: recovery_checkpoints(checkpoint_dir(tmp_path, "ddp")) or first.proc.poll() is not None)
         holder = int(lock.read_text().split()[0])
-        assert holder in _children(first.pid), "rank 0 (a child of the launcher) holds the lock"
+        assert holder in children(first.pid), "rank 0 (a child of the launcher) holds the lock"
         second = subprocess.run([sys.executable, str(ROOT / "main.py"), path, "--nproc", "2"], cwd=ROOT,
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr[-2000:]
@@ -256,5 +250,5 @@ def test_ddp_second_run_refused_and_sigterm_saves_on_every_rank(tmp_path):
     # both ranks stop with that message; the launcher prints it once
     assert first.err.count("stopped by SIGTERM; the checkpoint is saved") == 1, first.err[-3000:]
     assert "Traceback" not in first.err
-    state = load_checkpoint(ckpt_dir(tmp_path, "ddp") / "last.pth")
+    state = load_checkpoint(checkpoint_dir(tmp_path, "ddp") / "last.pth")
     assert state["global_step"] > 0

@@ -6,7 +6,6 @@ loss must stay finite, every parameter must get a finite fp32 gradient, and the 
 close to the fp32 NCHW model's (same weights), so a switch that silently breaks the numerics fails too.
 """
 import copy
-import json
 import shutil
 
 import pytest
@@ -89,46 +88,34 @@ MAIN_MODELS = {
 MAIN_SWITCHES = {"bf16": dict(amp="bf16"), "channels_last": dict(channels_last=True),
                  "bf16+channels_last": dict(amp="bf16", channels_last=True),
                  "memory_efficient_off": dict(memory_efficient=False)}
+# changes to the tiny config: 2 steps an epoch on 32x32 images
+SHORT = dict(synthetic_train_size=16, synthetic_val_size=8, synthetic_shape=[3, 32, 32], batch_size=8, lr=0.02)
 
 
 @pytest.mark.parametrize("switch", [s if s == FAST else pytest.param(s, marks=pytest.mark.slow)
                                     for s in MAIN_SWITCHES])
 @pytest.mark.parametrize("name", list(MAIN_MODELS))
-def test_main_trains_resumes_and_validates_under_switch(tmp_path, name, switch):
+def test_main_trains_resumes_and_validates_under_switch(tmp_path, tiny_config, name, switch):
     import main
     from engine.checkpoint import load_checkpoint
-    cfg = {"exp_name": "m", "agent": "ClassificationAgent", "model": name, "model_args": MAIN_MODELS[name],
-           "dataset": "synthetic", "num_classes": 4, "synthetic_train_size": 16, "synthetic_val_size": 8,
-           "synthetic_shape": [3, 32, 32], "batch_size": 8, "max_epoch": 1, "lr": 0.02, "device": "cpu",
-           "exp_root": str(tmp_path / "exp"), **MAIN_SWITCHES[switch]}
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(cfg))
-    assert main.main([str(path)]) == 0
-    assert main.main([str(path), "--set", "max_epoch=2"]) == 0                       # resumes epoch 2
+    path = tiny_config("m", model=name, model_args=MAIN_MODELS[name], **SHORT, **MAIN_SWITCHES[switch])
+    assert main.main([path]) == 0
+    assert main.main([path, "--set", "max_epoch=2"]) == 0                       # resumes epoch 2
     assert load_checkpoint(tmp_path / "exp" / "m" / "checkpoints" / "last.pth")["epoch"] == 2
-    assert main.main([str(path), "--mode", "validate"]) == 0
+    assert main.main([path, "--mode", "validate"]) == 0
 
 
 # ---------------------------------------------------------------------------------------------------
 # compile: true through main.py on the CPU, fp16 through main.py on CUDA: train, stop after epoch 1,
 # resume, validate, against an uninterrupted eager run of the same config
-def _write(tmp_path, name, **cfg):
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps({"exp_name": name, "agent": "ClassificationAgent", "dataset": "synthetic",
-                                "num_classes": 4, "synthetic_train_size": 16, "synthetic_val_size": 8,
-                                "synthetic_shape": [3, 32, 32], "batch_size": 8, "max_epoch": 2, "lr": 0.02,
-                                "seed": 3, "exp_root": str(tmp_path / "exp"), **cfg}))
-    return str(path)
-
-
 def _resumed_and_uninterrupted(tmp_path, monkeypatch, reference: dict, run: dict):
     """(final weights of ``reference`` run straight through, of ``run`` stopped after epoch 1 and resumed);
     the resumed run is validated too."""
     import main
-    from conftest import run_interrupted_after_epoch_1
+    from conftest import run_interrupted_after_epoch_1, write_config
     from engine.checkpoint import load_checkpoint
-    assert main.main([_write(tmp_path, "ref", **reference)]) == 0
-    path = _write(tmp_path, "run", **run)
+    assert main.main([write_config(tmp_path, "ref", **{**SHORT, "max_epoch": 2, "seed": 3, **reference})]) == 0
+    path = write_config(tmp_path, "run", **{**SHORT, "max_epoch": 2, "seed": 3, **run})
     run_interrupted_after_epoch_1(tmp_path, path, tmp_path / "exp" / "run" / "checkpoints", monkeypatch)
     assert main.main([path, "--mode", "validate"]) == 0
     weights = [load_checkpoint(tmp_path / "exp" / name / "checkpoints" / "last.pth") for name in ("ref", "run")]

@@ -2,7 +2,6 @@
 import csv
 import json
 import os
-import shutil
 
 import pytest
 import torch
@@ -10,20 +9,16 @@ import torch
 import main
 from conftest import run_interrupted_after_epoch_1
 from agents import ClassificationAgent
-from engine.checkpoint import CheckpointManager, load_checkpoint
+from engine.checkpoint import load_checkpoint
 from utils.config import load_config
 
-TINY = {"exp_name": "tiny", "agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic",
-        "num_classes": 4, "synthetic_train_size": 96, "synthetic_val_size": 40, "synthetic_shape": [3, 16, 16],
-        "model_args": {"stages": [2, 2], "growth": [4, 4]}, "batch_size": 16, "max_epoch": 3, "lr": 0.05,
-        "device": "cpu", "log_interval": 2, "seed": 3}
 
-
-def make_config(tmp_path, name="c.json", **changes):
-    cfg = {**TINY, "exp_root": str(tmp_path / "exp"), **changes}
-    p = tmp_path / name
-    p.write_text(json.dumps(cfg))
-    return str(p)
+@pytest.fixture
+def make_config(tiny_config):
+    """The tiny config, 3 epochs of 6 steps, in the experiment "tiny" unless ``exp_name`` says otherwise."""
+    return lambda name="c", **changes: tiny_config(name, **{
+        "exp_name": "tiny", "synthetic_train_size": 96, "synthetic_val_size": 40, "max_epoch": 3, "log_interval": 2,
+        "seed": 3, **changes})
 
 
 def final_weights(tmp_path, exp_name):
@@ -31,8 +26,8 @@ def final_weights(tmp_path, exp_name):
     return state["model"]
 
 
-def test_train_end_to_end_writes_everything(tmp_path, capsys):
-    path = make_config(tmp_path, ema=True, ema_decay=0.8, validate_every=2)
+def test_train_end_to_end_writes_everything(tmp_path, capsys, make_config):
+    path = make_config(ema=True, ema_decay=0.8, validate_every=2)
     assert main.main([path]) == 0
     exp = tmp_path / "exp" / "tiny"
     assert (exp / "checkpoints" / "last.pth").exists() and (exp / "checkpoints" / "best.pth").exists()
@@ -49,13 +44,13 @@ def test_train_end_to_end_writes_everything(tmp_path, capsys):
     assert float(rows[-1]["val_top1"]) > 50
 
 
-def test_resume_after_epoch_gives_identical_weights(tmp_path, monkeypatch):
-    reference = make_config(tmp_path, "ref.json", exp_name="ref", ema=True, label_smoothing=0.1)
+def test_resume_after_epoch_gives_identical_weights(tmp_path, monkeypatch, make_config):
+    reference = make_config("ref", exp_name="ref", ema=True, label_smoothing=0.1)
     assert main.main([reference]) == 0
     expected = final_weights(tmp_path, "ref")
 
     # the same run, stopped after epoch 1 (its checkpoint kept aside), then resumed to the end
-    path = make_config(tmp_path, "int.json", exp_name="int", ema=True, label_smoothing=0.1)
+    path = make_config("int", exp_name="int", ema=True, label_smoothing=0.1)
     run_interrupted_after_epoch_1(tmp_path, path, tmp_path / "exp" / "int" / "checkpoints", monkeypatch)
     resumed = final_weights(tmp_path, "int")
     assert resumed.keys() == expected.keys()
@@ -63,19 +58,19 @@ def test_resume_after_epoch_gives_identical_weights(tmp_path, monkeypatch):
         assert torch.equal(resumed[k], expected[k]), k
 
 
-def test_resume_from_explicit_path_and_nothing_left(tmp_path, capsys):
-    path = make_config(tmp_path, max_epoch=1)
+def test_resume_from_explicit_path_and_nothing_left(tmp_path, capsys, make_config):
+    path = make_config(max_epoch=1)
     assert main.main([path]) == 0
     last = tmp_path / "exp" / "tiny" / "checkpoints" / "last.pth"
-    path2 = make_config(tmp_path, "c2.json", exp_name="other", max_epoch=2, resume=str(last))
+    path2 = make_config("c2", exp_name="other", max_epoch=2, resume=str(last))
     capsys.readouterr()
     assert main.main([path2]) == 0
     assert "resumed from" in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "exp" / "other" / "checkpoints" / "last.pth")["epoch"] == 2
 
 
-def test_validate_mode_and_checkpoint_of_another_model(tmp_path, capsys):
-    path = make_config(tmp_path, max_epoch=1)
+def test_validate_mode_and_checkpoint_of_another_model(tmp_path, capsys, make_config):
+    path = make_config(max_epoch=1)
     assert main.main([path]) == 0
     capsys.readouterr()
     assert main.main([path, "--mode", "validate"]) == 0
@@ -85,22 +80,22 @@ def test_validate_mode_and_checkpoint_of_another_model(tmp_path, capsys):
     assert main.main([path, "--mode", "validate", "--checkpoint", str(ckpt)]) == 0
     assert "last.pth: top-1" in capsys.readouterr().err
     # a checkpoint of another model is one sentence
-    other = make_config(tmp_path, "o.json", model_args={"stages": [2, 2], "growth": [6, 6]})
+    other = make_config("o", model_args={"stages": [2, 2], "growth": [6, 6]})
     capsys.readouterr()
     assert main.main([other, "--mode", "validate", "--checkpoint", str(ckpt)]) == 2
     err = capsys.readouterr().err
     assert "remove model_args from the config to use the checkpoint's" in err and "Traceback" not in err
-    classes = make_config(tmp_path, "k.json", num_classes=5)
+    classes = make_config("k", num_classes=5)
     assert main.main([classes, "--mode", "validate", "--checkpoint", str(ckpt)]) == 2
     assert "set num_classes to null" in capsys.readouterr().err
 
 
-def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, capsys):
-    path = make_config(tmp_path, max_epoch=2)
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, capsys, make_config):
+    path = make_config(max_epoch=2)
     assert main.main([path]) == 0
     last = tmp_path / "exp" / "tiny" / "checkpoints" / "last.pth"
     before = last.read_bytes()
-    path = make_config(tmp_path, max_epoch=4, lr=1e30)
+    path = make_config(max_epoch=4, lr=1e30)
     capsys.readouterr()
     assert main.main([path]) == 2
     err = capsys.readouterr().err
@@ -108,8 +103,8 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, capsys):
     assert last.read_bytes() == before
 
 
-def test_multistep_warmup_schedule_and_ndim2_decay(tmp_path):
-    cfg = load_config(make_config(tmp_path, lr_schedule="multistep", lr_milestones=[1, 2], warmup_epochs=0.5,
+def test_multistep_warmup_schedule_and_ndim2_decay(make_config):
+    cfg = load_config(make_config(lr_schedule="multistep", lr_milestones=[1, 2], warmup_epochs=0.5,
                                   warmup_lr=0.01, weight_decay_mode="ndim2"))
     trainer = ClassificationAgent(cfg).build_trainer()
     s = trainer.schedule

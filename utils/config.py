@@ -18,7 +18,7 @@ from easydict import EasyDict
 from utils.atomic_io import atomic_write
 from utils.errors import ConfigError, closest
 
-# deploy.compare.RUNTIME_VARIANTS (utils imports nothing above it; a test keeps the two equal)
+# the runtime variants deploy.compare times (it takes them from here: utils imports nothing above it)
 BENCHMARK_RUNTIMES = ("eager", "compiled", "onnxruntime", "openvino", "openvino_bf16", "openvino_int8")
 DEFAULT_MAX_PIXELS = 89_478_485    # max_image_pixels: Pillow's Image.MAX_IMAGE_PIXELS (1 GiB of 24-bit pixels / 4)
 LR_STEPS = ("iter", "epoch")     # when the lr changes: per optimizer step or per epoch (engine.schedules)
