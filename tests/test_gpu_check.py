@@ -12,6 +12,7 @@ import torch
 
 from agents import build_agent
 from benchmarks import gpu_check
+from benchmarks.host_sync import HostSyncCheck
 from engine.trainer import ClassificationTask, Trainer
 from conftest import ROOT
 from engine.checkpoint import load_checkpoint
@@ -41,20 +42,20 @@ def _read_the_loss(monkeypatch):
 
 def test_host_sync_check_allows_the_log_interval_and_catches_a_read_in_the_step(tiny_config, monkeypatch):
     agent, trainer = _trainer(tiny_config)
-    with gpu_check.HostSyncCheck(torch.device("cpu")) as check:
+    with HostSyncCheck(torch.device("cpu")) as check:
         trainer.train_one_epoch(0)                  # the CPU checks the loss every step: an allowed read
     assert (check.steps, check.checked_steps) == (6, 5)
     # without the allowed places the same epoch fails: the check is really on between them
     monkeypatch.setattr(gpu_check, "ALLOWED", ())
     trainer.state.batch = 0
-    with pytest.raises(RuntimeError, match="synchronizing"), gpu_check.HostSyncCheck(torch.device("cpu")):
+    with pytest.raises(RuntimeError, match="synchronizing"), HostSyncCheck(torch.device("cpu")):
         trainer.train_one_epoch(0)
     monkeypatch.undo()
     _read_the_loss(monkeypatch)
     trainer.state.batch = 0
     trainer.train_one_epoch(0)                      # harmless without the check ...
     trainer.state.batch = 0
-    with pytest.raises(RuntimeError, match="synchronizing"), gpu_check.HostSyncCheck(torch.device("cpu")):
+    with pytest.raises(RuntimeError, match="synchronizing"), HostSyncCheck(torch.device("cpu")):
         trainer.train_one_epoch(0)                  # ... an error with it
     assert Trainer.train_one_epoch.__name__ == "train_one_epoch" and not hasattr(Trainer.train_one_epoch, "__wrapped__")
     agent.finalize()
