@@ -12,6 +12,7 @@ import torch
 
 from agents import build_agent
 from benchmarks import gpu_check
+from benchmarks import host_sync
 from benchmarks.host_sync import HostSyncCheck
 from engine.trainer import ClassificationTask, Trainer
 from conftest import ROOT
@@ -46,7 +47,7 @@ def test_host_sync_check_allows_the_log_interval_and_catches_a_read_in_the_step(
         trainer.train_one_epoch(0)                  # the CPU checks the loss every step: an allowed read
     assert (check.steps, check.checked_steps) == (6, 5)
     # without the allowed places the same epoch fails: the check is really on between them
-    monkeypatch.setattr(gpu_check, "ALLOWED", ())
+    monkeypatch.setattr(host_sync, "ALLOWED", ())
     trainer.state.batch = 0
     with pytest.raises(RuntimeError, match="synchronizing"), HostSyncCheck(torch.device("cpu")):
         trainer.train_one_epoch(0)
