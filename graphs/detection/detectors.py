@@ -157,7 +157,7 @@ def create_detector(arch: str = "fasterrcnn", backbone: Union[str, nn.Module] = 
 
 
 
-# Config keys (declared in utils/config.py) -> create_detector arguments.
+# Config keys (declared in configs/schema.json) -> create_detector arguments.
 CONFIG_KEYS = ("detector", "min_size", "max_size", "trainable_backbone_layers", "converted", "fpn_reductions",
                "fpn_channels", "frozen_bn", "detections_per_image")
 
