@@ -2,7 +2,7 @@
 
     train_loader, val_loader = build_loaders(config, model.pretrained_cfg, device, rank=0, world_size=1)
 
-``config`` holds the data keys (utils/config.py); the model's ``pretrained_cfg`` (any record with
+``config`` is a resolved config (``utils.config.resolve``); the model's ``pretrained_cfg`` (any record with
 ``input_size``, ``crop_pct``, ``interpolation``, ``mean`` and ``std``) gives the eval geometry and the
 normalisation (mean, std; None = the data set's constants); without one, ImageNet-style data are evaluated
 with timm's defaults (:data:`DEFAULT_EVAL`). The loaders yield ``(images, labels)`` on ``device`` and are
@@ -70,16 +70,11 @@ def _build_cifar(name):
 
 
 def _build_synthetic(config, model_cfg, device, rank, world_size, s):
-    shape = tuple(int(v) for v in (config.get("synthetic_shape") or (3, 32, 32)))
-    if len(shape) != 3 or min(shape) <= 0:
-        raise ConfigError(f"synthetic_shape must be [C, H, W] with positive sizes, got {list(shape)}")
-    num_classes = int(config.get("num_classes") or 10)
+    shape, num_classes = tuple(config.synthetic_shape), config.num_classes
     if num_classes < 2:
         raise ConfigError(f"num_classes must be at least 2 for the synthetic data set, got {num_classes}")
-    n_train = int(config.get("synthetic_train_size") or 1024)
-    n_val = int(config.get("synthetic_val_size") or 256)
-    train = synthetic.make_split(num_classes, shape, n_train, s["seed"], "train")
-    val = synthetic.make_split(num_classes, shape, n_val, s["seed"], "val")
+    train = synthetic.make_split(num_classes, shape, config.synthetic_train_size, s["seed"], "train")
+    val = synthetic.make_split(num_classes, shape, config.synthetic_val_size, s["seed"], "val")
     m, sd = synthetic.MEAN_STD
     mean, std = _mean_std(model_cfg, shape[0], (m,) * shape[0], (sd,) * shape[0])
     names = [f"class_{i}" for i in range(num_classes)]
@@ -123,10 +118,6 @@ def _folder_loaders(train_samples, val_samples, classes, mean, std, model_cfg, d
         raise ConfigError(f"crop_pct must be in (0, 1], got {crop_pct}")
     eval_interp = s["eval_interpolation"] or model_cfg.interpolation
     check_interpolation(eval_interp, False, "eval_interpolation")
-    if s["remode"] not in ("pixel", "const", "rand"):
-        raise ConfigError(f"remode must be 'pixel', 'const' or 'rand', got {s['remode']!r}")
-    if not 0 <= s["reprob"] <= 1:
-        raise ConfigError(f"reprob must be in [0, 1], got {s['reprob']}")
     train_tf = build_train_transform(size, s["train_interpolation"], s["hflip"], s["auto_augment"], mean)
     eval_tf = build_eval_transform(size, crop_pct, eval_interp)
     erasing = None
@@ -225,7 +216,7 @@ def list_datasets():
 
 def build_loaders(config, model_cfg, device, rank=0, world_size=1):
     """(train_loader, val_loader) for ``config.dataset``, sharded for ``rank`` of ``world_size``."""
-    name = config.get("dataset")
+    name = config.dataset
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}{closest(name, DATASETS)}; "
                           f"valid datasets are: {', '.join(list_datasets())}")

@@ -153,3 +153,45 @@ def test_benchmark_runtimes_choices_are_the_commands_variants():
     from deploy.compare import RUNTIME_VARIANTS
     from utils.config import SCHEMA_BY_NAME
     assert SCHEMA_BY_NAME["benchmark_runtimes"].choices == RUNTIME_VARIANTS
+
+
+def test_resolved_config_is_read_only_and_replace_gives_a_changed_copy(tmp_path):
+    cfg = load_config(write(tmp_path, {**BASE, "model_args": {"stages": [2, 2]}}))
+    for assign in (lambda: setattr(cfg, "lr", 0.5), lambda: cfg.__setitem__("lr", 0.5),
+                   lambda: delattr(cfg, "lr"), lambda: cfg.__delitem__("lr")):
+        with pytest.raises(TypeError, match="read-only"):
+            assign()
+    cfg.model_args["stages"].append(9)           # a reader's copy: the config keeps its own
+    cfg.synthetic_shape[0] = 1
+    assert cfg.model_args == {"stages": [2, 2]} and cfg.synthetic_shape == [3, 32, 32]
+    changed = cfg.replace(lr=0.5, model_args={"stages": [4]})
+    assert (changed.lr, changed.model_args, cfg.lr, cfg.model_args) == (0.5, {"stages": [4]}, 0.1, {"stages": [2, 2]})
+    with pytest.raises(KeyError, match="lr_max"):
+        cfg.replace(lr_max=1.0)
+    plain = dict(cfg)
+    plain["lr"] = 0.5
+    assert cfg.lr == 0.1 and json.loads(json.dumps(plain))["exp_name"] == "t"
+
+
+@pytest.mark.parametrize("mode, keys, amp, channels_last", [
+    ("flops", {"amp": "fp16"}, "none", False),        # fp16 is the recipe's training precision: fp32 here
+    ("flops", {"amp": "bf16"}, "bf16", False),
+    ("train", {}, "none", True),                      # null: on for fp32 training on the CPU
+    ("train", {"amp": "bf16"}, "bf16", False),
+    ("train", {"channels_last": False}, "none", False),
+])
+def test_agent_resolves_the_device_dependent_keys_once(tmp_path, mode, keys, amp, channels_last):
+    """What docs/configuration.md says of ``amp`` and ``channels_last: null`` on the CPU, read from the
+    config the agent (and so its loaders and trainer) uses."""
+    from agents import build_agent
+    cfg = load_config(write(tmp_path, {**BASE, "exp_root": str(tmp_path / "exp"), "device": "cpu", "mode": mode,
+                                       "model_args": {"stages": [2, 2, 2], "growth": [4, 4, 4]}, **keys}))
+    agent = build_agent(cfg)
+    try:
+        assert (agent.config.amp, agent.config.channels_last) == (amp, channels_last)
+        assert cfg.channels_last == keys.get("channels_last")       # the loaded config is left as it was
+        with pytest.raises(TypeError):
+            agent.config.amp = "bf16"
+    finally:
+        agent.finalize()
+        agent.experiment.close(failed=True)

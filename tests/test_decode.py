@@ -19,6 +19,7 @@ from datasets.folder import load_folder
 from datasets.loader import FolderDataset
 from datasets.decode import DEFAULT_MAX_PIXELS, decode_image
 from utils.errors import DataError
+from tests.conftest import tiny_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RED, GREEN, BLUE, YELLOW, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 255, 255)
@@ -255,8 +256,8 @@ def _folder_tree(root, big=False):
 
 
 def _cfg(root, **kw):
-    return {**dict(dataset="folder", data_root=str(root), batch_size=2, input_size=16, crop_pct=1.0, seed=0,
-                   num_workers=0), **kw}
+    return tiny_settings(**{**dict(dataset="folder", data_root=str(root), batch_size=2, input_size=16, crop_pct=1.0,
+                                   seed=0, num_workers=0), **kw})
 
 
 def test_training_folder_loader_reads_phone_photos_upright(tmp_path):

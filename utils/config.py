@@ -10,10 +10,9 @@ are assembled (``agents.build_agent``), so this ground floor imports none of the
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
-
-from easydict import EasyDict
+from typing import Any, Dict, List, Optional, Tuple
 
 from utils.errors import ConfigError, closest
 
@@ -114,30 +113,18 @@ def apply_overrides(data, overrides):
     return data
 
 
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict}
+
+
 def _type_ok(kind, value):
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "dict":
-        return isinstance(value, dict)
     if kind.startswith("list["):
-        inner = kind[5:-1]
-        return isinstance(value, list) and all(_type_ok(inner, v) for v in value)
-    raise AssertionError(kind)
+        return isinstance(value, list) and all(_type_ok(kind[5:-1], v) for v in value)
+    return isinstance(value, _TYPES[kind]) and (kind == "bool" or not isinstance(value, bool))   # JSON true is no 1
 
 
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
                "dict": "a JSON object", "list[int]": "a list of integers", "list[float]": "a list of numbers",
                "list[str]": "a list of strings"}
-
-
-def _describe(value):
-    return f"{json.dumps(value)} ({'null' if value is None else type(value).__name__})"
 
 
 def _non_finite(value, path):
@@ -152,8 +139,8 @@ def _non_finite(value, path):
     return None
 
 
-def validate(data, source="config"):
-    """Check keys, types, ranges and names; return the complete config as an EasyDict."""
+def validate(data: dict, source: str = "config") -> dict:
+    """Check keys, types, ranges and consistency; the complete config (defaults filled in) as a new dict."""
     for key in data:
         if key not in SCHEMA_BY_NAME:
             raise ConfigError(f"unknown key {key!r} in {source}{closest(key, SCHEMA_BY_NAME)}; "
@@ -172,11 +159,12 @@ def validate(data, source="config"):
                 raise ConfigError(f"key {o.name!r} must be {_TYPE_WORDS[o.type]}, not null")
             continue
         if not _type_ok(o.type, value):
-            raise ConfigError(f"key {o.name!r} must be {_TYPE_WORDS[o.type]}, got {_describe(value)}")
+            raise ConfigError(f"key {o.name!r} must be {_TYPE_WORDS[o.type]}, got {json.dumps(value)} ({type(value).__name__})")
         values = value if isinstance(value, list) else [value]
         bad = [v for v in values if o.choices and v not in o.choices]
         if bad and isinstance(value, list):
-            raise ConfigError(f"{o.name} may hold {', '.join(o.choices)}, not {bad[0]!r}{closest(bad[0], o.choices)}")
+            raise ConfigError(f"{o.name} may hold {', '.join(o.choices)}, not {bad[0]!r}"
+                              f"{closest(bad[0], o.choices)}")
         if bad:
             raise ConfigError(f"key {o.name!r} must be one of {', '.join(map(str, o.choices))}; "
                               f"got {value!r}{closest(value, o.choices)}")
@@ -186,7 +174,7 @@ def validate(data, source="config"):
             if o.max is not None and v > o.max:
                 raise ConfigError(f"key {o.name!r} must be <= {o.max}, got {v}")
     _check_consistency(cfg)
-    return EasyDict(cfg)
+    return cfg
 
 
 def _check_consistency(cfg):
@@ -246,14 +234,76 @@ def _check_consistency(cfg):
         raise ConfigError(f"lr_milestones must be increasing, got {cfg['lr_milestones']}")
 
 
-def load_config(path, overrides=(), mode=None, world_size=1):
-    """Read ``path``, apply ``--set`` overrides and ``--mode``, validate, derive the per-step batch for
-    ``world_size`` processes (``global_batch_size``); return an EasyDict."""
-    data = read_json(path)
-    data = apply_overrides(data, parse_overrides(overrides))
+class Settings(Mapping):
+    """A resolved config: read-only, by key (``settings["lr"]``) or attribute (``settings.lr``). Lists and
+    dicts (``model_args``) are handed out as copies, so no reader can change it; ``settings.replace(**kw)``
+    is a changed copy and ``dict(settings)`` a plain one."""
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping):
+        object.__setattr__(self, "_values", _copy(dict(values)))
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._values[key]
+        return _copy(value) if isinstance(value, (dict, list)) else value
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_") or key not in self._values:
+            raise AttributeError(f"the config has no key {key!r}")
+        return self[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __setattr__(self, key, *value):
+        raise TypeError(f"the resolved config is read-only; settings.replace({key}=...) returns a changed copy")
+
+    __setitem__ = __delattr__ = __delitem__ = __setattr__
+
+    def __reduce__(self):
+        return Settings, (self._values,)
+
+    def __repr__(self) -> str:
+        return f"Settings({self._values!r})"
+
+    def replace(self, **changes) -> "Settings":
+        unknown = sorted(set(changes) - set(self._values))
+        if unknown:
+            raise KeyError(f"the config has no key {unknown[0]!r}")
+        return Settings({**self._values, **changes})
+
+
+def resolve(data: dict, source: str = "config", world_size: int = 1) -> Settings:
+    """The complete, checked config of ``data`` (a config file's keys, or a partial dict of the Python API
+    and tests, which still names the required keys): defaults filled in, the per-step batch derived for
+    ``world_size`` processes (``global_batch_size``)."""
+    cfg = validate(data, source)
+    total = cfg["global_batch_size"]
+    if total is None and cfg["max_batch_per_process"] is not None:
+        raise ConfigError("max_batch_per_process applies with global_batch_size; set global_batch_size (the "
+                          "recipe's batch) or drop max_batch_per_process")
+    if total is not None:
+        both = [k for k in ("batch_size", "grad_accum_steps") if k in data]
+        if both:
+            raise ConfigError(f"global_batch_size derives {' and '.join(both)}; set either global_batch_size or "
+                              f"{' and '.join(both)}, not both")
+        split = split_global_batch(total, world_size, cfg["max_batch_per_process"])
+        if split is None:
+            raise ConfigError(f"global_batch_size {total} does not split evenly over {world_size} processes; use "
+                              f"a process count that divides it")
+        cfg["batch_size"], cfg["grad_accum_steps"] = split
+    return Settings(cfg)
+
+
+def load_config(path: str, overrides=(), mode: Optional[str] = None, world_size: int = 1) -> Settings:
+    """Read ``path``, apply ``--set`` overrides and ``--mode``; :func:`resolve` the result."""
+    data = apply_overrides(read_json(path), parse_overrides(overrides))
     if mode is not None:
         data["mode"] = mode
-    return resolve_batch(validate(data, source=path), data, world_size)
+    return resolve(data, source=path, world_size=world_size)
 
 
 def split_global_batch(total: int, processes: int, max_per_process=None):
@@ -264,24 +314,3 @@ def split_global_batch(total: int, processes: int, max_per_process=None):
         if total % (processes * steps) == 0 and total // (processes * steps) <= limit:
             return total // steps, steps
     return None
-
-
-def resolve_batch(cfg, data: dict, world_size: int):
-    """With ``global_batch_size``: set ``batch_size`` (global per step) and ``grad_accum_steps`` for
-    ``world_size`` processes; one sentence where the recipe's batch cannot be split that way."""
-    total = cfg.global_batch_size
-    if total is None:
-        if cfg.max_batch_per_process is not None:
-            raise ConfigError("max_batch_per_process applies with global_batch_size; set global_batch_size (the "
-                              "recipe's batch) or drop max_batch_per_process")
-        return cfg
-    both = [k for k in ("batch_size", "grad_accum_steps") if k in data]
-    if both:
-        raise ConfigError(f"global_batch_size derives {' and '.join(both)}; set either global_batch_size or "
-                          f"{' and '.join(both)}, not both")
-    split = split_global_batch(total, world_size, cfg.max_batch_per_process)
-    if split is None:
-        raise ConfigError(f"global_batch_size {total} does not split evenly over {world_size} processes; use a "
-                          f"process count that divides it")
-    cfg.batch_size, cfg.grad_accum_steps = split
-    return cfg

@@ -63,7 +63,7 @@ class DistContext:
             dist.destroy_process_group()
 
 
-def init_distributed(device_name, timeout_s=1800):
+def init_distributed(device_name: str, timeout_s: int):
     """Initialise the process group when launched by torchrun (WORLD_SIZE > 1)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:

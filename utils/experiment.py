@@ -36,7 +36,7 @@ class ExperimentFolder:
     """
 
     def __init__(self, config):
-        self.config, self.dirs = config, experiment_dirs(config)
+        self.dirs = experiment_dirs(config)
         self.created = None     # the topmost folder this run created, when it created the experiment folder
         self._lock = None
 
@@ -67,10 +67,10 @@ class ExperimentFolder:
             remove_stale_temporaries(dirs.root)     # every mode starts here: a killed run's leftovers go
         return dirs
 
-    def save_config(self) -> None:
-        """``config.json``: the resolved config, written when training starts (a run that fails before
-        leaves an earlier run's file as it was)."""
-        atomic_write(self.dirs.config, json.dumps(self.config, indent=2, sort_keys=True))
+    def save_config(self, config) -> None:
+        """``config.json``: the run's resolved ``config``, written when training starts (a run that fails
+        before leaves an earlier run's file as it was)."""
+        atomic_write(self.dirs.config, json.dumps(dict(config), indent=2, sort_keys=True))
 
     def close(self, failed: bool) -> None:
         """Release the lock; after a failed run remove what this run created, unless a checkpoint was
