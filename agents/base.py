@@ -13,7 +13,7 @@ from engine.loggers import setup_logging
 from utils.config import Settings
 from utils.distributed import init_distributed
 from utils.errors import CheckpointError, ConfigError, UserError
-from utils.experiment import ExperimentFolder, resolve_device, seed_everything
+from utils.experiment import ExperimentFolder, seed_everything
 
 
 class BaseAgent(ABC):
@@ -23,8 +23,7 @@ class BaseAgent(ABC):
     def __init__(self, config, experiment: Optional[ExperimentFolder] = None):
         """``experiment``: the run's experiment folder (main.py's, which removes it again if the run fails
         before training has written a checkpoint)."""
-        self.dist = init_distributed(config.device, config.dist_timeout)
-        self.device = resolve_device(config.device, self.dist.local_rank, self.dist.enabled)
+        self.dist, self.device = init_distributed(config.device, config.dist_timeout)
         #: the resolved config, its device-dependent values included; never assigned to afterwards
         self.config = config = self.resolve_runtime(config)
         self.experiment = experiment or ExperimentFolder(config)

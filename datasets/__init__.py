@@ -13,7 +13,6 @@ from types import SimpleNamespace
 from datasets import cifar, coco, folder, imagenet, synthetic
 from datasets.loader import FolderLoader, InMemoryLoader, loader_settings, subset
 from datasets.transforms import build_eval_transform, build_train_transform, check_interpolation, eval_transform
-from utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from utils.errors import CheckpointError, ConfigError, DataError, closest
 
 __all__ = ["build_loaders", "list_datasets", "class_names_for", "resolve_class_names", "dataset_mean_std", "calibration_loader",
@@ -88,7 +87,7 @@ def _build_imagenet(config, model_cfg, device, rank, world_size, s):
     if train_classes != val_classes:
         raise DataError(f"train/ has {len(train_classes)} class folders and val/ {len(val_classes)} "
                           f"(or their names differ) under {s['data_root']}; both need the same class folders")
-    mean, std = _mean_std(model_cfg, 3, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    mean, std = _mean_std(model_cfg, 3, imagenet.MEAN, imagenet.STD)
     loaders = _folder_loaders(train_samples, val_samples, train_classes, mean, std, model_cfg, device, rank,
                               world_size, s)
     for ld in loaders:
@@ -100,7 +99,7 @@ def _build_folder(config, model_cfg, device, rank, world_size, s):
     """Your own ``train/<class>/*`` and ``val/<class>/*`` images (:mod:`datasets.folder`), normalised with
     the model's (``pretrained_cfg``) mean/std, else ImageNet's."""
     train_samples, val_samples, classes = folder.load_folder(s["data_root"], s["max_image_pixels"])
-    mean, std = _mean_std(model_cfg, 3, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    mean, std = _mean_std(model_cfg, 3, imagenet.MEAN, imagenet.STD)
     loaders = _folder_loaders(train_samples, val_samples, classes, mean, std, model_cfg, device, rank,
                               world_size, s)
     for ld in loaders:
@@ -206,7 +205,7 @@ def dataset_mean_std(dataset):
     if dataset == "synthetic":
         m, sd = synthetic.MEAN_STD
         return (m,) * 3, (sd,) * 3
-    return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    return imagenet.MEAN, imagenet.STD
 
 
 def list_datasets():

@@ -443,3 +443,12 @@ def test_imagenet_sample(imagenet_sample_root):
     x, y = next(iter(tr))
     assert x.shape == (8, 3, 224, 224) and torch.isfinite(x).all()
 
+
+def test_imagenet_statistics_are_timms():
+    """The data set's statistics (datasets) and the weights' normalisation (graphs) are ImageNet's, as timm has them."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from datasets import imagenet
+    from graphs.models import pretrained
+    assert imagenet.MEAN == pretrained.IMAGENET_DEFAULT_MEAN == IMAGENET_DEFAULT_MEAN
+    assert imagenet.STD == pretrained.IMAGENET_DEFAULT_STD == IMAGENET_DEFAULT_STD

@@ -1,4 +1,4 @@
-"""The experiment folder (``<exp_root>/<exp_name>/``), seeding and device selection."""
+"""The experiment folder (``<exp_root>/<exp_name>/``) and seeding."""
 import fcntl
 import json
 import os
@@ -157,17 +157,3 @@ def seed_everything(seed, deterministic=False):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     else:
         torch.backends.cudnn.benchmark = True
-
-
-def resolve_device(name, local_rank=0, distributed=False):
-    """The torch device for ``name`` ('auto' | 'cpu' | 'cuda' | 'cuda:N'); under DDP every process takes
-    the GPU of its LOCAL_RANK (a 'cuda:N' would put every rank on one GPU)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} was requested but CUDA is not available; use 'cpu' or 'auto'")
-        if name == "cuda" or distributed:
-            name = f"cuda:{local_rank}"
-        torch.cuda.set_device(torch.device(name))
-    return torch.device(name)
