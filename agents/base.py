@@ -16,9 +16,10 @@ from engine.optim import build_optimizer, param_groups, scaled_lr
 from engine.schedules import LRSchedule
 from engine.trainer import Task, Trainer, TrainerContext, TrainerSettings
 from graphs.layers.sync_bn import convert_sync_batchnorm
+from utils.config import Settings
 from utils.distributed import init_distributed
 from utils.errors import CheckpointError, ConfigError, UserError
-from utils.experiment import ExperimentFolder, resolve_device, seed_everything
+from utils.experiment import ExperimentFolder, seed_everything
 
 
 class BaseAgent(ABC):
@@ -28,15 +29,10 @@ class BaseAgent(ABC):
     def __init__(self, config, experiment: Optional[ExperimentFolder] = None):
         """``experiment``: the run's experiment folder (main.py's, which removes it again if the run fails
         before training has written a checkpoint)."""
-        self.config = config
+        self.dist, self.device = init_distributed(config.device, config.dist_timeout)
+        #: the resolved config, its device-dependent values included; never assigned to afterwards
+        self.config = config = self.resolve_runtime(config)
         self.run_logger: Optional[RunLogger] = None     # metrics.csv and TensorBoard, from build_trainer on
-        self.dist = init_distributed(config.device, config.dist_timeout)
-        self.device = resolve_device(config.device, self.dist.local_rank, self.dist.enabled)
-        if config.amp == "fp16" and self.device.type != "cuda":
-            if config.mode == "train":
-                raise ConfigError("amp 'fp16' needs a CUDA device and none is available; use --set amp=bf16 (or "
-                                  "none) to train on the CPU")
-            config.amp = "none"     # the training precision of the recipe: other modes run in fp32 here
         self.experiment = experiment or ExperimentFolder(config)
         self.dirs = self._prepare_experiment()
         self.logger = setup_logging(os.path.join(self.dirs.logs, f"{config.mode}.log"), self.dist.is_main)
@@ -45,6 +41,16 @@ class BaseAgent(ABC):
         self.source: Optional[Tuple[str, Optional[dict]]] = None
         if config.mode != "train":
             self.source = CheckpointManager(self.dirs.checkpoints, logger=self.logger).find_eval(config.checkpoint)
+
+    def resolve_runtime(self, config: Settings) -> Settings:
+        """``config`` with the values that depend on the device resolved, once, before anything reads them:
+        ``amp`` 'fp16' (the recipe's training precision) runs in fp32 in the other modes without CUDA."""
+        if config.amp == "fp16" and self.device.type != "cuda":
+            if config.mode == "train":
+                raise ConfigError("amp 'fp16' needs a CUDA device and none is available; use --set amp=bf16 (or "
+                                  "none) to train on the CPU")
+            config = config.replace(amp="none")
+        return config
 
     @property
     def source_state(self) -> Optional[dict]:
@@ -110,7 +116,7 @@ class BaseAgent(ABC):
                              f"nothing to do")
             return False
         if self.dist.is_main:
-            self.experiment.save_config()
+            self.experiment.save_config(self.config)
         return True
 
     # ------------------------------------------------------------------ training

@@ -19,6 +19,7 @@ from graphs.models.hub import load_pretrained, pretrained_entry, resolve_pretrai
 from graphs.models.pretrained import PretrainedCfg
 from graphs.models.registry import check_model_args, get_builder, model_arg_names
 from utils.allocator import active_allocator
+from utils.config import Settings
 from utils.errors import ConfigError, DataError, closest
 
 from .base import BaseAgent
@@ -49,8 +50,7 @@ class ClassificationAgent(BaseAgent):
 
     def __init__(self, config, experiment=None):
         super().__init__(config, experiment)
-        if config.channels_last is None:    # faster on the CPU in fp32 for every family (benchmarks/README.md)
-            config.channels_last = self.device.type == "cpu" and config.mode == "train" and config.amp == "none"
+        config = self.config
         self._loaders = None
         self.pretrained = None          # the weight file loaded into the model, if any
         self.loaded_checkpoint = None   # the checkpoint a command evaluates (commands.common)
@@ -72,6 +72,15 @@ class ClassificationAgent(BaseAgent):
         self.eval_cfg = self._eval_cfg((state or {}).get("eval"))
         if config.pretrained and self.source is None:
             self._load_pretrained()
+
+    def resolve_runtime(self, config: Settings) -> Settings:
+        """As BaseAgent's, and ``channels_last: null``: on for fp32 training on the CPU (faster there for every
+        family: benchmarks/README.md), off otherwise."""
+        config = super().resolve_runtime(config)
+        if config.channels_last is None:
+            config = config.replace(channels_last=self.device.type == "cpu" and config.mode == "train"
+                                    and config.amp == "none")
+        return config
 
     def _eval_cfg(self, stored: Optional[dict]) -> PretrainedCfg:
         """The eval transform (input size, crop, interpolation, mean/std): the model's ``pretrained_cfg``,

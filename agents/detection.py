@@ -64,6 +64,7 @@ class DetectionAgent(BaseAgent):
 
     def __init__(self, config, experiment=None):
         super().__init__(config, experiment)
+        config = self.config
         # image sizes change every step: cuDNN's autotuner would benchmark anew for each (torchvision's references)
         torch.backends.cudnn.benchmark = False
         self.loaded_checkpoint = None
@@ -117,7 +118,8 @@ class DetectionAgent(BaseAgent):
         return path if self.dist.is_main else resolve_pretrained(source, cfg, progress=False)
 
     def build_model(self) -> nn.Module:
-        model = detector_from_config({**self.config, **self._build}, self.num_classes, backbone_weights=self.pretrained)
+        model = detector_from_config(self.config.replace(**self._build), self.num_classes,
+                                     backbone_weights=self.pretrained)
         return model.to(self.device)
 
     def checkpoint_meta(self, converted=None) -> dict:

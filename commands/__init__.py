@@ -29,7 +29,7 @@ __all__ = ["Context", "COMMANDS"]
 class Context(Protocol):
     """What a command uses of the agent that runs it."""
 
-    config: object                  # the validated EasyDict config
+    config: object                  # the resolved, read-only config (utils.config.Settings)
     device: torch.device
     dist: object                    # utils.distributed.DistContext
     dirs: object                    # experiment folders (utils.experiment.experiment_dirs)

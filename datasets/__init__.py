@@ -2,7 +2,7 @@
 
     train_loader, val_loader = build_loaders(config, model.pretrained_cfg, device, rank=0, world_size=1)
 
-``config`` holds the data keys (utils/config.py); the model's ``pretrained_cfg`` (any record with
+``config`` is a resolved config (``utils.config.resolve``); the model's ``pretrained_cfg`` (any record with
 ``input_size``, ``crop_pct``, ``interpolation``, ``mean`` and ``std``) gives the eval geometry and the
 normalisation (mean, std; None = the data set's constants); without one, ImageNet-style data are evaluated
 with timm's defaults (:data:`DEFAULT_EVAL`). The loaders yield ``(images, labels)`` on ``device`` and are
@@ -13,7 +13,6 @@ from types import SimpleNamespace
 from datasets import cifar, coco, folder, imagenet, synthetic
 from datasets.loader import FolderLoader, InMemoryLoader, loader_settings, subset
 from datasets.transforms import build_eval_transform, build_train_transform, check_interpolation, eval_transform
-from utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from utils.errors import CheckpointError, ConfigError, DataError, closest
 
 __all__ = ["build_loaders", "list_datasets", "class_names_for", "resolve_class_names", "dataset_mean_std", "calibration_loader",
@@ -70,16 +69,11 @@ def _build_cifar(name):
 
 
 def _build_synthetic(config, model_cfg, device, rank, world_size, s):
-    shape = tuple(int(v) for v in (config.get("synthetic_shape") or (3, 32, 32)))
-    if len(shape) != 3 or min(shape) <= 0:
-        raise ConfigError(f"synthetic_shape must be [C, H, W] with positive sizes, got {list(shape)}")
-    num_classes = int(config.get("num_classes") or 10)
+    shape, num_classes = tuple(config.synthetic_shape), config.num_classes
     if num_classes < 2:
         raise ConfigError(f"num_classes must be at least 2 for the synthetic data set, got {num_classes}")
-    n_train = int(config.get("synthetic_train_size") or 1024)
-    n_val = int(config.get("synthetic_val_size") or 256)
-    train = synthetic.make_split(num_classes, shape, n_train, s["seed"], "train")
-    val = synthetic.make_split(num_classes, shape, n_val, s["seed"], "val")
+    train = synthetic.make_split(num_classes, shape, config.synthetic_train_size, s["seed"], "train")
+    val = synthetic.make_split(num_classes, shape, config.synthetic_val_size, s["seed"], "val")
     m, sd = synthetic.MEAN_STD
     mean, std = _mean_std(model_cfg, shape[0], (m,) * shape[0], (sd,) * shape[0])
     names = [f"class_{i}" for i in range(num_classes)]
@@ -93,7 +87,7 @@ def _build_imagenet(config, model_cfg, device, rank, world_size, s):
     if train_classes != val_classes:
         raise DataError(f"train/ has {len(train_classes)} class folders and val/ {len(val_classes)} "
                           f"(or their names differ) under {s['data_root']}; both need the same class folders")
-    mean, std = _mean_std(model_cfg, 3, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    mean, std = _mean_std(model_cfg, 3, imagenet.MEAN, imagenet.STD)
     loaders = _folder_loaders(train_samples, val_samples, train_classes, mean, std, model_cfg, device, rank,
                               world_size, s)
     for ld in loaders:
@@ -105,7 +99,7 @@ def _build_folder(config, model_cfg, device, rank, world_size, s):
     """Your own ``train/<class>/*`` and ``val/<class>/*`` images (:mod:`datasets.folder`), normalised with
     the model's (``pretrained_cfg``) mean/std, else ImageNet's."""
     train_samples, val_samples, classes = folder.load_folder(s["data_root"], s["max_image_pixels"])
-    mean, std = _mean_std(model_cfg, 3, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    mean, std = _mean_std(model_cfg, 3, imagenet.MEAN, imagenet.STD)
     loaders = _folder_loaders(train_samples, val_samples, classes, mean, std, model_cfg, device, rank,
                               world_size, s)
     for ld in loaders:
@@ -123,10 +117,6 @@ def _folder_loaders(train_samples, val_samples, classes, mean, std, model_cfg, d
         raise ConfigError(f"crop_pct must be in (0, 1], got {crop_pct}")
     eval_interp = s["eval_interpolation"] or model_cfg.interpolation
     check_interpolation(eval_interp, False, "eval_interpolation")
-    if s["remode"] not in ("pixel", "const", "rand"):
-        raise ConfigError(f"remode must be 'pixel', 'const' or 'rand', got {s['remode']!r}")
-    if not 0 <= s["reprob"] <= 1:
-        raise ConfigError(f"reprob must be in [0, 1], got {s['reprob']}")
     train_tf = build_train_transform(size, s["train_interpolation"], s["hflip"], s["auto_augment"], mean)
     eval_tf = build_eval_transform(size, crop_pct, eval_interp)
     erasing = None
@@ -215,7 +205,7 @@ def dataset_mean_std(dataset):
     if dataset == "synthetic":
         m, sd = synthetic.MEAN_STD
         return (m,) * 3, (sd,) * 3
-    return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    return imagenet.MEAN, imagenet.STD
 
 
 def list_datasets():
@@ -225,7 +215,7 @@ def list_datasets():
 
 def build_loaders(config, model_cfg, device, rank=0, world_size=1):
     """(train_loader, val_loader) for ``config.dataset``, sharded for ``rank`` of ``world_size``."""
-    name = config.get("dataset")
+    name = config.dataset
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}{closest(name, DATASETS)}; "
                           f"valid datasets are: {', '.join(list_datasets())}")

@@ -350,10 +350,9 @@ def build_coco(config, data_cfg, device, rank, world_size, s):
                     ", ".join(f"{k} {reason}" for reason, k in sorted(train_index.dropped.items())))
     common = dict(device=device, rank=rank, world_size=world_size, seed=s["seed"], num_workers=s["num_workers"],
                   pin_memory=s["pin_memory"], bad_images=s["bad_images"], max_pixels=s["max_image_pixels"])
-    group_factor = config.get("aspect_ratio_group_factor")
     train = CocoLoader(train_index, batch_size=s["batch_size"], train=True, drop_last=s["drop_last"],
                        hflip=s["hflip"], limit=s["train_subset"],
-                       group_factor=3 if group_factor is None else int(group_factor), **common)
+                       group_factor=config.aspect_ratio_group_factor, **common)
     val = CocoLoader(val_index, batch_size=s["val_batch_size"], train=False, limit=s["val_subset"], **common)
     if not val_index.annotated.intersection(val.image_ids):     # pycocotools would report AP -1 after training
         subset_note = " (the first val_subset images)" if s["val_subset"] else ""

@@ -28,12 +28,14 @@ from typing import Optional
 
 import numpy as np
 
-from utils.config import DEFAULT_MAX_PIXELS
+from utils.config import SCHEMA_BY_NAME
 from utils.errors import DataError
 
 __all__ = ["decode_image", "bad_image", "image_extensions", "DEFAULT_MAX_PIXELS"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = SCHEMA_BY_NAME["max_image_pixels"].default     # Pillow's decompression-bomb limit
 
 BACKGROUND = (255, 255, 255)       # what transparent pixels are composited onto
 # Pillow formats that identify a file but cannot decode pixels without an extra handler

@@ -14,6 +14,10 @@ import re
 
 from utils.errors import DataError
 
+# ImageNet's per-channel statistics: the normalisation of ImageNet-style data (imagenet, folder) when the
+# model's pretrained_cfg gives none (torchvision's and timm's values)
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
 _WNID = re.compile(r"^n\d{8}$")
 
 

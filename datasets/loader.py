@@ -293,38 +293,24 @@ class FolderLoader(_LoaderBase):
 
 
 # ------------------------------------------------------------------ config -> settings
-def _opt(config, key, default):
-    value = config.get(key, default) if hasattr(config, "get") else getattr(config, key, default)
-    return default if value is None else value
+# the resolved config keys (utils.config.resolve) every data set builder reads
+LOADER_KEYS = ("seed", "drop_last", "num_workers", "pin_memory", "channels_last", "data_root", "download",
+               "train_subset", "val_subset", "hflip", "input_size", "crop_pct", "eval_interpolation",
+               "train_interpolation", "auto_augment", "reprob", "remode", "bad_images", "max_image_pixels")
 
 
 def loader_settings(config, world_size):
-    """The data keys of ``config`` every builder needs, with defaults and the global->per-process batch."""
+    """The data keys of the resolved ``config`` every builder needs, with the global batch split per process."""
     from utils.errors import ConfigError
 
-    batch = int(_opt(config, "batch_size", 64))
-    val_batch = int(_opt(config, "val_batch_size", batch))
+    batch = config.batch_size
+    val_batch = config.val_batch_size or batch
     for key, value in (("batch_size", batch), ("val_batch_size", val_batch)):
-        if value <= 0 or value % world_size:
+        if value % world_size:
             raise ConfigError(f"{key} {value} is the global batch and must be a positive multiple of "
                               f"the {world_size} processes; change it to a multiple of {world_size}")
-    bad_images = _opt(config, "bad_images", "error")
-    if bad_images not in ("error", "skip"):
-        raise ConfigError(f"bad_images must be 'error' or 'skip', got {bad_images!r}")
-    return dict(
-        batch_size=batch // world_size, val_batch_size=val_batch // world_size,
-        seed=int(_opt(config, "seed", 0)), drop_last=bool(_opt(config, "drop_last", False)),
-        num_workers=int(_opt(config, "num_workers", 0)), pin_memory=bool(_opt(config, "pin_memory", False)),
-        channels_last=bool(_opt(config, "channels_last", False)),
-        data_root=str(_opt(config, "data_root", "./data")), download=bool(_opt(config, "download", False)),
-        train_subset=config.get("train_subset"), val_subset=config.get("val_subset"),
-        hflip=float(_opt(config, "hflip", 0.5)), input_size=config.get("input_size"),
-        crop_pct=config.get("crop_pct"), eval_interpolation=config.get("eval_interpolation"),
-        train_interpolation=_opt(config, "train_interpolation", "bilinear"),
-        auto_augment=config.get("auto_augment") or None, reprob=float(_opt(config, "reprob", 0.0)),
-        remode=_opt(config, "remode", "pixel"), bad_images=bad_images,
-        max_image_pixels=config.get("max_image_pixels", DEFAULT_MAX_PIXELS),   # None = no limit
-    )
+    return dict(batch_size=batch // world_size, val_batch_size=val_batch // world_size,
+                **{key: config[key] for key in LOADER_KEYS})
 
 
 def subset(n, limit):

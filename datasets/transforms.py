@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.constants import IMAGENET_DEFAULT_MEAN
+from datasets.imagenet import MEAN as IMAGENET_MEAN
 from utils.errors import ConfigError
 
 _M64 = (1 << 64) - 1
@@ -89,7 +89,7 @@ def check_interpolation(name, allow_random, key):
 
 
 def build_train_transform(size, interpolation="bilinear", hflip=0.5, auto_augment=None,
-                          mean=IMAGENET_DEFAULT_MEAN, scale=(0.08, 1.0)):
+                          mean=IMAGENET_MEAN, scale=(0.08, 1.0)):
     """PIL image -> uint8 CHW tensor: RandomResizedCrop, flip, optional timm AutoAugment/RandAugment."""
     from timm.data.auto_augment import (augment_and_mix_transform, auto_augment_transform,
                                         rand_augment_transform)

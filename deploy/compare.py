@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.config import BENCHMARK_RUNTIMES
+from utils.config import SCHEMA_BY_NAME
 
 from .forms import export_graph
 from .timing import time_calls
@@ -19,7 +19,7 @@ __all__ = ["RUNTIME_VARIANTS", "PEER", "runtime_files", "write_runtime_files", "
 
 # eager / compiled: the fused PyTorch model (compiled: torch.compile, inductor with frozen weights);
 # openvino pins fp32, openvino_bf16 is the CPU plugin's default (bf16 where the CPU has it)
-RUNTIME_VARIANTS = BENCHMARK_RUNTIMES      # what the benchmark_runtimes key accepts, written once there
+RUNTIME_VARIANTS = SCHEMA_BY_NAME["benchmark_runtimes"].choices    # written once, in configs/schema.json
 PEER = "rexnet_100"        # timm's ReXNet-1.0: the peer every runtime table compares against
 _FILE = {"onnxruntime": ".onnx", "openvino": ".xml", "openvino_bf16": ".xml", "openvino_int8": ".int8.xml"}
 

@@ -9,6 +9,7 @@ Only the main process writes; every rank reads the same file on resume.
 """
 import glob
 import os
+from collections.abc import Mapping
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -23,8 +24,9 @@ REQUIRED_KEYS = ("format", "model", "arch", "epoch", "batch", "global_step")
 
 
 def plain(obj):
-    """EasyDict/nested containers -> plain dicts and lists (what ``torch.load(weights_only=True)`` reads)."""
-    if isinstance(obj, dict):
+    """Mappings (the resolved config)/nested containers -> plain dicts and lists (what
+    ``torch.load(weights_only=True)`` reads)."""
+    if isinstance(obj, Mapping):
         return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(plain(v) for v in obj) if isinstance(obj, tuple) else [plain(v) for v in obj]

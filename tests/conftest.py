@@ -68,6 +68,14 @@ def tiny_detection_config(tmp_path):
                                                                  data_root=str(data_root), **changes)
 
 
+def tiny_settings(**keys):
+    """The resolved config (``utils.config.resolve``: defaults filled in, checked) of ``keys``, with the
+    required keys of a small run added; a ``coco`` data set gets the DetectionAgent it needs."""
+    from utils.config import resolve
+    agent = "DetectionAgent" if keys.get("dataset") == "coco" else "ClassificationAgent"
+    return resolve({"exp_name": "t", "agent": agent, "model": "densenet_bc_100", "dataset": "synthetic", **keys})
+
+
 def shared_path(*parts):
     """A path under ../shared, or skip the test when it is not there."""
     p = SHARED.joinpath(*parts)

@@ -16,6 +16,7 @@ from datasets.loader import loader_settings
 from datasets.synthetic import COCO_CATEGORIES, make_coco_set
 from engine.coco_eval import evaluate_coco, to_coco_results
 from utils.errors import DataError
+from tests.conftest import tiny_settings
 
 
 @pytest.fixture(scope="module")
@@ -273,8 +274,8 @@ def test_flip_mirrors_image_and_boxes(coco_root):
 
 
 def test_build_coco_from_config_keys(coco_root):
-    cfg = dict(dataset="coco", data_root=str(coco_root), batch_size=4, val_batch_size=2, num_workers=0,
-               train_subset=8, seed=0)
+    cfg = tiny_settings(dataset="coco", data_root=str(coco_root), batch_size=4, val_batch_size=2, num_workers=0,
+                        train_subset=8, seed=0)
     train, val = build_coco(cfg, None, "cpu", 1, 2, loader_settings(cfg, 2))
     assert train.batch_size == 2 and len(train) == 2 and train.dataset_size == 8
     assert val.image_ids == [s[1] for s in CocoIndex(str(coco_root), "val", train=False).samples]
@@ -316,7 +317,8 @@ def test_phone_photo_is_read_in_the_orientation_its_annotation_describes(coco_ro
 
 
 def test_pixel_limit_reaches_the_coco_loader(coco_root):
-    cfg = dict(dataset="coco", data_root=str(coco_root), batch_size=2, num_workers=1, seed=0, max_image_pixels=1000)
+    cfg = tiny_settings(dataset="coco", data_root=str(coco_root), batch_size=2, num_workers=1, seed=0,
+                        max_image_pixels=1000)
     _, val = build_coco(cfg, None, "cpu", 0, 1, loader_settings(cfg, 1))
     with pytest.raises(DataError, match=r"is \d+ x \d+ pixels .*max_image_pixels = 1000"):
         next(iter(val))

@@ -7,7 +7,8 @@ import pytest
 
 import main
 from conftest import ROOT
-from utils.config import SCHEMA, SECTIONS, apply_overrides, load_config, markdown_table, parse_overrides
+from tools.config_docs import markdown_table
+from utils.config import SCHEMA, SECTIONS, apply_overrides, load_config, parse_overrides
 from utils.errors import ConfigError
 
 BASE = {"exp_name": "t", "agent": "ClassificationAgent", "model": "densenet_bc_100", "dataset": "synthetic",
@@ -100,17 +101,34 @@ def test_bad_model_args_value_is_one_sentence(tmp_path, capsys):
 
 def test_docs_key_tables_are_current():
     docs = (ROOT / "docs" / "configuration.md").read_text()
-    assert markdown_table() in docs, "regenerate docs/configuration.md with: python -m utils.config --docs"
+    assert markdown_table() in docs, "regenerate docs/configuration.md with: python tools/config_docs.py"
 
 
 def test_docs_key_tables_list_every_key_once_under_its_section():
-    """Every key has exactly one row, and the sections start where SECTIONS says, in SCHEMA's order."""
-    rows = [line.split("|")[1].strip(" `") for line in markdown_table().splitlines() if line.startswith("| `")]
-    assert rows == [o.name for o in SCHEMA]
-    headings = [line[4:] for line in markdown_table().splitlines() if line.startswith("### ")]
-    assert headings == [title for title, _ in SECTIONS]
-    starts = [rows.index(first) for _, first in SECTIONS]
-    assert starts[0] == 0 and starts == sorted(starts)
+    """Every key has exactly one row, under the heading of its schema section; the eight sections in order."""
+    section, rows = None, []
+    for line in markdown_table().splitlines():
+        if line.startswith("### "):
+            section = next(name for name, title in SECTIONS.items() if title == line[4:])
+        elif line.startswith("| `"):
+            rows.append((section, line.split("|")[1].strip(" `")))
+    assert rows == [(o.section, o.name) for o in SCHEMA]
+    assert list(SECTIONS) == ["run", "data", "model", "optimisation", "recipe", "detection", "deploy", "benchmark"]
+    assert len({name for _, name in rows}) == len(rows)
+
+
+def test_docs_script_rewrites_a_stale_page(tmp_path):
+    """``python tools/config_docs.py`` puts the tables back into a page whose tables are out of date."""
+    page = ROOT / "docs" / "configuration.md"
+    text = page.read_text()
+    stale = text.replace("| `lr` |", "| `lr_old` |")
+    assert stale != text
+    page.write_text(stale)
+    try:
+        subprocess.run([sys.executable, str(ROOT / "tools" / "config_docs.py")], check=True, cwd=tmp_path)
+        assert page.read_text() == text
+    finally:
+        page.write_text(text)
 
 
 def test_cli_subprocess_prints_one_sentence(tmp_path):
@@ -122,9 +140,52 @@ def test_cli_subprocess_prints_one_sentence(tmp_path):
     assert r.returncode == 2 and "Usage: sh run.sh CONFIG" in r.stdout
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.json")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(set((ROOT / "configs").rglob("*.json")) - {ROOT / "configs" / "schema.json"}),
+                         ids=lambda p: p.name)
 def test_shipped_configs_validate_and_name_their_model(path):
     cfg = load_config(str(path))
     assert cfg.exp_name == path.stem, "a config's exp_name must equal its file name"
     from agents import get_agent_class
     get_agent_class(cfg.agent).check_config(cfg)
+
+
+def test_resolved_config_is_read_only_and_replace_gives_a_changed_copy(tmp_path):
+    cfg = load_config(write(tmp_path, {**BASE, "model_args": {"stages": [2, 2]}}))
+    for assign in (lambda: setattr(cfg, "lr", 0.5), lambda: cfg.__setitem__("lr", 0.5),
+                   lambda: delattr(cfg, "lr"), lambda: cfg.__delitem__("lr")):
+        with pytest.raises(TypeError, match="read-only"):
+            assign()
+    cfg.model_args["stages"].append(9)           # a reader's copy: the config keeps its own
+    cfg.synthetic_shape[0] = 1
+    assert cfg.model_args == {"stages": [2, 2]} and cfg.synthetic_shape == [3, 32, 32]
+    changed = cfg.replace(lr=0.5, model_args={"stages": [4]})
+    assert (changed.lr, changed.model_args, cfg.lr, cfg.model_args) == (0.5, {"stages": [4]}, 0.1, {"stages": [2, 2]})
+    with pytest.raises(KeyError, match="lr_max"):
+        cfg.replace(lr_max=1.0)
+    plain = dict(cfg)
+    plain["lr"] = 0.5
+    assert cfg.lr == 0.1 and json.loads(json.dumps(plain))["exp_name"] == "t"
+
+
+@pytest.mark.parametrize("mode, keys, amp, channels_last", [
+    ("flops", {"amp": "fp16"}, "none", False),        # fp16 is the recipe's training precision: fp32 here
+    ("flops", {"amp": "bf16"}, "bf16", False),
+    ("train", {}, "none", True),                      # null: on for fp32 training on the CPU
+    ("train", {"amp": "bf16"}, "bf16", False),
+    ("train", {"channels_last": False}, "none", False),
+])
+def test_agent_resolves_the_device_dependent_keys_once(tmp_path, mode, keys, amp, channels_last):
+    """What docs/configuration.md says of ``amp`` and ``channels_last: null`` on the CPU, read from the
+    config the agent (and so its loaders and trainer) uses."""
+    from agents import build_agent
+    cfg = load_config(write(tmp_path, {**BASE, "exp_root": str(tmp_path / "exp"), "device": "cpu", "mode": mode,
+                                       "model_args": {"stages": [2, 2, 2], "growth": [4, 4, 4]}, **keys}))
+    agent = build_agent(cfg)
+    try:
+        assert (agent.config.amp, agent.config.channels_last) == (amp, channels_last)
+        assert cfg.channels_last == keys.get("channels_last")       # the loaded config is left as it was
+        with pytest.raises(TypeError):
+            agent.config.amp = "bf16"
+    finally:
+        agent.finalize()
+        agent.experiment.close(failed=True)

@@ -4,13 +4,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from easydict import EasyDict
 
 from datasets import build_loaders, list_datasets
 from datasets.loader import InMemoryLoader, shard_indices
 from datasets.transforms import random_crop_flip
 from utils.errors import ConfigError, DataError
 from graphs.models.pretrained import PretrainedCfg
+from tests.conftest import tiny_settings
 
 CPU = torch.device("cpu")
 C10_MEAN, C10_STD = (0.4914, 0.4824, 0.4467), (0.2471, 0.2435, 0.2616)
@@ -27,7 +27,7 @@ def cfg(**kw):
                 remode="pixel", synthetic_train_size=64, synthetic_val_size=32,
                 synthetic_shape=[3, 32, 32], num_classes=10, bad_images="error", channels_last=False)
     base.update(kw)
-    return EasyDict(base)
+    return tiny_settings(**base)
 
 
 def _dump(path, obj):
@@ -405,7 +405,7 @@ def test_unreadable_image_skip_and_error(tmp_path, workers):
     got = list(va)
     assert sum(len(y) for _, y in got) == 6 and va.skipped_images == 1
     assert got[0][0].shape == (4, 3, 16, 16)
-    c.bad_images = "error"
+    c = c.replace(bad_images="error")
     _, va = build_loaders(c, IMAGENET_DATA_CFG, CPU)
     with pytest.raises(DataError, match="broken.jpg"):
         list(va)
@@ -441,3 +441,13 @@ def test_imagenet_sample(imagenet_sample_root):
     assert -2.2 < x.min() and x.max() < 2.7  # normalised with the ImageNet constants
     x, y = next(iter(tr))
     assert x.shape == (8, 3, 224, 224) and torch.isfinite(x).all()
+
+
+def test_imagenet_statistics_are_timms():
+    """The data set's statistics (datasets) and the weights' normalisation (graphs) are ImageNet's, as timm has them."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from datasets import imagenet
+    from graphs.models import pretrained
+    assert imagenet.MEAN == pretrained.IMAGENET_DEFAULT_MEAN == IMAGENET_DEFAULT_MEAN
+    assert imagenet.STD == pretrained.IMAGENET_DEFAULT_STD == IMAGENET_DEFAULT_STD

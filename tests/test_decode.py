@@ -18,6 +18,7 @@ from datasets.folder import load_folder
 from datasets.loader import FolderDataset
 from datasets.decode import DEFAULT_MAX_PIXELS, decode_image
 from utils.errors import DataError
+from tests.conftest import tiny_settings
 
 RED, GREEN, BLUE, YELLOW, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 255, 255)
 # 16-bit samples and their 8-bit values by hand: the high byte (v >> 8), where convert("RGB") gives 255
@@ -253,8 +254,8 @@ def _folder_tree(root, big=False):
 
 
 def _cfg(root, **kw):
-    return {**dict(dataset="folder", data_root=str(root), batch_size=2, input_size=16, crop_pct=1.0, seed=0,
-                   num_workers=0), **kw}
+    return tiny_settings(**{**dict(dataset="folder", data_root=str(root), batch_size=2, input_size=16, crop_pct=1.0,
+                                   seed=0, num_workers=0), **kw})
 
 
 def test_training_folder_loader_reads_phone_photos_upright(tmp_path):

@@ -230,7 +230,7 @@ def test_coco_configs_use_known_keys_and_build():
     import os
 
     from graphs.detection import detector_from_config
-    from utils.config import SCHEMA_BY_NAME
+    from utils.config import SCHEMA_BY_NAME, load_config
 
     paths = sorted(glob.glob(os.path.join(ROOT, "configs", "detection", "*_coco.json")))
     assert len(paths) == 12
@@ -242,7 +242,7 @@ def test_coco_configs_use_known_keys_and_build():
         assert os.path.basename(path).startswith(cfg["detector"]) and cfg["exp_name"] + ".json" == os.path.basename(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")        # no weights here: every stage trains
-            det = detector_from_config(cfg, num_classes=80)
+            det = detector_from_config(load_config(path), num_classes=80)
         assert det.arch == cfg["detector"] and det.backbone_name == cfg["model"]
         assert det.transform.min_size == (800,) and det.transform.max_size == 1333
 

@@ -57,14 +57,14 @@ def test_bad_input_is_one_sentence(tmp_path):
 def test_recipe_fields_map_onto_the_official_semantics():
     # multistep (official CondenseNet CIFAR, odd E = 5), group lasso, all-parameter decay, EMA without warmup
     from tools.parity import recipe_config
-    from utils.config import validate
+    from utils.config import resolve
     from utils.errors import ConfigError
     from engine.schedules import LRSchedule
     recipe = {"seed": 0, "epochs": 5, "iters_per_epoch": 2, "batch_size": 4, "lr": 0.1, "momentum": 0.9,
               "nesterov": True, "weight_decay": 1e-4, "weight_decay_mode": "all", "schedule": "multistep",
               "warmup_epochs": 0, "warmup_lr": 0.0, "lr_step": "iter", "label_smoothing": 0.0,
               "group_lasso_lambda": 1e-5, "ema_decay": 0.99}
-    cfg = validate({"exp_name": "t", "agent": "ClassificationAgent", "model": "condensenet_50", "dataset": "synthetic",
+    cfg = resolve({"exp_name": "t", "agent": "ClassificationAgent", "model": "condensenet_50", "dataset": "synthetic",
                     "num_classes": 10, **recipe_config(recipe)})
     assert (cfg.group_lasso_lambda, cfg.weight_decay_mode, cfg.ema, cfg.ema_decay, cfg.ema_warmup) == \
         (1e-5, "all", True, 0.99, False)

@@ -11,7 +11,6 @@ import threading
 import pytest
 import torch
 import torch.nn.functional as F
-from easydict import EasyDict
 
 from commands.predict import format_predictions, predict_images
 from datasets import build_loaders, resolve_class_names
@@ -21,6 +20,7 @@ from graphs.models import create_model
 from graphs.models.hub import cache_path_for, load_pretrained, resolve_pretrained
 from utils.errors import CheckpointError, ConfigError, DataError
 from graphs.models.pretrained import PretrainedCfg, WeightEntry
+from tests.conftest import tiny_settings
 
 CPU = torch.device("cpu")
 TINY = {"condensenet_50": dict(stages=(2, 2, 2)), "cdnv2_110": dict(stages=(2, 2, 2)),
@@ -400,9 +400,9 @@ def _make_tree(root, classes=("dog", "cat", "emu"), n_train=6, n_val=2):
 
 def _cfg(root, **kw):
     base = dict(dataset="folder", data_root=str(root), batch_size=4, val_batch_size=None, num_workers=0,
-                seed=0, input_size=[3, 32, 32], crop_pct=1.0, hflip=0.0, train_subset=None, val_subset=None)
+                seed=0, input_size=32, crop_pct=1.0, hflip=0.0, train_subset=None, val_subset=None)
     base.update(kw)
-    return EasyDict(base)
+    return tiny_settings(**base)
 
 
 def test_folder_dataset_class_names_formats_and_mean_std(tmp_path):

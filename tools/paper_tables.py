@@ -55,15 +55,14 @@ def config_paths(folder: str) -> list:
 def configs(folder):
     """(config name, config dict) of the classification configs in ``configs/<folder>/``."""
     for path in config_paths(folder):
-        with open(path) as f:
-            cfg = json.load(f)
-        if cfg.get("agent", "ClassificationAgent") == "ClassificationAgent":
+        cfg = load_config(path)
+        if cfg.agent == "ClassificationAgent":
             yield os.path.basename(path)[:-5], cfg
 
 
 def build(cfg, converted=False):
     return create_model(cfg["model"], num_classes=CLASSES[cfg["dataset"]], converted=converted,
-                        **cfg.get("model_args", {}))
+                        **cfg["model_args"])
 
 
 def fmt(flops, params, giga=False):
@@ -156,7 +155,7 @@ def read_run(folder: str):
     with open(config) as f:
         cfg = json.load(f)
     run = {"epochs": max((int(r["epoch"]) for r in rows), default=0), "max_epoch": cfg["max_epoch"],
-           "global_batch": cfg["batch_size"] * cfg.get("grad_accum_steps", 1)}
+           "global_batch": cfg["batch_size"] * cfg["grad_accum_steps"]}
     for key in ("val_top1", "ema_val_top1"):
         values = [float(r[key]) for r in rows if r.get(key)]
         run[key] = (max(values), values[-1]) if values else None

@@ -36,9 +36,8 @@ from agents.classification import ClassificationAgent  # noqa: E402
 from graphs.models import FAMILIES, get_pretrained_cfg, list_models, load_weights  # noqa: E402
 from graphs.models.layouts import adapt_state_dict  # noqa: E402
 from graphs.models.rexnet import WIDTHS  # noqa: E402
-from utils.config import validate  # noqa: E402
+from utils.config import LR_STEPS, resolve  # noqa: E402
 from utils.errors import ConfigError, DataError, UserError  # noqa: E402
-from utils.config import LR_STEPS  # noqa: E402
 
 TOL = 1e-9
 # recipe field -> config key (the README of the fixtures gives the official semantics of each field)
@@ -198,7 +197,7 @@ def replay(fx: dict, memory_efficient: bool, lr_step: Optional[str] = None, exp_
               "exp_root": exp_root, "num_workers": 0, "memory_efficient": memory_efficient, **training,
               **model_config(meta["family"], meta["arch"], inputs.shape[1:])}
     config["validate_every"] = config["max_epoch"]     # validation changes nothing: only after the last epoch
-    config = validate(config, source="the fixture's recipe")
+    config = resolve(config, source="the fixture's recipe")
     FixtureAgent.check_config(config)
     agent = FixtureAgent(config, fx)
     try:

@@ -25,7 +25,7 @@ from typing import Callable, Iterator, List, Optional, Union
 from utils.errors import ConfigError, UserError, WriteError
 
 __all__ = ["atomic_write", "atomic_path", "atomic_paths", "temporary_folder", "temporary_path",
-           "is_temporary", "remove_stale_temporaries", "check_writable", "write_error"]
+           "remove_stale_temporaries", "check_writable", "write_error"]
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "_", socket.gethostname().split(".")[0]) or "host"
 _TEMPORARY = re.compile(r"\..+\.tmp-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)-[0-9a-f]{8}(\.[^.]*)?")
@@ -39,11 +39,6 @@ def temporary_path(path: str, pid: Optional[int] = None, token: Optional[str] = 
     folder, name = os.path.split(os.path.abspath(os.fspath(path)))
     stem, ext = os.path.splitext(name)
     return os.path.join(folder, f".{stem}.tmp-{_HOST}-{pid or os.getpid()}-{token or secrets.token_hex(4)}{ext}")
-
-
-def is_temporary(name: str) -> bool:
-    """Whether the file name ``name`` is one of this module's temporaries."""
-    return _TEMPORARY.fullmatch(os.path.basename(name)) is not None
 
 
 def check_writable(path, what: str = "output") -> str:

@@ -2,9 +2,12 @@
 size 1 and needs nothing. (The CPU SyncBatchNorm layer is graphs.layers.sync_bn.)"""
 import datetime
 import os
+from typing import Tuple
 
 import torch
 import torch.distributed as dist
+
+from utils.errors import ConfigError
 
 
 class DistContext:
@@ -63,14 +66,21 @@ class DistContext:
             dist.destroy_process_group()
 
 
-def init_distributed(device_name, timeout_s=1800):
-    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1)."""
+def init_distributed(device_name: str, timeout_s: int) -> Tuple[DistContext, torch.device]:
+    """(the processes, this process's device for ``device_name`` 'auto' | 'cpu' | 'cuda' | 'cuda:N'); launched
+    by torchrun (WORLD_SIZE > 1), the process group too, and every process takes the GPU of its LOCAL_RANK
+    (a 'cuda:N' would put every rank on one GPU)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world_size > 1 else 0
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device_name!r} was requested but CUDA is not available; use 'cpu' or 'auto'")
+        device_name = f"cuda:{local_rank}" if device_name == "cuda" or world_size > 1 else device_name
+        torch.cuda.set_device(torch.device(device_name))
+    device = torch.device(device_name)
     if world_size <= 1:
-        return DistContext()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_name != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
-    return DistContext(rank, world_size, local_rank)
+        return DistContext(), device
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    return DistContext(int(os.environ["RANK"]), world_size, local_rank), device

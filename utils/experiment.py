@@ -1,4 +1,4 @@
-"""The experiment folder (``<exp_root>/<exp_name>/``), seeding and device selection."""
+"""The experiment folder (``<exp_root>/<exp_name>/``) and seeding."""
 import fcntl
 import json
 import os
@@ -36,7 +36,7 @@ class ExperimentFolder:
     """
 
     def __init__(self, config):
-        self.config, self.dirs = config, experiment_dirs(config)
+        self.dirs = experiment_dirs(config)
         self.created = None     # the topmost folder this run created, when it created the experiment folder
         self._lock = None
 
@@ -67,10 +67,10 @@ class ExperimentFolder:
             remove_stale_temporaries(dirs.root)     # every mode starts here: a killed run's leftovers go
         return dirs
 
-    def save_config(self) -> None:
-        """``config.json``: the resolved config, written when training starts (a run that fails before
-        leaves an earlier run's file as it was)."""
-        atomic_write(self.dirs.config, json.dumps(self.config, indent=2, sort_keys=True))
+    def save_config(self, config) -> None:
+        """``config.json``: the run's resolved ``config``, written when training starts (a run that fails
+        before leaves an earlier run's file as it was)."""
+        atomic_write(self.dirs.config, json.dumps(dict(config), indent=2, sort_keys=True))
 
     def close(self, failed: bool) -> None:
         """Release the lock; after a failed run remove what this run created, unless a checkpoint was
@@ -157,17 +157,3 @@ def seed_everything(seed, deterministic=False):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     else:
         torch.backends.cudnn.benchmark = True
-
-
-def resolve_device(name, local_rank=0, distributed=False):
-    """The torch device for ``name`` ('auto' | 'cpu' | 'cuda' | 'cuda:N'); under DDP every process takes
-    the GPU of its LOCAL_RANK (a 'cuda:N' would put every rank on one GPU)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} was requested but CUDA is not available; use 'cpu' or 'auto'")
-        if name == "cuda" or distributed:
-            name = f"cuda:{local_rank}"
-        torch.cuda.set_device(torch.device(name))
-    return torch.device(name)

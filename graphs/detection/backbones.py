@@ -25,7 +25,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from graphs.models import create_model, list_models, load_weights
 from graphs.models.features import feature_stages, probe_feature_info
-from utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from graphs.models.pretrained import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from utils.errors import ConfigError, closest
 
 

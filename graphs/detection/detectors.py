@@ -157,29 +157,23 @@ def create_detector(arch: str = "fasterrcnn", backbone: Union[str, nn.Module] = 
 
 
 
-# Config keys (declared in utils/config.py) -> create_detector arguments.
+# Config keys (declared in configs/schema.json) -> create_detector arguments.
 CONFIG_KEYS = ("detector", "min_size", "max_size", "trainable_backbone_layers", "converted", "fpn_reductions",
                "fpn_channels", "frozen_bn", "detections_per_image")
 
 
 def detector_from_config(config, num_classes: int, backbone: Union[None, str, nn.Module] = None,
                          backbone_weights: Union[None, str, dict] = None) -> nn.Module:
-    """``create_detector`` from a config's keys (``model`` names the backbone unless one is given built).
+    """``create_detector`` from a resolved config (``model`` names the backbone unless one is given built).
 
     ``backbone_weights`` is what the pretrained machinery resolved ``backbone_pretrained`` to (a path or
     state dict); ``frozen_bn: null`` and ``trainable_backbone_layers: null`` follow torchvision's defaults.
     """
-    get = config.get
-    arch = get("detector", "fasterrcnn")
-    min_size = get("min_size", [800])
-    min_size = tuple(min_size) if isinstance(min_size, (list, tuple)) else (int(min_size),)
-    extra = {}
-    if get("detections_per_image") is not None:
-        key = "box_detections_per_img" if arch == "fasterrcnn" else "detections_per_img"   # torchvision's names
-        extra[key] = int(get("detections_per_image"))
+    arch = config.detector
+    per_image = "box_detections_per_img" if arch == "fasterrcnn" else "detections_per_img"   # torchvision's names
     return create_detector(
-        arch=arch, backbone=backbone if backbone is not None else get("model"), num_classes=num_classes,
-        min_size=min_size, max_size=get("max_size", 1333), trainable_backbone_layers=get("trainable_backbone_layers"),
-        converted=bool(get("converted", False)), fpn_reductions=tuple(get("fpn_reductions", (8, 16, 32))),
-        backbone_weights=backbone_weights, frozen_bn=get("frozen_bn"), fpn_channels=get("fpn_channels", 256),
-        **extra)
+        arch=arch, backbone=backbone if backbone is not None else config.model, num_classes=num_classes,
+        min_size=tuple(config.min_size), max_size=config.max_size,
+        trainable_backbone_layers=config.trainable_backbone_layers, converted=config.converted,
+        fpn_reductions=tuple(config.fpn_reductions), backbone_weights=backbone_weights, frozen_bn=config.frozen_bn,
+        fpn_channels=config.fpn_channels, **{per_image: config.detections_per_image})

@@ -10,7 +10,7 @@ LOSSES = ("cross_entropy", "distill")
 
 def mixing_active(config) -> bool:
     """True when mixup or cutmix is configured (alphas > 0)."""
-    return bool(config.get("mixup", 0) or config.get("cutmix", 0))
+    return bool(config.mixup or config.cutmix)
 
 
 def build_loss(config, teacher=None):

@@ -25,6 +25,6 @@ class GatherCrossEntropy(nn.Module):
 
 
 def build_cross_entropy(config) -> nn.Module:
-    if config.get("deterministic"):
+    if config.deterministic:
         return GatherCrossEntropy(config.label_smoothing)
     return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)

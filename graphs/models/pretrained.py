@@ -32,9 +32,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
-from utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
 __all__ = ["Published", "WeightEntry", "PretrainedCfg", "cifar_cfg", "imagenet_cfg", "WEIGHTS"]
+
+# The normalisation that ImageNet-trained weights expect (timm's IMAGENET_DEFAULT_MEAN/STD), written here
+# rather than imported from timm.data: importing timm loads torchvision and timm's model zoo, seconds at start
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
