@@ -178,6 +178,7 @@ def test_agent_resolves_the_device_dependent_keys_once(tmp_path, mode, keys, amp
     """What docs/configuration.md says of ``amp`` and ``channels_last: null`` on the CPU, read from the
     config the agent (and so its loaders and trainer) uses."""
     from agents import build_agent
+    from engine.loggers import close_logging
     cfg = load_config(write(tmp_path, {**BASE, "exp_root": str(tmp_path / "exp"), "device": "cpu", "mode": mode,
                                        "model_args": {"stages": [2, 2, 2], "growth": [4, 4, 4]}, **keys}))
     agent = build_agent(cfg)
@@ -189,3 +190,4 @@ def test_agent_resolves_the_device_dependent_keys_once(tmp_path, mode, keys, amp
     finally:
         agent.finalize()
         agent.experiment.close(failed=True)
+        close_logging()         # as main.py does: the removed folder's log file must not be written again
