@@ -55,6 +55,8 @@ def main(argv=None, reexec: bool = False):
             if args.nproc is not None and "WORLD_SIZE" not in os.environ:
                 check_nproc(args.nproc, config)
                 if args.nproc > 1:
+                    from agents import get_agent_class
+                    get_agent_class(config.agent).check_config(config)     # refused before any process starts
                     return launch(args.nproc, argv if argv is not None else sys.argv[1:], config)
             if reexec and config.mode == "train" and not _wants_cuda(config.device):
                 # CPU training only: OpenVINO's converter frees memory through glibc directly, which a preloaded

@@ -10,10 +10,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from engine.accumulate import optimizer_steps
 from engine.checkpoint import CheckpointManager
-from engine.ema import ModelEma
+from engine.ema import ModelEma, check_ema
 from engine.loggers import RunLogger, setup_logging
-from engine.optim import build_optimizer, param_groups, scaled_lr
-from engine.schedules import LRSchedule
+from engine.optim import build_optimizer, check_optimizer, param_groups, scaled_lr
+from engine.schedules import LRSchedule, check_schedule
 from engine.trainer import Task, Trainer, TrainerContext, TrainerSettings
 from graphs.layers.sync_bn import convert_sync_batchnorm
 from utils.config import Settings
@@ -90,7 +90,11 @@ class BaseAgent(ABC):
 
     @classmethod
     def check_config(cls, config) -> None:
-        """Check the names the agent will assemble (model, dataset, loss, ...) before any work starts."""
+        """Check, before any work starts, the rules of what the agent assembles: here the engine's (schedule,
+        optimizer, EMA); an agent adds its data, model and loss (their names included) after super()."""
+        check_schedule(config)
+        check_optimizer(config)
+        check_ema(config)
 
     def run(self):
         """Run the configured mode: ``train``, or the command registered for it."""

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from commands import COMMANDS
-from datasets import build_loaders, folder, list_datasets
+from datasets import build_loaders, check_data, folder, list_datasets
 from engine.checkpoint import FORMAT, plain
 from engine.optim import param_groups
 from engine.trainer import ClassificationTask
@@ -32,6 +32,19 @@ class ClassificationAgent(BaseAgent):
 
     @classmethod
     def check_config(cls, config) -> None:
+        super().check_config(config)
+        if config.dataset == "coco":
+            raise ConfigError(f"dataset 'coco' holds detection annotations: it needs agent 'DetectionAgent', not "
+                              f"{config.agent!r}")
+        check_data(config)
+        if config.loss == "distill" and not (config.teacher and config.teacher_checkpoint):
+            raise ConfigError("loss 'distill' needs teacher (a model name) and teacher_checkpoint (its weights)")
+        if config.freeze_backbone_epochs and config.freeze_backbone_epochs >= config.max_epoch:
+            raise ConfigError(f"freeze_backbone_epochs ({config.freeze_backbone_epochs}) must be shorter than "
+                              f"max_epoch ({config.max_epoch}), or the backbone never trains")
+        if config.recondense and (not config.pretrained or config.converted):
+            raise ConfigError("recondense resets the masks of pretrained training-time weights: it needs pretrained "
+                              "and converted false")
         for kind, name, valid in (("dataset", config.dataset, list_datasets()), ("loss", config.loss, LOSSES)):
             if name not in valid:
                 raise ConfigError(f"unknown {kind} {name!r}{closest(name, valid)}; valid {kind}s are: "

@@ -10,7 +10,7 @@ from commands.detection import DETECTION_COMMANDS
 from datasets import build_loaders
 from engine.checkpoint import FORMAT, plain
 from engine.detection import DetectionTask
-from graphs.detection import ARCHS, detector_from_config, list_backbones
+from graphs.detection import ARCHS, check_image_sizes, detector_from_config, list_backbones
 from graphs.models import get_pretrained_cfg
 from graphs.models.hub import resolve_pretrained
 from graphs.models.registry import get_builder
@@ -38,6 +38,8 @@ class DetectionAgent(BaseAgent):
 
     @classmethod
     def check_config(cls, config) -> None:
+        super().check_config(config)
+        check_image_sizes(config)
         valid = list_backbones()
         if config.model not in valid:
             try:

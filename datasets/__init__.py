@@ -15,7 +15,7 @@ from datasets.loader import FolderLoader, InMemoryLoader, loader_settings, subse
 from datasets.transforms import build_eval_transform, build_train_transform, check_interpolation, eval_transform
 from utils.errors import CheckpointError, ConfigError, DataError, closest
 
-__all__ = ["build_loaders", "list_datasets", "class_names_for", "resolve_class_names", "dataset_mean_std", "calibration_loader",
+__all__ = ["build_loaders", "check_data", "list_datasets", "class_names_for", "resolve_class_names", "dataset_mean_std", "calibration_loader",
            "eval_transform", "DATASETS", "InMemoryLoader", "FolderLoader"]
 
 # The eval geometry of ImageNet-style data when no model gives one: timm's defaults (224 px, crop 0.875, bicubic).
@@ -206,6 +206,19 @@ def dataset_mean_std(dataset):
         m, sd = synthetic.MEAN_STD
         return (m,) * 3, (sd,) * 3
     return imagenet.MEAN, imagenet.STD
+
+
+def check_data(config) -> None:
+    """Refuse synthetic data without classes or shape, and a normalisation that is not one number per channel."""
+    if config.dataset == "synthetic" and config.num_classes is None:
+        raise ConfigError("dataset 'synthetic' needs num_classes (e.g. \"num_classes\": 10)")
+    if len(config.synthetic_shape) != 3 or min(config.synthetic_shape) < 1:
+        raise ConfigError(f"synthetic_shape must be three positive sizes [C, H, W], got {config.synthetic_shape}")
+    for key in ("mean", "std"):
+        values = config[key]
+        if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
+            raise ConfigError(f"{key} must be three {'positive ' if key == 'std' else ''}numbers (one per RGB "
+                              f"channel), got {values}")
 
 
 def list_datasets():

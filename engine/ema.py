@@ -15,6 +15,13 @@ import copy
 import torch
 from torch import nn
 
+from utils.errors import ConfigError
+
+
+def check_ema(config) -> None:
+    if config.ema_warmup and not config.ema:
+        raise ConfigError("ema_warmup warms up the EMA: it needs ema true")
+
 
 class ModelEma:
     def __init__(self, model, decay, warmup=False, warmup_gamma=1.0, warmup_power=2 / 3):

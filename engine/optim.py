@@ -26,6 +26,17 @@ DEFAULT_EPS = {"adamw": 1e-8, "rmsprop": 1e-10, "lamb": 1e-6}
 DEFAULT_BETAS = (0.9, 0.999)
 
 
+def check_optimizer(config) -> None:
+    """Refuse betas or an epsilon the configured optimizer has none of (one sentence each)."""
+    betas = config.opt_betas
+    if betas is not None and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
+        raise ConfigError(f"opt_betas must be two numbers in [0, 1), got {betas}")
+    if betas is not None and config.optimizer not in ("adamw", "lamb"):
+        raise ConfigError(f"opt_betas applies to adamw and lamb, not {config.optimizer}")
+    if config.opt_eps is not None and config.optimizer == "sgd":
+        raise ConfigError("opt_eps applies to adamw, rmsprop and lamb, not sgd")
+
+
 def _is_head(name: str, prefix: Optional[str]) -> bool:
     return bool(prefix) and (name == prefix or name.startswith(prefix + "."))
 

@@ -6,6 +6,23 @@ from utils.config import LR_STEPS
 from utils.errors import ConfigError
 
 
+def check_schedule(config) -> None:
+    """Refuse a warmup, floor or milestones that contradict the schedule (one sentence each)."""
+    if config.warmup_epochs >= config.max_epoch and config.warmup_epochs > 0:
+        raise ConfigError(f"warmup_epochs ({config.warmup_epochs}) must be shorter than max_epoch "
+                          f"({config.max_epoch})")
+    if config.warmup_iters and config.lr_step == "epoch":
+        raise ConfigError("warmup_iters counts optimizer steps, but lr_step 'epoch' changes the lr once per epoch; "
+                          "set warmup_epochs instead, or lr_step 'iter'")
+    if config.warmup_iters and config.warmup_epochs:
+        raise ConfigError("warmup_iters and warmup_epochs both set a warmup; set one of them to 0")
+    if config.min_lr and (config.lr_schedule != "cosine" or config.min_lr > config.lr):
+        raise ConfigError(f"min_lr ({config.min_lr}) is the floor of the cosine schedule and must not exceed "
+                          f"lr ({config.lr})")
+    if config.lr_schedule == "multistep" and sorted(config.lr_milestones) != config.lr_milestones:
+        raise ConfigError(f"lr_milestones must be increasing, got {config.lr_milestones}")
+
+
 class LRSchedule:
     """``lr_at(step)`` for cosine (optional linear warmup) or multistep decay.
 

@@ -178,60 +178,18 @@ def validate(data: dict, source: str = "config") -> dict:
 
 
 def _check_consistency(cfg):
+    """The run mechanics; the rules of each layer are its agent's ``check_config`` (agents/)."""
     name = cfg["exp_name"]
     if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or "\0" in name:
         raise ConfigError(f"exp_name must be a plain folder name (no '/', no '..'), got {name!r}; put the parent "
                           f"folder into exp_root instead")
-    if cfg["dataset"] == "synthetic" and cfg["num_classes"] is None:
-        raise ConfigError("dataset 'synthetic' needs num_classes (e.g. \"num_classes\": 10)")
-    if len(cfg["synthetic_shape"]) != 3 or min(cfg["synthetic_shape"]) < 1:
-        raise ConfigError(f"synthetic_shape must be three positive sizes [C, H, W], got {cfg['synthetic_shape']}")
-    if cfg["warmup_epochs"] >= cfg["max_epoch"] and cfg["warmup_epochs"] > 0:
-        raise ConfigError(f"warmup_epochs ({cfg['warmup_epochs']}) must be shorter than max_epoch "
-                          f"({cfg['max_epoch']})")
-    if cfg["warmup_iters"] and cfg["lr_step"] == "epoch":
-        raise ConfigError("warmup_iters counts optimizer steps, but lr_step 'epoch' changes the lr once per epoch; "
-                          "set warmup_epochs instead, or lr_step 'iter'")
-    if cfg["warmup_iters"] and cfg["warmup_epochs"]:
-        raise ConfigError("warmup_iters and warmup_epochs both set a warmup; set one of them to 0")
-    if cfg["dataset"] == "coco" and cfg["agent"] != "DetectionAgent":
-        raise ConfigError(f"dataset 'coco' holds detection annotations: it needs agent 'DetectionAgent', not "
-                          f"{cfg['agent']!r}")
-    if not cfg["min_size"] or cfg["max_size"] < max(cfg["min_size"]):
-        raise ConfigError(f"max_size ({cfg['max_size']}) must be at least every min_size ({cfg['min_size']})")
     if cfg["amp"] == "fp16" and cfg["device"] == "cpu" and cfg["mode"] == "train":
         raise ConfigError("amp 'fp16' needs a CUDA device; use amp 'bf16' or 'none' on the CPU")
-    if cfg["opt_betas"] is not None and (len(cfg["opt_betas"]) != 2 or not all(0 <= b < 1 for b in cfg["opt_betas"])):
-        raise ConfigError(f"opt_betas must be two numbers in [0, 1), got {cfg['opt_betas']}")
-    if cfg["opt_betas"] is not None and cfg["optimizer"] not in ("adamw", "lamb"):
-        raise ConfigError(f"opt_betas applies to adamw and lamb, not {cfg['optimizer']}")
-    if cfg["opt_eps"] is not None and cfg["optimizer"] == "sgd":
-        raise ConfigError("opt_eps applies to adamw, rmsprop and lamb, not sgd")
-    if cfg["min_lr"] and (cfg["lr_schedule"] != "cosine" or cfg["min_lr"] > cfg["lr"]):
-        raise ConfigError(f"min_lr ({cfg['min_lr']}) is the floor of the cosine schedule and must not exceed "
-                          f"lr ({cfg['lr']})")
-    if cfg["ema_warmup"] and not cfg["ema"]:
-        raise ConfigError("ema_warmup warms up the EMA: it needs ema true")
-    if cfg["loss"] == "distill" and not (cfg["teacher"] and cfg["teacher_checkpoint"]):
-        raise ConfigError("loss 'distill' needs teacher (a model name) and teacher_checkpoint (its weights)")
     if cfg["resume"] and not cfg["auto_resume"]:
         raise ConfigError("resume names a checkpoint but auto_resume is false; drop one of the two")
     dev = cfg["device"]
     if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
         raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
-    for key in ("mean", "std"):
-        values = cfg[key]
-        if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
-            raise ConfigError(f"{key} must be three {'positive ' if key == 'std' else ''}numbers (one per RGB "
-                              f"channel), got {values}")
-    if cfg["freeze_backbone_epochs"] and cfg["freeze_backbone_epochs"] >= cfg["max_epoch"]:
-        raise ConfigError(f"freeze_backbone_epochs ({cfg['freeze_backbone_epochs']}) must be shorter than "
-                          f"max_epoch ({cfg['max_epoch']}), or the backbone never trains")
-    if cfg["recondense"] and (not cfg["pretrained"] or cfg["converted"]):
-        raise ConfigError("recondense resets the masks of pretrained training-time weights: it needs pretrained "
-                          "and converted false")
-    if cfg["lr_schedule"] == "multistep" and sorted(cfg["lr_milestones"]) != cfg["lr_milestones"]:
-        raise ConfigError(f"lr_milestones must be increasing, got {cfg['lr_milestones']}")
 
 
 class Settings(Mapping):

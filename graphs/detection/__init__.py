@@ -6,4 +6,4 @@
     model.set_progress(epoch_progress)       # CondenseNet condensation schedule (host-side)
 """
 from .backbones import list_backbones, load_backbone  # noqa: F401
-from .detectors import ARCHS, CONFIG_KEYS, create_detector, detector_from_config  # noqa: F401
+from .detectors import ARCHS, CONFIG_KEYS, check_image_sizes, create_detector, detector_from_config  # noqa: F401

@@ -162,6 +162,11 @@ CONFIG_KEYS = ("detector", "min_size", "max_size", "trainable_backbone_layers", 
                "fpn_channels", "frozen_bn", "detections_per_image")
 
 
+def check_image_sizes(config) -> None:
+    if not config.min_size or config.max_size < max(config.min_size):
+        raise ConfigError(f"max_size ({config.max_size}) must be at least every min_size ({config.min_size})")
+
+
 def detector_from_config(config, num_classes: int, backbone: Union[None, str, nn.Module] = None,
                          backbone_weights: Union[None, str, dict] = None) -> nn.Module:
     """``create_detector`` from a resolved config (``model`` names the backbone unless one is given built).
