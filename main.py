@@ -50,8 +50,7 @@ def main(argv=None, reexec: bool = False):
                 return 0
             overrides = list(args.set) + ([f"checkpoint={_json_str(args.checkpoint)}"] if args.checkpoint else []) \
                 + ([f"images={json.dumps([os.fspath(i) for i in args.images])}"] if args.images else [])
-            world = int(os.environ.get("WORLD_SIZE", 0)) or args.nproc or 1
-            config = load_config(args.config, overrides, mode=args.mode, world_size=max(world, 1))
+            config = load_config(args.config, overrides, mode=args.mode)
             if args.nproc is not None and "WORLD_SIZE" not in os.environ:
                 check_nproc(args.nproc, config)
                 if args.nproc > 1:
@@ -113,6 +112,8 @@ def check_nproc(nproc: int, config) -> None:
     """Refuse, before any process starts, a process count the run cannot use (one sentence each)."""
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    from engine.accumulate import resolve_global_batch
+    config = resolve_global_batch(config, nproc)        # as each process will (BaseAgent.resolve_runtime)
     for key in ("batch_size", "val_batch_size"):
         batch = config[key] or config.batch_size
         if batch % nproc:

@@ -8,7 +8,7 @@ import os
 from abc import ABC, abstractmethod
 from typing import Callable, Dict, List, Optional, Tuple
 
-from engine.accumulate import optimizer_steps
+from engine.accumulate import optimizer_steps, resolve_global_batch
 from engine.checkpoint import CheckpointManager
 from engine.ema import ModelEma, check_ema
 from engine.loggers import RunLogger, setup_logging
@@ -43,8 +43,10 @@ class BaseAgent(ABC):
             self.source = CheckpointManager(self.dirs.checkpoints, logger=self.logger).find_eval(config.checkpoint)
 
     def resolve_runtime(self, config: Settings) -> Settings:
-        """``config`` with the values that depend on the device resolved, once, before anything reads them:
-        ``amp`` 'fp16' (the recipe's training precision) runs in fp32 in the other modes without CUDA."""
+        """``config`` with the values that depend on the device and the process count resolved, once, before
+        anything reads them: the per-step batch (``global_batch_size``), and ``amp`` 'fp16' (the recipe's
+        training precision) runs in fp32 in the other modes without CUDA."""
+        config = resolve_global_batch(config, self.dist.world_size)
         if config.amp == "fp16" and self.device.type != "cuda":
             if config.mode == "train":
                 raise ConfigError("amp 'fp16' needs a CUDA device and none is available; use --set amp=bf16 (or "

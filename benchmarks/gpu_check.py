@@ -50,6 +50,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import main as cli  # noqa: E402
 from deploy.timing import time_calls  # noqa: E402
+from engine.accumulate import resolve_global_batch  # noqa: E402
 from engine.checkpoint import load_checkpoint  # noqa: E402
 from engine.evaluator import autocast  # noqa: E402
 from engine.optim import build_optimizer, param_groups  # noqa: E402
@@ -264,7 +265,7 @@ def table_rows(s: Settings, steps: int, warmup: int, log: Callable[[str], None] 
     gc.collect()
     jobs = []
     for case in CASES:
-        cfg = load_config(str(ROOT / case.config), world_size=1)
+        cfg = resolve_global_batch(load_config(str(ROOT / case.config)), world_size=1)
         args = case.smoke_args if s.smoke else cfg.model_args
         build = functools.partial(create_model, cfg.model, num_classes=10, **args)
         efficient = build().supports("memory_efficient")
@@ -274,7 +275,7 @@ def table_rows(s: Settings, steps: int, warmup: int, log: Callable[[str], None] 
                 return model.set_memory_efficient(me) if me is not None else model
             for cl in (False, True):
                 jobs.append((case.name, me, cl, built, 4 if s.smoke else cfg.batch_size, 32, 10))
-    peer_cfg = load_config(str(ROOT / PEER_CONFIG), world_size=1)
+    peer_cfg = resolve_global_batch(load_config(str(ROOT / PEER_CONFIG)), world_size=1)
     batch, size, small = (2, 32, {"depth_mult": 0.5}) if s.smoke else (peer_cfg.batch_size, 224, {})
     for cl in (False, True):
         jobs.append((f"{peer_cfg.model} (ImageNet recipe)", None, cl,

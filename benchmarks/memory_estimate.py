@@ -27,6 +27,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from engine.accumulate import resolve_global_batch  # noqa: E402
 from engine.evaluator import autocast  # noqa: E402
 from graphs.models import create_model  # noqa: E402
 from utils.config import load_config  # noqa: E402
@@ -81,7 +82,7 @@ def precision(amp: str) -> str:
 
 def estimate(path: str, budget_gb: float = 40.0) -> dict:
     """The memory estimate of one config at its batch per process on one GPU."""
-    cfg = load_config(path, world_size=1)
+    cfg = resolve_global_batch(load_config(path), world_size=1)
     model = create_model(cfg.model, num_classes=cfg.num_classes or CLASSES[cfg.dataset], **cfg.model_args)
     model.set_memory_efficient(cfg.memory_efficient)
     size = model.pretrained_cfg.input_size if cfg.input_size is None else (3, cfg.input_size, cfg.input_size)

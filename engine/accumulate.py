@@ -17,10 +17,38 @@ Spec the training loop follows (timm ``--grad-accum-steps`` semantics):
 """
 import contextlib
 import math
-from typing import Callable, Iterable, Tuple
+from typing import Callable, Iterable, Optional, Tuple
 
 import torch
 from torch import nn
+
+from utils.errors import ConfigError
+
+
+def split_global_batch(total: int, processes: int, max_per_process: Optional[int] = None) -> Optional[Tuple[int, int]]:
+    """(batch per step over all processes, accumulation steps) that make ``total`` with at most
+    ``max_per_process`` per process, or None when ``total`` does not split evenly over ``processes``."""
+    limit = max_per_process or total
+    for steps in range(1, total + 1):
+        if total % (processes * steps) == 0 and total // (processes * steps) <= limit:
+            return total // steps, steps
+    return None
+
+
+def resolve_global_batch(config, world_size: int):
+    """``config`` (a utils.config.Settings) with ``batch_size`` and ``grad_accum_steps`` derived from
+    ``global_batch_size`` for ``world_size`` processes; unchanged without a global batch."""
+    total = config.global_batch_size
+    if total is None and config.max_batch_per_process is not None:
+        raise ConfigError("max_batch_per_process applies with global_batch_size; set global_batch_size (the "
+                          "recipe's batch) or drop max_batch_per_process")
+    if total is None:
+        return config
+    split = split_global_batch(total, world_size, config.max_batch_per_process)
+    if split is None:
+        raise ConfigError(f"global_batch_size {total} does not split evenly over {world_size} processes; use "
+                          f"a process count that divides it")
+    return config.replace(batch_size=split[0], grad_accum_steps=split[1])
 
 
 def optimizer_steps(num_batches: int, steps: int) -> int:

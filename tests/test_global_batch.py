@@ -3,8 +3,8 @@ import pytest
 
 import main
 from conftest import DROP
+from engine.accumulate import split_global_batch
 from engine.checkpoint import CheckpointManager, load_checkpoint
-from utils.config import split_global_batch
 
 
 @pytest.mark.parametrize("total, processes, limit, expected", [

@@ -28,6 +28,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from engine.accumulate import resolve_global_batch  # noqa: E402
 from graphs.flops import profile  # noqa: E402
 from graphs.models import create_model, get_pretrained_cfg  # noqa: E402
 from utils.atomic_io import atomic_write  # noqa: E402
@@ -52,10 +53,15 @@ def config_paths(folder: str) -> list:
     return sorted(glob.glob(os.path.join(CONFIGS, folder, "*.json")), key=_natural)
 
 
+def recipe_config(path: str):
+    """The config at ``path`` as one process runs it (``global_batch_size`` derived: the recipe's batch)."""
+    return resolve_global_batch(load_config(path), world_size=1)
+
+
 def configs(folder):
     """(config name, config dict) of the classification configs in ``configs/<folder>/``."""
     for path in config_paths(folder):
-        cfg = load_config(path)
+        cfg = recipe_config(path)
         if cfg.agent == "ClassificationAgent":
             yield os.path.basename(path)[:-5], cfg
 
@@ -110,7 +116,7 @@ def replace_generated(path: str, markers: tuple, text: str) -> None:
 
 def _config_row(path: str) -> str:
     """One config's row: file, model, data set, epochs, global batch per optimizer step, published figure."""
-    cfg = load_config(path)
+    cfg = recipe_config(path)
     name = os.path.basename(path)
     if cfg.agent == "DetectionAgent":
         from graphs.detection.flops import PUBLISHED_MAP
@@ -172,7 +178,7 @@ def results_table(title: str, folder: str, results: str) -> str:
              "| config | published top-1 (error) | measured best / final top-1 | EMA best / final top-1 | "
              "epochs: run / recipe | global batch: run / recipe | status |", "|---|---|---|---|---|---|---|"]
     for name, _ in configs(folder):
-        recipe = load_config(os.path.join(CONFIGS, folder, name + ".json"))
+        recipe = recipe_config(os.path.join(CONFIGS, folder, name + ".json"))
         batch = recipe.batch_size * recipe.grad_accum_steps
         pub = _published(recipe.model, recipe.dataset)
         shown = f"{pub.top1:.2f} ({100 - pub.top1:.2f})" if pub and pub.top1 else "–"

@@ -32,6 +32,7 @@ class Option:
     min: float = None        # inclusive lower bound
     max: float = None        # inclusive upper bound
     nullable: bool = False
+    derived_from: str = None  # the key this one is derived from when that is set; giving both is refused
 
 
 def load_schema(path: str = SCHEMA_PATH) -> Tuple[Dict[str, str], List[Option]]:
@@ -173,6 +174,10 @@ def validate(data: dict, source: str = "config") -> dict:
                 raise ConfigError(f"key {o.name!r} must be >= {o.min}, got {v}")
             if o.max is not None and v > o.max:
                 raise ConfigError(f"key {o.name!r} must be <= {o.max}, got {v}")
+    derived = [o.name for o in SCHEMA if o.derived_from and o.name in data and cfg[o.derived_from] is not None]
+    if derived:
+        key, names = SCHEMA_BY_NAME[derived[0]].derived_from, " and ".join(derived)
+        raise ConfigError(f"{key} derives {names}; set either {key} or {names}, not both")
     _check_consistency(cfg)
     return cfg
 
@@ -234,41 +239,15 @@ class Settings(Mapping):
         return Settings({**self._values, **changes})
 
 
-def resolve(data: dict, source: str = "config", world_size: int = 1) -> Settings:
+def resolve(data: dict, source: str = "config") -> Settings:
     """The complete, checked config of ``data`` (a config file's keys, or a partial dict of the Python API
-    and tests, which still names the required keys): defaults filled in, the per-step batch derived for
-    ``world_size`` processes (``global_batch_size``)."""
-    cfg = validate(data, source)
-    total = cfg["global_batch_size"]
-    if total is None and cfg["max_batch_per_process"] is not None:
-        raise ConfigError("max_batch_per_process applies with global_batch_size; set global_batch_size (the "
-                          "recipe's batch) or drop max_batch_per_process")
-    if total is not None:
-        both = [k for k in ("batch_size", "grad_accum_steps") if k in data]
-        if both:
-            raise ConfigError(f"global_batch_size derives {' and '.join(both)}; set either global_batch_size or "
-                              f"{' and '.join(both)}, not both")
-        split = split_global_batch(total, world_size, cfg["max_batch_per_process"])
-        if split is None:
-            raise ConfigError(f"global_batch_size {total} does not split evenly over {world_size} processes; use "
-                              f"a process count that divides it")
-        cfg["batch_size"], cfg["grad_accum_steps"] = split
-    return Settings(cfg)
+    and tests, which still names the required keys), defaults filled in."""
+    return Settings(validate(data, source))
 
 
-def load_config(path: str, overrides=(), mode: Optional[str] = None, world_size: int = 1) -> Settings:
+def load_config(path: str, overrides=(), mode: Optional[str] = None) -> Settings:
     """Read ``path``, apply ``--set`` overrides and ``--mode``; :func:`resolve` the result."""
     data = apply_overrides(read_json(path), parse_overrides(overrides))
     if mode is not None:
         data["mode"] = mode
-    return resolve(data, source=path, world_size=world_size)
-
-
-def split_global_batch(total: int, processes: int, max_per_process=None):
-    """(batch per step over all processes, accumulation steps) that make ``total`` with at most
-    ``max_per_process`` per process, or None when ``total`` does not split evenly over ``processes``."""
-    limit = max_per_process or total
-    for steps in range(1, total + 1):
-        if total % (processes * steps) == 0 and total // (processes * steps) <= limit:
-            return total // steps, steps
-    return None
+    return resolve(data, source=path)
