@@ -14,12 +14,13 @@ from engine.ema import ModelEma, check_ema
 from engine.loggers import RunLogger, setup_logging
 from engine.optim import build_optimizer, check_optimizer, param_groups, scaled_lr
 from engine.schedules import LRSchedule, check_schedule
+from engine.seed import seed_everything
 from engine.trainer import Task, Trainer, TrainerContext, TrainerSettings
 from graphs.layers.sync_bn import convert_sync_batchnorm
 from utils.config import Settings
 from utils.distributed import init_distributed
 from utils.errors import CheckpointError, ConfigError, UserError
-from utils.experiment import ExperimentFolder, seed_everything
+from utils.experiment import ExperimentFolder
 
 
 class BaseAgent(ABC):

@@ -1,6 +1,7 @@
 """The training engine: a Trainer over one explicit, serialisable TrainState, built from small parts.
 
     state.py        TrainState (epoch, batch, step, best metric) and the RNG snapshot
+    seed.py         seed_everything(): Python, NumPy and torch seeds, cuDNN's determinism
     optim.py        parameter groups (weight-decay rules) and the optimizer
     checkpoint.py   CheckpointManager: save, rotate recovery files, resume, compatibility checks
     evaluator.py    evaluate(): loss, top-1/top-5 (and a confusion matrix) over a sharded split

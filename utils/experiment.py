@@ -1,13 +1,10 @@
-"""The experiment folder (``<exp_root>/<exp_name>/``) and seeding."""
+"""The experiment folder (``<exp_root>/<exp_name>/``)."""
 import fcntl
 import json
 import os
-import random
 import shutil
 import socket
 
-import numpy as np
-import torch
 from easydict import EasyDict
 
 from utils.atomic_io import atomic_write, remove_stale_temporaries, temporary_path
@@ -145,15 +142,3 @@ def _make_folder(root: str):
 
 def _has_checkpoint(folder: str) -> bool:
     return os.path.isdir(folder) and any(name.endswith(".pth") for name in os.listdir(folder))
-
-
-def seed_everything(seed, deterministic=False):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    else:
-        torch.backends.cudnn.benchmark = True
