@@ -37,7 +37,7 @@ def test_no_upward_imports(package):
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
-UTILS_BUDGET = 1060     # lines: utils/ holds small cross-cutting helpers only (config mechanics, errors, ...)
+UTILS_BUDGET = 900      # lines: utils/ holds small cross-cutting helpers only (config mechanics, errors, ...)
 FILE_BUDGET = 450       # a module a newcomer reads in one sitting
 # the package modules allowed above FILE_BUDGET, each with the reason
 LONG_FILES = {"graphs/models/rexnet.py": "two official architectures (ReXNet v1 and lite, the official code's two "

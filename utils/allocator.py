@@ -1,15 +1,11 @@
 """The C allocator (malloc) this process runs on, and where to find tcmalloc.
 
-A training step frees and reallocates many large activation buffers of varying sizes. glibc's heap
-fragments under that (a far higher peak RSS), and pinning glibc's mmap
-threshold (``MALLOC_MMAP_THRESHOLD_``) trades the fragmentation for a page fault on every buffer, which
-more than halves the step rate. tcmalloc and mimalloc reuse freed pages without either cost
-(benchmarks/README.md has the figures). A training run of ``python main.py`` (and so of ``run.sh``)
-restarts itself once with tcmalloc preloaded where the system has it, else the mimalloc that ``pip install
--r requirements.txt`` brings (the ``cmeel-mimalloc`` wheel); ``ALLOCATOR=glibc`` opts out. An allocator
-can only be chosen before the process starts (``LD_PRELOAD``), hence the restart, not a config key. The
-other commands stay on glibc: OpenVINO's model converter frees memory through glibc directly, which
-under a preloaded malloc aborts with "free(): invalid pointer".
+A training step frees and reallocates many large activation buffers; glibc's heap fragments under that
+(a far higher peak RSS), and pinning its mmap threshold costs a page fault per buffer (half the step rate).
+tcmalloc and mimalloc have neither cost (benchmarks/README.md). A CPU training run of ``main.py`` restarts
+itself once with tcmalloc preloaded where the system has it, else the ``cmeel-mimalloc`` wheel's mimalloc;
+``ALLOCATOR=glibc`` opts out. The other commands stay on glibc: OpenVINO's converter frees memory through
+glibc directly, which under a preloaded malloc aborts with "free(): invalid pointer".
 
     python utils/allocator.py        # prints the library to preload, or nothing
 """
@@ -19,8 +15,6 @@ import glob
 import os
 import sys
 import sysconfig
-
-__all__ = ["find_tcmalloc", "find_mimalloc", "find_allocator", "active_allocator", "reexec_with_allocator"]
 
 _TCMALLOC = ("tcmalloc_minimal", "tcmalloc")
 
@@ -52,13 +46,8 @@ _REEXEC_FLAG = "CONDENSE_ALLOCATOR_REEXEC"
 
 
 def reexec_with_allocator() -> None:
-    """Restart this Python process once with :func:`find_allocator`'s library preloaded.
-
-    A malloc can only be chosen when a process starts, so a training run of ``main.py`` re-executes
-    itself (same interpreter, options and arguments) with ``LD_PRELOAD`` set. Nothing happens when
-    ``LD_PRELOAD`` is already set, ``ALLOCATOR=glibc`` opts out, no library is found, or this process
-    is already the restarted one.
-    """
+    """Restart this process once with :func:`find_allocator`'s library in ``LD_PRELOAD`` (a malloc is chosen
+    when a process starts); not when ``LD_PRELOAD`` is set, ``ALLOCATOR=glibc``, or there is no library."""
     if os.environ.get("LD_PRELOAD") or os.environ.get("ALLOCATOR") == "glibc" or os.environ.get(_REEXEC_FLAG):
         return
     lib = find_allocator()

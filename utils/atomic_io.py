@@ -1,17 +1,10 @@
 """Every file the project writes goes through here: nothing half-written, even on a full disk.
 
-A file is written under a temporary name in its own folder, ``.<stem>.tmp-<host>-<pid>-<token><ext>``,
-fsynced, renamed onto its name and the folder fsynced: a reader sees the old file or the new one, never
-a part of one. Temporaries are created like any file (mode 0666 minus the umask). On any OSError (full
-disk, quota, file-size limit, read-only or failing file system) the temporaries are removed, the
-previous file stays as it was, and :class:`~utils.errors.WriteError` says so in one sentence with the
-file, the OS's reason and the fix.
-
-Three forms: :func:`atomic_write` (bytes, text or a function that writes to the open file),
-:func:`atomic_path` for libraries that only write to a path (``torch.onnx.export``, PIL), and
-:func:`atomic_paths` for a set of files that belong together (an OpenVINO ``.xml`` + ``.bin``).
-A temporary left by a killed process is removed by :func:`remove_stale_temporaries` when the next
-command starts; one whose process (same host, PID in the name) still runs is left alone.
+A file is written under a temporary name in its folder (``.<stem>.tmp-<host>-<pid>-<token><ext>``), fsynced
+and renamed onto its name, so a reader sees the old file or the new one. On an OSError the temporaries go,
+the previous file stays, and a :class:`~utils.errors.WriteError` names the file, the OS's reason and the fix.
+:func:`atomic_path` / :func:`atomic_paths` serve libraries that only write to a path (ONNX, an OpenVINO
+``.xml`` + ``.bin``); :func:`remove_stale_temporaries` removes a killed process's temporaries.
 """
 import contextlib
 import errno
@@ -23,9 +16,6 @@ import socket
 from typing import Callable, Iterator, List, Optional, Union
 
 from utils.errors import ConfigError, UserError, WriteError
-
-__all__ = ["atomic_write", "atomic_path", "atomic_paths", "temporary_folder", "temporary_path",
-           "remove_stale_temporaries", "check_writable", "write_error"]
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "_", socket.gethostname().split(".")[0]) or "host"
 _TEMPORARY = re.compile(r"\..+\.tmp-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)-[0-9a-f]{8}(\.[^.]*)?")
@@ -66,13 +56,9 @@ def write_error(path: str, err: OSError, kept: str, setting: str = "exp_root") -
 @contextlib.contextmanager
 def atomic_paths(*paths, what: str = "output", setting: str = "exp_root",
                  make_folder: bool = False) -> Iterator[List[str]]:
-    """Yield one temporary path per file of ``paths`` (same folder, same token); when the block ends,
-    fsync them and rename each onto its file.
-
-    With several files the first is the one a reader opens (the ``.xml`` of an IR): the old one is
-    removed before and the new one renamed after the others, so no reader (and no crash) pairs an old
-    first file with new companions. On an error every temporary is removed; an OSError becomes a
-    WriteError. ``setting`` names the option that moves the folder (``exp_root``, ``TORCH_HOME``)."""
+    """Yield one temporary path per file of ``paths``; when the block ends, fsync and rename each onto its
+    file. The first file is the one a reader opens (an IR's ``.xml``): its old version goes first and its new
+    one comes last, so nothing pairs an old first file with new companions. ``setting``: what moves the folder."""
     paths = [os.fspath(p) for p in paths]
     if make_folder:
         try:
@@ -117,8 +103,7 @@ def atomic_path(path, what: str = "output", setting: str = "exp_root", make_fold
 
 def atomic_write(path, data: Union[bytes, str, Callable], what: str = "file", setting: str = "exp_root",
                  make_folder: bool = False) -> str:
-    """Write ``data`` (bytes, UTF-8 text, or ``data(file)`` writing to the open binary file) to
-    ``path`` atomically; returns the path."""
+    """Write ``data`` (bytes, UTF-8 text, or ``data(binary file)`` writing it) to ``path``; returns the path."""
     with atomic_path(path, what, setting, make_folder) as tmp:
         with open(tmp, "xb") as f:
             if callable(data):
@@ -130,8 +115,7 @@ def atomic_write(path, data: Union[bytes, str, Callable], what: str = "file", se
 
 @contextlib.contextmanager
 def temporary_folder(parent: str, name: str) -> Iterator[str]:
-    """A scratch folder in ``parent`` named like a temporary (so a killed run's is cleaned up too),
-    removed with its content when the block ends."""
+    """A scratch folder in ``parent`` named like a temporary (a killed run's is cleaned up), removed after."""
     folder = temporary_path(os.path.join(parent, name))
     try:
         os.mkdir(folder)
@@ -144,10 +128,8 @@ def temporary_folder(parent: str, name: str) -> Iterator[str]:
 
 
 def remove_stale_temporaries(root: str) -> List[str]:
-    """Remove the temporaries (files and scratch folders) under ``root`` whose process is gone; returns
-    their paths. A temporary of a running process (this host, its PID alive) is kept: a validate may
-    run beside a training run. This process's own PID counts as gone: it has not written yet, so such
-    a file is an earlier process's that had the same PID (containers reuse PIDs)."""
+    """Remove (and return) the temporaries under ``root`` whose process is gone; a running one's (a validate
+    beside a training run) stay. Our own PID counts as gone: containers reuse PIDs, and we wrote nothing yet."""
     removed = []
     for folder, dirs, files in os.walk(root):
         for name in files + dirs:
@@ -195,11 +177,8 @@ def _fsync_folder(folder: str) -> None:
 
 
 def _os_error(exc: BaseException, tmps: List[str]) -> Optional[OSError]:
-    """The OSError behind a failed write, or None when ``exc`` is no write failure.
-
-    Some libraries report a failed write without the OS's reason (OpenVINO's serializer raises
-    'iostream error', torch's zip writer 'unexpected pos'); appending to their temporary file then
-    reproduces the reason (a full disk, a file at the size limit) or shows that the disk is fine."""
+    """The OSError behind a failed write, or None. Some libraries hide the OS's reason (OpenVINO's 'iostream
+    error', torch's 'unexpected pos'): appending to their temporary reproduces it, or shows the disk is fine."""
     if isinstance(exc, OSError):
         return exc
     if isinstance(exc, UserError) or not isinstance(exc, Exception):

@@ -1,11 +1,8 @@
 """Experiment configuration: JSON -> defaults -> ``--set`` overrides -> validation -> a frozen Settings.
 
-Every key is declared once, in ``configs/schema.json`` (section, type, default, range, meaning), the only
-place a default is written; docs/configuration.md's key tables are generated from it
-(``python tools/config_docs.py``). Validation runs before anything heavy and raises a one-sentence
-ConfigError for malformed JSON, unknown keys, wrong types, out-of-range values, missing required keys and
-contradictory options. The names of agents, models, data sets and losses are checked where those layers
-are assembled (``agents.build_agent``), so this ground floor imports none of them.
+Every key is declared once, with its default, in ``configs/schema.json`` (docs/configuration.md is generated
+from it). Malformed JSON, unknown keys, wrong types and out-of-range values are one-sentence ConfigErrors
+here; the names and rules of each layer are checked where it is assembled (the agents' ``check_config``).
 """
 import json
 import math
@@ -81,8 +78,7 @@ def read_json(path):
 
 
 def parse_overrides(items):
-    """``["a=1", "model_args.stages=[8,8,8]"]`` -> list of (dotted key, value); values parse as JSON,
-    and fall back to plain strings (``data_root=/tmp/x``). A key given twice is refused."""
+    """``["a=1", "model_args.stages=[8,8,8]"]`` -> [(dotted key, value)]: JSON, else a plain string."""
     out, seen = [], {}
     for item in items or []:
         key, sep, raw = item.partition("=")
@@ -178,12 +174,7 @@ def validate(data: dict, source: str = "config") -> dict:
     if derived:
         key, names = SCHEMA_BY_NAME[derived[0]].derived_from, " and ".join(derived)
         raise ConfigError(f"{key} derives {names}; set either {key} or {names}, not both")
-    _check_consistency(cfg)
-    return cfg
-
-
-def _check_consistency(cfg):
-    """The run mechanics; the rules of each layer are its agent's ``check_config`` (agents/)."""
+    # the run mechanics; the rules of each layer are its agent's check_config (agents/)
     name = cfg["exp_name"]
     if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or "\0" in name:
         raise ConfigError(f"exp_name must be a plain folder name (no '/', no '..'), got {name!r}; put the parent "
@@ -195,12 +186,12 @@ def _check_consistency(cfg):
     dev = cfg["device"]
     if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
         raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+    return cfg
 
 
 class Settings(Mapping):
-    """A resolved config: read-only, by key (``settings["lr"]``) or attribute (``settings.lr``). Lists and
-    dicts (``model_args``) are handed out as copies, so no reader can change it; ``settings.replace(**kw)``
-    is a changed copy and ``dict(settings)`` a plain one."""
+    """A resolved config, read-only, by key or attribute (lists and dicts are handed out as copies);
+    ``settings.replace(**kw)`` is a changed copy and ``dict(settings)`` a plain one."""
     __slots__ = ("_values",)
 
     def __init__(self, values: Mapping):

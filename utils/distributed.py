@@ -31,13 +31,14 @@ class DistContext:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def _reduce(self, value: float, op, device) -> float:
+        t = torch.tensor([float(value)], device=device)
+        dist.all_reduce(t, op=op)
+        return t.item()
+
     def any(self, flag, device):
         """True on every rank if ``flag`` is true on any rank."""
-        if not self.enabled:
-            return bool(flag)
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return bool(self._reduce(bool(flag), dist.ReduceOp.MAX, device) if self.enabled else flag)
 
     def all_true(self, flag: torch.Tensor) -> bool:
         """True on every rank if the boolean tensor ``flag`` is true on every rank."""
@@ -49,11 +50,7 @@ class DistContext:
 
     def min(self, value, device):
         """The smallest ``value`` (an int) over the ranks."""
-        if not self.enabled:
-            return value
-        t = torch.tensor([float(value)], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return int(t.item())
+        return int(self._reduce(value, dist.ReduceOp.MIN, device)) if self.enabled else value
 
     def broadcast_buffers(self, module):
         """Make every rank hold rank 0's buffers (e.g. condensation masks after a pruning event)."""
@@ -67,9 +64,8 @@ class DistContext:
 
 
 def init_distributed(device_name: str, timeout_s: int) -> Tuple[DistContext, torch.device]:
-    """(the processes, this process's device for ``device_name`` 'auto' | 'cpu' | 'cuda' | 'cuda:N'); launched
-    by torchrun (WORLD_SIZE > 1), the process group too, and every process takes the GPU of its LOCAL_RANK
-    (a 'cuda:N' would put every rank on one GPU)."""
+    """(the processes, this process's device for ``device_name``); under torchrun the process group too, and
+    each process takes the GPU of its LOCAL_RANK (a 'cuda:N' would put every rank on one GPU)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world_size > 1 else 0
     if device_name == "auto":

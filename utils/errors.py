@@ -1,9 +1,5 @@
-"""User-facing errors.
-
-Anything the user can fix (a config typo, a missing data set, a checkpoint of the wrong model) is
-raised as a :class:`UserError` with one sentence that names the problem and the fix. ``main.py``
-prints that sentence and exits with code 2; ``--debug`` shows the traceback instead.
-"""
+"""User-facing errors: what the user can fix is a :class:`UserError` whose one sentence names the problem and
+the fix; ``main.py`` prints it and exits with code 2 (``--debug``: the traceback)."""
 import difflib
 
 
@@ -38,8 +34,7 @@ class TrainingError(UserError):
 
 
 class Interrupted(BaseException):
-    """The run stopped on SIGINT/SIGTERM (a BaseException, like KeyboardInterrupt); ``saved``: training
-    saved its position first (utils.shutdown)."""
+    """The run stopped on SIGINT/SIGTERM (like KeyboardInterrupt); ``saved``: training saved its position first."""
 
     def __init__(self, signum, saved=False):
         super().__init__(signum)

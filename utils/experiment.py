@@ -23,14 +23,9 @@ LOCK_FILE = "train.lock"
 
 
 class ExperimentFolder:
-    """``<exp_root>/<exp_name>/`` for one run.
-
-    :meth:`prepare` creates it; a training run also locks it (one training run per experiment: an
-    exclusive ``flock`` on ``train.lock``, which the kernel releases when the process ends, so a crash
-    never leaves a stale lock). :meth:`close` releases the lock and, after a failed run, removes the
-    folder again if this run created it and no checkpoint was written: a failed start leaves no empty
-    skeleton, and nothing that existed before the run is ever removed.
-    """
+    """``<exp_root>/<exp_name>/`` for one run: :meth:`prepare` creates it, and a training run locks it (a
+    ``flock`` on ``train.lock``, released by the kernel even on a crash); after a failed run :meth:`close`
+    removes what this run created unless a checkpoint was written."""
 
     def __init__(self, config):
         self.dirs = experiment_dirs(config)
@@ -38,8 +33,7 @@ class ExperimentFolder:
         self._lock = None
 
     def prepare(self, is_main: bool = True, lock: bool = False) -> EasyDict:
-        """Create the folders (``lock``: after locking the experiment, before anything is written); one
-        sentence if the folder is not writable or another training run holds it."""
+        """Create the folders (``lock``: locked first); one sentence if unwritable or another run holds it."""
         dirs = self.dirs
         if is_main:
             try:
@@ -65,15 +59,15 @@ class ExperimentFolder:
         return dirs
 
     def save_config(self, config) -> None:
-        """``config.json``: the run's resolved ``config``, written when training starts (a run that fails
-        before leaves an earlier run's file as it was)."""
+        """``config.json``: the run's resolved ``config``, written when training starts."""
         atomic_write(self.dirs.config, json.dumps(dict(config), indent=2, sort_keys=True))
 
     def close(self, failed: bool) -> None:
-        """Release the lock; after a failed run remove what this run created, unless a checkpoint was
-        written (or another training run holds the folder)."""
+        """Release the lock; after a failed run remove what it created, unless it holds a checkpoint (or a lock)."""
         try:
-            if failed and self.created and not _has_checkpoint(self.dirs.checkpoints):
+            checkpoints = self.dirs.checkpoints
+            if failed and self.created and not (os.path.isdir(checkpoints) and
+                                                any(n.endswith(".pth") for n in os.listdir(checkpoints))):
                 if self._lock is None:
                     self._lock = _lock(self.dirs.root) if os.path.isdir(self.dirs.root) else None
                     if self._lock is None:
@@ -106,8 +100,7 @@ def _in_use(root: str) -> ConfigError:
 
 
 def check_unlocked(root: str) -> None:
-    """One sentence if a training run holds experiment folder ``root`` (the ``--nproc`` launcher's check
-    before it starts the processes; rank 0 then takes the lock)."""
+    """One sentence if a training run holds experiment folder ``root`` (the ``--nproc`` launcher's check)."""
     if os.path.exists(os.path.join(root, LOCK_FILE)):
         f = _lock(root)
         if f is None:
@@ -127,8 +120,8 @@ def _lock(root: str):
 
 
 def _make_folder(root: str):
-    """Create ``root`` and its missing parents; the topmost folder created, or None if ``root`` existed
-    (``mkdir`` decides, so of two runs starting together only one owns a new folder)."""
+    """Create ``root`` and its parents; the topmost folder created, or None if ``root`` existed (``mkdir``
+    decides, so of two runs starting together only one owns a new folder)."""
     root = top = os.path.abspath(root)
     while not os.path.isdir(os.path.dirname(top)):
         top = os.path.dirname(top)
@@ -138,7 +131,3 @@ def _make_folder(root: str):
     except FileExistsError:
         return None
     return top
-
-
-def _has_checkpoint(folder: str) -> bool:
-    return os.path.isdir(folder) and any(name.endswith(".pth") for name in os.listdir(folder))

@@ -1,18 +1,12 @@
 """Prompt, safe shutdown on SIGTERM / SIGINT (a cluster's preemption notice, Ctrl-C), for every mode.
 
-``main.py`` installs one handler for the whole run (:func:`handle_signals`). While the process holds
-nothing unsaved (start-up, data loading before the first training step, validate / predict / export), a
-signal raises :class:`utils.errors.Interrupted` at once, wherever the process is: files are written
-atomically, so nothing is left half-written. From the first training step on, the trainer defers signals
-(:func:`defer`): a signal only records the request, which the training loop and the evaluators read every
-batch (:func:`should_stop`, :func:`check`: a vote of the ranks under DDP), so the trainer saves its
-position and stops within one batch. A second signal stops at once; one arriving within ``REPEAT_S`` of
-the first is the same request delivered twice (by the cluster and again by torchrun) and counts once.
-
-Python drops an exception raised where it cannot propagate (a fork's callbacks, say, while data-loader
-workers start; no message is printed for it), so the recorded request is also honoured at those checks,
-and on entering deferral.
-Data-loader workers survive a signal sent to the whole process group; the main process stops them.
+``main.py`` installs one handler for the run (:func:`handle_signals`). While nothing is unsaved a signal
+raises :class:`utils.errors.Interrupted` at once (files are written atomically). From the first training
+step on the trainer defers signals (:func:`defer`): a signal only records the request, which the loop reads
+every batch (:func:`should_stop`, :func:`check`: a vote of the ranks), so it saves and stops within one batch.
+A second signal stops at once; one within ``REPEAT_S`` of the first is the same request delivered twice (by
+the cluster and by torchrun). Python drops an exception it cannot propagate (a fork's callbacks), so the
+recorded request is also honoured at those checks. Data-loader workers ignore the signal; their parent stops them.
 """
 import logging
 import os
@@ -24,9 +18,6 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from utils.errors import Interrupted
-
-__all__ = ["STOP_SIGNALS", "StopRequested", "handle_signals", "defer", "honour", "stop_deferring", "requested",
-           "should_stop", "check", "worker_init"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REPEAT_S = 1.0
@@ -77,17 +68,15 @@ def handle_signals() -> Iterator[None]:
 
 
 def defer() -> None:
-    """From now on a signal only records the request: the caller holds unsaved progress and stops at its
-    next safe point. A request that came before (and could not stop the process) stops it here, where
-    nothing is unsaved yet."""
+    """From now on a signal only records the request (the caller stops at its next safe point); one that came
+    before, and could not stop the process, stops it here, where nothing is unsaved yet."""
     if not _state.deferring and _state.signum is not None:
         raise Interrupted(_state.signum)
     _state.deferring = True
 
 
 def honour() -> None:
-    """Stop now if a signal came and was swallowed (a library that turns the exception raised in its
-    callback into its own error, as torch's ONNX tracer does); a no-op otherwise, and while deferring."""
+    """Stop now if a signal came and a library swallowed it (torch's ONNX tracer); a no-op while deferring."""
     if _state.signum is not None and not _state.deferring:
         raise Interrupted(_state.signum)
 
@@ -103,8 +92,7 @@ def requested() -> Optional[int]:
 
 
 def should_stop(dist, device) -> bool:
-    """True on every rank once a stop was requested on any: one all-reduce under DDP, so every rank must
-    ask equally often."""
+    """True on every rank once any requested a stop (an all-reduce: every rank asks equally often)."""
     return dist.any(_state.signum is not None, device)
 
 
@@ -115,10 +103,8 @@ def check(dist, device) -> None:
 
 
 def worker_init(worker_id: int) -> None:
-    """``worker_init_fn`` of the data loaders: a signal sent to the whole process group or job step
-    (Ctrl-C, Slurm) must not kill a worker under a main process that is saving; the main process shuts
-    its workers down. A worker ignores SIGINT, and SIGTERM unless its parent sends it (as the loader's
-    shutdown does, when a worker does not stop by itself)."""
+    """``worker_init_fn`` of the data loaders: a signal to the whole process group (Ctrl-C, Slurm) must not
+    kill a worker under a saving main process. A worker ignores SIGINT, and SIGTERM unless its parent sends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})     # threads started later inherit the mask
     parent = os.getppid()
