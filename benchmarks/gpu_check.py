@@ -22,11 +22,11 @@ training images/s and peak GPU memory (``torch.cuda.max_memory_allocated``) per 
 trained the same way (the ImageNet ReXNet-1.0 recipe at 224 px) in the same run. Every stage prints PASS or
 FAIL; the exit status is 1 when any failed.
 
-On the CPU (``--device cpu --amp bf16 --smoke``: tiny models and subsets; tests/test_gpu_check.py) the same
+On the CPU (``--device cpu --amp bf16 --smoke``: tiny models and subsets; tests/benchmarks/test_gpu_check.py) the same
 code runs with the CPU for CUDA and bf16 for fp16. A dispatch mode that raises on scalar reads (``.item()``,
 ``float(t)``, ``bool(t)``) stands in for the sync debug mode (it does not see copies, which on the CPU wait
 for nothing; under it torch.compile runs eagerly, so the CPU test skips ``compile``, which
-tests/test_switch_matrix.py covers through main.py), and the memory column shows "-" (no CUDA allocator).
+tests/engine/test_switch_matrix.py covers through main.py), and the memory column shows "-" (no CUDA allocator).
 Each invocation writes its experiments into a fresh ``<work>/run-<time>/``.
 """
 import argparse

@@ -25,7 +25,7 @@ case $? in
 esac
 WORK=${GPU_CHECK_DIR:-experiments/gpu_check}
 failed=""
-"$PY" -m pytest -q -m cuda tests/test_amp_layers.py tests/test_switch_matrix.py || failed="$failed pytest"
+"$PY" -m pytest -q -m cuda tests/graphs/test_amp_layers.py tests/engine/test_switch_matrix.py || failed="$failed pytest"
 if [ -n "${GPU_CHECK_CIFAR:-}" ]; then
     "$PY" benchmarks/gpu_check.py --work "$WORK" --cifar "$GPU_CHECK_CIFAR" "$@" || failed="$failed gpu_check.py"
 else

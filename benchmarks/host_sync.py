@@ -16,7 +16,7 @@ from engine.trainer import Trainer
 from utils.distributed import DistContext
 
 # where a training step may read the device: the log-interval checks, pruning events, checkpoints and the
-# epoch's closing sums (tests/test_host_sync.py allows the same places)
+# epoch's closing sums (tests/engine/test_host_sync.py allows the same places)
 ALLOWED = ((Trainer, "_check_finite"), (Trainer, "_report"), (Trainer, "_set_progress"), (CheckpointManager, "save"),
            (CheckpointManager, "save_recovery"), (RunningSums, "compute"), (DistContext, "any"),
            (DistContext, "all_true"))

@@ -77,7 +77,7 @@ def sync_context(model: nn.Module, i: int, num_batches: int, steps: int):
 def accumulated_step(model: nn.Module, criterion: Callable, optimizer: torch.optim.Optimizer,
                      micro_batches: Iterable[Tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """One optimizer step over ``micro_batches`` following the spec above; returns the summed scaled
-    loss (detached). The reference the Trainer's loop must agree with (tests/test_recipe.py)."""
+    loss (detached). The reference the Trainer's loop must agree with (tests/engine/test_recipe.py)."""
     batches = list(micro_batches)
     n = len(batches)
     optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py under torchrun: train (or validate) one config, dump per-rank state."""
+"""Run by tests/cli/test_distributed.py under torchrun: train (or validate) one config, dump per-rank state."""
 import os
 import sys
 from pathlib import Path

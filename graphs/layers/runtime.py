@@ -24,7 +24,7 @@ Yang et al., CVPR 2021; official ``layers.py`` / ``CondenseSFR``):
     (the grouped conv's rows summed per destination, zero rows for untouched channels), then ``x + r``
     (an Add the runtimes fuse into the conv); or ``sfr='scatter'``: the grouped conv and
     ``scatter_add`` (ScatterElements with reduction 'add', opset >= 16).
-The forms are exact up to float rounding (tests/test_runtimes.py checks each against the converted model).
+The forms are exact up to float rounding (tests/deploy/test_runtimes.py checks each against the converted model).
 """
 import contextlib
 import copy

@@ -117,7 +117,7 @@ def test_export_writes_onnx_and_torchscript_for_a_converted_condensenet(tmp_path
 
 def test_benchmark_emits_json_for_training_time_converted_and_fused_models(tmp_path, capsys, config):
     path = config(model="condensenet_50", model_args={"stages": [1, 1, 1], "growth": [4, 4, 4]},
-                  benchmark_batch_size=4, benchmark_runtimes=[])     # runtimes: tests/test_deploy.py
+                  benchmark_batch_size=4, benchmark_runtimes=[])     # runtimes: tests/deploy/test_deploy.py
     out, _ = run(capsys, [path, "--mode", "benchmark"])
     data = json.loads((tmp_path / "exp" / "m" / "out" / "benchmark.json").read_text())
     rows = data["rows"]

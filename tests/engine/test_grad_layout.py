@@ -1,6 +1,6 @@
 """Gradients laid out as their parameters under channels_last (what DDP's gradient buckets expect: a
 mismatch made every rank warn "grad strides do not match bucket view strides"); the 2-process run
-through main.py is in tests/test_distributed.py."""
+through main.py is in tests/cli/test_distributed.py."""
 import pytest
 import torch
 
