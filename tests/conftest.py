@@ -17,14 +17,49 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+_CHILD = "CDN_TEST_CHILD"
+
+
+class ModuleInOwnProcess(pytest.Item):
+    """The selected tests of a module marked ``own_process``, run by a child pytest: OpenVINO's and NNCF's
+    native libraries, once loaded, can crash a later in-process training run of the same interpreter."""
+
+    def __init__(self, *, nodeids, **kwargs):
+        super().__init__(**kwargs)
+        self.nodeids = nodeids
+
+    def runtest(self):
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *self.nodeids],
+                           cwd=ROOT, env={**os.environ, _CHILD: "1"}, capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.fail(f"{len(self.nodeids)} test(s) in their own process exited {r.returncode}:\n"
+                        f"{r.stdout[-6000:]}{r.stderr[-3000:]}", pytrace=False)
+
+    def reportinfo(self):
+        return self.path, 0, f"{self.name}: {len(self.nodeids)} test(s)"
+
+
+@pytest.hookimpl(trylast=True)      # after -m / -k deselection: a child runs what was selected
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` skip, with the reason, where torch sees no CUDA device."""
-    if torch.cuda.is_available():
+    """Tests marked ``cuda`` skip, with the reason, where torch sees no CUDA device; the selected tests of
+    a module marked ``own_process`` become one item that runs them in a child pytest."""
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it on one)")
+        for item in items:
+            if item.get_closest_marker("cuda") is not None:
+                item.add_marker(skip)
+    if os.environ.get(_CHILD):
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it on one)")
+    groups = {}
     for item in items:
-        if item.get_closest_marker("cuda") is not None:
-            item.add_marker(skip)
+        if item.get_closest_marker("own_process") is not None:
+            groups.setdefault(item.module, []).append(item)
+    for module, members in groups.items():
+        first = items.index(members[0])
+        for member in members:
+            items.remove(member)
+        items.insert(first, ModuleInOwnProcess.from_parent(members[0].getparent(pytest.Module),
+                                                          name="own_process", nodeids=[m.nodeid for m in members]))
 
 
 # A classification run of a few seconds on the CPU: a 2-stage DenseNet-BC on 16x16 synthetic images.

@@ -18,6 +18,10 @@ from graphs.layers.runtime import LGC_FORMS, SFR_FORMS, index_add_rounds, runtim
 from graphs.models import create_model
 from utils.errors import ConfigError
 
+# OpenVINO's and NNCF's native libraries, once used, have crashed a later in-process training run of the
+# whole suite's interpreter: these tests run in a child pytest (tests/conftest.py)
+pytestmark = pytest.mark.own_process
+
 SMALL = [("condensenet_50", {}, 32), ("cdnv2_110", dict(stages=(2, 2, 2)), 32)]
 
 
