@@ -118,7 +118,7 @@ def test_lasso_terms_by_hand():
         m.conv.weight.zero_()
         m.conv.weight[1, 3] = 3.0       # output rows 1 and 5 are one group (rows g, g + G, ... as officially)
         m.conv.weight[5, 3] = 4.0
-    assert float(m.lasso_term()) == pytest.approx(5 + 63e-3)
+    assert float(m.lasso_term().detach()) == pytest.approx(5 + 63e-3)
     m.advance(3)
     assert float(m.lasso_term()) == 0.0
     s = SFR(8, 16, groups=4, condense_factor=4)
