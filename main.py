@@ -22,8 +22,9 @@ def parse_args(argv=None):
                                             "ReXNet and DenseNet-BC classifiers.")
     p.add_argument("config", nargs="?", help="path to a JSON config, e.g. configs/cdnv2_exp_0.json")
     p.add_argument("--mode", choices=MODES, help="override the config's mode")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override config keys; values are JSON (dotted keys reach into model_args)")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config keys (the flag may repeat); values are JSON (dotted keys reach into "
+                        "model_args)")
     p.add_argument("--checkpoint", help="checkpoint or weight file for validate/convert/visualize/...")
     p.add_argument("--images", nargs="+", metavar="IMAGE", help="predict: image files or folders")
     p.add_argument("--nproc", type=int, metavar="N",

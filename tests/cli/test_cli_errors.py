@@ -46,6 +46,14 @@ def test_exp_name_is_a_plain_folder_name(tmp_path, tiny_config, name):
 
 def test_a_set_key_given_twice_is_refused(tiny_config):
     one_sentence(run(tiny_config(), "--set", "lr=0.1", "max_epoch=2", "lr=0.2"), "lr twice", "lr=0.1", "lr=0.2")
+    one_sentence(run(tiny_config(), "--set", "lr=0.1", "--set", "lr=0.2"), "lr twice", "lr=0.1", "lr=0.2")
+
+
+def test_repeated_set_flags_all_apply(tmp_path, tiny_config):
+    """``--set a=1 --set b=2`` is two overrides: an earlier flag is not dropped (its exp_root would be)."""
+    r = run(tiny_config(), "--mode", "flops", "--set", "input_size=24", "--set", f"exp_root={tmp_path / 'other'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "at 24x24" in r.stdout + r.stderr and (tmp_path / "other" / "tiny").is_dir()
 
 
 @pytest.mark.parametrize("nproc, words", [("0", ("--nproc must be at least 1",)),
